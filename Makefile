@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` (the main job) and `make test`.
+# Both create .venv if missing and install everything the project needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.corft-installed
+export MUJOCO_GL ?= egl
+
+.PHONY: install system-deps demo test clean
+
+install: system-deps $(STAMP)
+
+# pyrealsense2 needs libusb-1.0 to import; EGL renders MuJoCo headless.
+system-deps:
+	@missing=""; \
+	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing="$$missing libusb-1.0-0"; \
+	ldconfig -p | grep -q 'libEGL.so.1' || missing="$$missing libegl1"; \
+	ldconfig -p | grep -q 'libOpenGL.so.0' || missing="$$missing libopengl0"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else \
+			echo "missing Debian packages:$$missing"; \
+			echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+		fi; \
+	fi
+
+# torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/corft collect --env corft/PickPlace-v0 --episodes 10 --positions train --out data/demo_pickplace --seed 0
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info build dist .pytest_cache

@@ -1,0 +1,76 @@
+"""Execute a chunk of actions as one step: the interface chunked policies act through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class ActionChunk(gym.Wrapper):
+    """Run up to ``chunk_size`` single-step actions per ``step`` call.
+
+    ``step(actions)`` takes an array of shape ``(k, d)`` with ``1 <= k <= chunk_size``
+    and executes its first ``min(k, execute)`` actions in order, stopping at the
+    first terminated or truncated step (whose observation it returns). The
+    reward is the discounted sum ``Σ_i γ^i r_i`` over executed steps (``gamma=1``:
+    the plain sum). ``info`` is the last step's, plus ``chunk_len`` (steps
+    executed), ``chunk_rewards`` (their rewards) and ``is_success`` (true if any
+    executed step succeeded).
+
+    Wrap it around the step-level :class:`~gymnasium.wrappers.TimeLimit` so the
+    episode limit still counts single steps; ``gym.make(env_id, chunk_size=H)``
+    does so.
+
+    :param env: a step-level env with a 1-D ``Box`` action space.
+    :param chunk_size: H, the most actions one chunk may hold.
+    :param gamma: per-step discount of the chunk reward, in (0, 1].
+    :param execute: run only the first ``execute`` actions of each chunk
+        (receding horizon); ``None`` runs them all.
+    """
+
+    def __init__(self, env: gym.Env, chunk_size: int, gamma: float = 1.0, execute: int | None = None) -> None:
+        super().__init__(env)
+        base = env.action_space
+        if not isinstance(base, spaces.Box) or len(base.shape) != 1:
+            raise ValueError(f"ActionChunk needs a 1-D Box action space, got {base}")
+        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        if execute is not None and not 1 <= execute <= chunk_size:
+            raise ValueError(f"execute must be in [1, chunk_size={chunk_size}] or None, got {execute}")
+        self.chunk_size, self.gamma, self.execute = int(chunk_size), float(gamma), execute
+        self.action_space = spaces.Box(
+            np.broadcast_to(base.low, (self.chunk_size, *base.shape)),
+            np.broadcast_to(base.high, (self.chunk_size, *base.shape)),
+            dtype=base.dtype,
+        )
+
+    def step(self, actions: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        actions = np.asarray(actions)
+        action_dim = self.env.action_space.shape[0]
+        if actions.ndim != 2 or actions.shape[1] != action_dim or not 1 <= len(actions) <= self.chunk_size:
+            raise ValueError(
+                f"a chunk must have shape (k, {action_dim}) with 1 <= k <= chunk_size={self.chunk_size}, "
+                f"got {actions.shape}"
+            )
+        count = len(actions) if self.execute is None else min(len(actions), self.execute)
+        rewards: list[float] = []
+        success = False
+        for action in actions[:count]:
+            observation, reward, terminated, truncated, info = self.env.step(action)
+            rewards.append(float(reward))
+            success = success or bool(info.get("is_success", False))
+            if terminated or truncated:
+                break
+        discounts = self.gamma ** np.arange(len(rewards))
+        info = {
+            **info,
+            "chunk_len": len(rewards),
+            "chunk_rewards": np.asarray(rewards),
+            "is_success": success,
+        }
+        return observation, float(discounts @ np.asarray(rewards)), terminated, truncated, info

@@ -1,0 +1,193 @@
+"""The simulated FR3 tabletop environment (MuJoCo), one class for every task.
+
+Observation (a flat ``Dict``, accepted by stable-baselines3):
+
+- ``image_front``, ``image_wrist``: ``uint8`` RGB, ``(image_size, image_size, 3)``;
+- ``state``: ``float32`` ``(15,)`` = TCP position (3, m), TCP orientation
+  quaternion (4, w x y z with w >= 0), gripper opening (1, m), the seven joint
+  positions (rad) — see :data:`STATE_LAYOUT`;
+- ``instruction``: a ``Text`` key, only with ``include_instruction=True``
+  (stable-baselines3 rejects ``Text`` spaces). The instruction is always
+  ``env.unwrapped.instruction`` and ``info["instruction"]`` at reset.
+
+Action: ``Box(-1, 1, (7,))``, the contract in :mod:`corft_envs.controller`.
+Reward: 1 on the step where the task's success first holds, which terminates;
+``info["is_success"]`` on every step. The step limit comes from registration.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from corft_envs.controller import ACTION_DIM, CartesianController, decode_action
+from corft_envs.layouts import check_positions_mode, sample_fixture_position, sample_object_positions
+from corft_envs.robot_model import FINGER_JOINT_NAMES, GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from corft_envs.scene import RENDER_GEOM_GROUPS, build_scene_xml
+from corft_envs.tasks import COLOURS, N_OBJECTS, SceneState, get_task
+
+#: Name and size of each block of the ``state`` vector, in order.
+STATE_LAYOUT: tuple[tuple[str, int], ...] = (
+    ("tcp_position", 3),
+    ("tcp_quaternion", 4),
+    ("gripper_width", 1),
+    ("joint_positions", 7),
+)
+STATE_DIM = sum(size for _, size in STATE_LAYOUT)
+CAMERAS = ("front", "wrist")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+#: Physics substeps run after placing objects at reset so they settle on the table.
+SETTLE_STEPS = 20
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+
+
+def check_image_size(image_size: Any) -> int:
+    """Return ``image_size`` if the renderer can give it, else raise a ``ValueError`` saying what it accepts."""
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+        raise ValueError(f"image_size must be an int in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size!r}")
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] pixels, got {image_size}")
+    return int(image_size)
+
+
+class FR3TabletopEnv(gym.Env):
+    """Franka FR3 with its gripper on a table, a language-specified manipulation task.
+
+    :param task: ``"PickPlace"``, ``"Push"`` or ``"Stack"`` (see :mod:`corft_envs.tasks`).
+    :param positions: ``"train"``, ``"unseen"`` or ``"all"`` object positions
+        (see :mod:`corft_envs.layouts`).
+    :param image_size: side of both camera images in pixels, 16 to 1024.
+    :param include_instruction: add the instruction as a ``Text`` observation key.
+    :param render_mode: ``None`` or ``"rgb_array"`` (the front camera).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        task: str = "PickPlace",
+        positions: str = "train",
+        image_size: int = 96,
+        include_instruction: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        self.task = get_task(task)
+        self.positions = check_positions_mode(positions)
+        self.image_size = check_image_size(image_size)
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
+        self.render_mode = render_mode
+        self.include_instruction = include_instruction
+
+        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(self.task, self.image_size))
+        self.data = mujoco.MjData(self.model)
+        self.controller = CartesianController(self.model, self.data, HOME_JOINT_POSITIONS)
+        self._renderer: mujoco.Renderer | None = None
+        self._scene_option = mujoco.MjvOption()
+        self._scene_option.geomgroup[:] = RENDER_GEOM_GROUPS
+        self._object_bodies = [self.model.body(f"obj{i}").id for i in range(N_OBJECTS)]
+        self._object_geoms = [self.model.geom(f"obj{i}_geom").id for i in range(N_OBJECTS)]
+        self._object_qpos = [self.model.joint(f"obj{i}_joint").qposadr[0] for i in range(N_OBJECTS)]
+        self._fixture_body = self.model.body("fixture").id
+        self._finger_qpos = np.array([self.model.joint(n).qposadr[0] for n in FINGER_JOINT_NAMES])
+
+        image = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        observation = {
+            "image_front": image,
+            "image_wrist": image,
+            "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+        }
+        if include_instruction:
+            observation["instruction"] = spaces.Text(max_length=128, charset=INSTRUCTION_CHARSET)
+        self.observation_space = spaces.Dict(observation)
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+        self.colours: list[str] = []
+        self.instruction = ""
+
+    # ------------------------------------------------------------------ gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        rng = self.np_random
+        model, data = self.model, self.data
+        mujoco.mj_resetData(model, data)
+        data.qpos[self.controller.qpos_index] = HOME_JOINT_POSITIONS
+        data.qpos[self._finger_qpos] = GRIPPER_MAX_WIDTH / 2
+        self.controller.hold()
+        data.ctrl[self.controller.gripper_actuator] = 255.0
+
+        palette = list(COLOURS)
+        self.colours = [palette[i] for i in rng.permutation(len(palette))[:N_OBJECTS]]
+        for geom, colour in zip(self._object_geoms, self.colours):
+            model.geom_rgba[geom] = COLOURS[colour]
+        positions = sample_object_positions(rng, N_OBJECTS, self.positions)
+        height = self.task.object_half_size[2]
+        for address, (x, y) in zip(self._object_qpos, positions):
+            data.qpos[address : address + 7] = (x, y, height, 1.0, 0.0, 0.0, 0.0)
+        model.body_pos[self._fixture_body][:2] = sample_fixture_position(rng)
+        self.instruction = self.task.instruction(rng, self.colours)
+
+        mujoco.mj_forward(model, data)
+        mujoco.mj_step(model, data, nstep=SETTLE_STEPS)
+        return self._observation(), {"instruction": self.instruction, "is_success": False}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        self.controller.apply(decode_action(action))
+        success = self.task.is_success(self.scene_state())
+        return self._observation(), float(success), success, False, {"is_success": success}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return self.render_camera("front")
+        return None
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ------------------------------------------------------- privileged state
+    def scene_state(self) -> SceneState:
+        """Object and fixture positions and the gripper opening (for success checks and experts)."""
+        return SceneState(
+            object_positions=self.data.xpos[self._object_bodies].copy(),
+            fixture_position=self.data.xpos[self._fixture_body].copy(),
+            gripper_width=self.gripper_width(),
+        )
+
+    def gripper_width(self) -> float:
+        """Opening between the fingers (m)."""
+        return float(self.data.qpos[self._finger_qpos].sum())
+
+    def render_camera(self, camera: str) -> np.ndarray:
+        """An RGB ``uint8`` image from camera ``"front"`` or ``"wrist"``."""
+        if camera not in CAMERAS:
+            raise ValueError(f"camera={camera!r} is unknown; use one of {CAMERAS}")
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+        self._renderer.update_scene(self.data, camera=camera, scene_option=self._scene_option)
+        return self._renderer.render()
+
+    def _state_vector(self) -> np.ndarray:
+        position, quat = self.controller.tcp_pose()
+        if quat[0] < 0:
+            quat = -quat
+        joints = self.data.qpos[self.controller.qpos_index]
+        return np.concatenate([position, quat, [self.gripper_width()], joints]).astype(np.float32)
+
+    def _observation(self) -> dict[str, Any]:
+        observation: dict[str, Any] = {
+            "image_front": self.render_camera("front"),
+            "image_wrist": self.render_camera("wrist"),
+            "state": self._state_vector(),
+        }
+        if self.include_instruction:
+            observation["instruction"] = self.instruction
+        return observation
