@@ -40,6 +40,8 @@ STATE_LAYOUT: tuple[tuple[str, int], ...] = (
 )
 STATE_DIM = sum(size for _, size in STATE_LAYOUT)
 CAMERAS = ("front", "wrist")
+#: Bound on every TCP coordinate in the base frame (m); the FR3 reaches 0.855 m.
+REACH = 1.5
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 #: Physics substeps run after placing objects at reset so they settle on the table.
 SETTLE_STEPS = 20
@@ -100,7 +102,7 @@ class FR3TabletopEnv(gym.Env):
         observation = {
             "image_front": image,
             "image_wrist": image,
-            "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            "state": self._state_space(),
         }
         if include_instruction:
             observation["instruction"] = spaces.Text(max_length=128, charset=INSTRUCTION_CHARSET)
@@ -109,6 +111,13 @@ class FR3TabletopEnv(gym.Env):
 
         self.colours: list[str] = []
         self.instruction = ""
+
+    def _state_space(self) -> spaces.Box:
+        """Bounds of ``state``: the TCP within the arm's reach, unit quaternion, gripper and joint ranges."""
+        joint_low, joint_high = self.controller.joint_low, self.controller.joint_high
+        low = np.concatenate([[-REACH, -REACH, -REACH], -np.ones(4), [0.0], joint_low])
+        high = np.concatenate([[REACH, REACH, REACH], np.ones(4), [GRIPPER_MAX_WIDTH + 0.01], joint_high])
+        return spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
     # ------------------------------------------------------------------ gym API
     def reset(

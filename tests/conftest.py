@@ -1,0 +1,25 @@
+"""Test configuration: headless MuJoCo rendering and small shared fixtures."""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import pytest  # noqa: E402
+
+import corft_envs  # noqa: E402,F401  (registers the env ids)
+
+
+@pytest.fixture
+def make_env():
+    """Factory for sim envs that closes every env it made at the end of the test."""
+    made: list[gym.Env] = []
+
+    def factory(env_id: str = "corft/PickPlace-v0", **kwargs) -> gym.Env:
+        env = gym.make(env_id, **kwargs)
+        made.append(env)
+        return env
+
+    yield factory
+    for env in made:
+        env.close()

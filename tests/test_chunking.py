@@ -1,0 +1,125 @@
+"""The ActionChunk wrapper against hand-computed cases and on the real sim env."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from corft_envs import ActionChunk
+from corft_envs.experts import make_expert
+
+
+class RewardIsStepIndex(gym.Env):
+    """A one-dimensional env whose reward at step i is i + 1 and which terminates after ``end`` steps.
+
+    Small enough that every chunk outcome can be computed by hand.
+    """
+
+    observation_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = spaces.Box(-1, 1, (2,), np.float32)
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.executed: list[np.ndarray] = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.executed.append(np.asarray(action))
+        self.t += 1
+        done = self.t >= self.end
+        return np.array([self.t], np.float32), float(self.t), done, False, {"is_success": done}
+
+
+def test_discounted_sum_and_chunk_len():
+    env = ActionChunk(RewardIsStepIndex(end=100), chunk_size=4, gamma=0.5)
+    env.reset()
+    obs, reward, terminated, truncated, info = env.step(np.zeros((4, 2)))
+    assert reward == pytest.approx(1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 4)  # 3.5
+    assert info["chunk_len"] == 4 and list(info["chunk_rewards"]) == [1, 2, 3, 4]
+    assert obs[0] == 4 and not terminated and info["is_success"] is False
+
+
+def test_early_termination_inside_a_chunk():
+    env = ActionChunk(RewardIsStepIndex(end=6), chunk_size=4, gamma=0.9)
+    env.reset()
+    env.step(np.zeros((4, 2)))
+    obs, reward, terminated, truncated, info = env.step(np.zeros((4, 2)))
+    assert terminated and obs[0] == 6
+    assert info["chunk_len"] == 2 and reward == pytest.approx(5 + 0.9 * 6)
+    assert info["is_success"] is True
+
+
+def test_short_chunks_and_execute_prefix():
+    base = RewardIsStepIndex(end=100)
+    env = ActionChunk(base, chunk_size=5, execute=2)
+    env.reset()
+    chunk = np.arange(6, dtype=np.float32).reshape(3, 2)  # k = 3 <= H
+    _, reward, *_, info = env.step(chunk)
+    assert info["chunk_len"] == 2 and reward == 1 + 2
+    np.testing.assert_array_equal(np.array(base.executed), chunk[:2])
+    assert env.action_space.shape == (5, 2)
+
+
+@pytest.mark.parametrize("shape", [(6, 2), (0, 2), (3, 3), (2,)])
+def test_malformed_chunk_is_rejected(shape):
+    env = ActionChunk(RewardIsStepIndex(end=100), chunk_size=5)
+    env.reset()
+    with pytest.raises(ValueError, match=r"a chunk must have shape \(k, 2\) with 1 <= k <= chunk_size=5"):
+        env.step(np.zeros(shape))
+
+
+def test_bad_wrapper_arguments():
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        ActionChunk(RewardIsStepIndex(end=3), chunk_size=0)
+    with pytest.raises(ValueError, match="gamma must be in"):
+        ActionChunk(RewardIsStepIndex(end=3), chunk_size=2, gamma=1.5)
+    with pytest.raises(ValueError, match="execute must be in"):
+        ActionChunk(RewardIsStepIndex(end=3), chunk_size=2, execute=3)
+
+
+def test_time_limit_counts_single_steps(make_env):
+    env = make_env("corft/Push-v0", image_size=16, chunk_size=10)
+    assert env.action_space.shape == (10, 7)
+    limit = env.spec.max_episode_steps
+    env.reset(seed=0)
+    steps, truncated = 0, False
+    hold = np.tile(np.array([0, 0, 0, 0, 0, 0, -1], np.float32), (10, 1))
+    while not truncated:
+        *_, terminated, truncated, info = env.step(hold)
+        steps += info["chunk_len"]
+        assert not terminated
+    assert steps == limit
+
+
+def test_success_inside_a_chunk_replays_a_step_level_episode(make_env):
+    """Replay an expert's step-level episode in chunks: the success step ends its chunk, discounted."""
+    step_env = make_env("corft/PickPlace-v0", image_size=16)
+    expert = make_expert(step_env)
+    obs, _ = step_env.reset(seed=3)
+    expert.reset(3)
+    actions, rewards = [], []
+    while True:
+        actions.append(expert.act(obs))
+        obs, reward, terminated, truncated, _ = step_env.step(actions[-1])
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    assert terminated and rewards[-1] == 1.0 and sum(rewards) == 1.0
+    success_step = len(actions) - 1
+
+    gamma, size = 0.9, 8
+    chunk_env = make_env("corft/PickPlace-v0", image_size=16, chunk_size=size, gamma=gamma)
+    chunk_env.reset(seed=3)
+    padded = actions + [actions[-1]] * size
+    for start in range(0, len(padded), size):
+        _, reward, terminated, _, info = chunk_env.step(np.array(padded[start : start + size]))
+        if terminated:
+            break
+    assert start == success_step // size * size
+    assert info["chunk_len"] == success_step - start + 1
+    assert reward == pytest.approx(gamma ** (success_step - start))
+    assert info["is_success"] is True
