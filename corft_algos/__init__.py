@@ -1,0 +1,1 @@
+"""Policies, datasets and learning algorithms (SFT, CO-RFT, baselines), and the ``corft`` command line."""

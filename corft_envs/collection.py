@@ -1,0 +1,315 @@
+"""Collect scripted-expert demonstrations into an episode store.
+
+:func:`collect` runs attempt ``k`` with seed ``seed + k`` until the store
+holds the requested number of episodes, so a killed run is resumed by running
+it again: the :class:`~corft_envs.episode_store.EpisodeWriter` picks up the
+finished episodes and the attempt count, and the result equals an
+uninterrupted run.
+
+:class:`EpisodeRecorder` buffers step-level transitions. It wraps the
+step-level env *below* any action-chunk wrapper, so whatever a policy sends
+(one action or a chunk), the store receives one entry per control step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from corft_envs.chunking import ActionChunk
+from corft_envs.episode_store import DatasetMeta, EpisodeData, EpisodeWriter
+from corft_envs.experts import make_expert
+
+#: Attempts allowed per requested episode when ``max_attempts`` is not given.
+DEFAULT_ATTEMPTS_PER_EPISODE = 10
+
+
+class CollectionError(RuntimeError):
+    """Collection cannot reach the requested number of episodes."""
+
+
+class ScriptedPolicy(Protocol):
+    """What the collector needs from a scripted expert."""
+
+    def reset(self, seed: int) -> None:
+        """Prepare for a new episode started with ``env.reset(seed=seed)``."""
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """One step-level action."""
+
+    def act_chunk(self, observation: dict[str, np.ndarray], horizon: int) -> np.ndarray:
+        """A ``(k, action_dim)`` chunk of actions, ``1 <= k <= horizon``."""
+
+
+@dataclass
+class _EpisodeBuffer:
+    seed: int | None
+    instruction: str
+    observations: list[dict[str, np.ndarray]]
+    actions: list[np.ndarray] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    is_success: list[bool] = field(default_factory=list)
+    terminated: bool = False
+    truncated: bool = False
+
+
+def _copy_observation(observation: Any) -> dict[str, np.ndarray]:
+    if not isinstance(observation, dict):
+        raise TypeError(f"EpisodeRecorder needs dict observations, got {type(observation).__name__}")
+    return {key: np.array(value, copy=True) for key, value in observation.items()}
+
+
+class EpisodeRecorder(gym.Wrapper):
+    """Buffers the current episode's step-level transitions.
+
+    After the episode ends (terminated or truncated), :meth:`episode` returns
+    it as :class:`~corft_envs.episode_store.EpisodeData`: the reset
+    observation plus one observation, action, reward and ``info["is_success"]``
+    per step, with the reset seed and ``info["instruction"]``. A new
+    :meth:`reset` starts a new buffer.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._buffer: _EpisodeBuffer | None = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._buffer = _EpisodeBuffer(
+            seed=seed,
+            instruction=str(info.get("instruction", "")),
+            observations=[_copy_observation(observation)],
+        )
+        return observation, info
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        if self._buffer is None:
+            raise RuntimeError("EpisodeRecorder.step() called before reset()")
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        buffer = self._buffer
+        buffer.actions.append(np.array(action, dtype=self.action_space.dtype, copy=True))
+        buffer.rewards.append(float(reward))
+        buffer.is_success.append(bool(info.get("is_success", False)))
+        buffer.observations.append(_copy_observation(observation))
+        buffer.terminated, buffer.truncated = bool(terminated), bool(truncated)
+        return observation, reward, terminated, truncated, info
+
+    def episode(self) -> EpisodeData:
+        """The finished episode.
+
+        :raises RuntimeError: if no episode has ended since the last reset.
+        """
+        buffer = self._buffer
+        if buffer is None or not (buffer.terminated or buffer.truncated):
+            raise RuntimeError("EpisodeRecorder.episode() needs a finished episode (terminated or truncated)")
+        return EpisodeData(
+            observations={key: np.stack([o[key] for o in buffer.observations]) for key in buffer.observations[0]},
+            actions=np.stack(buffer.actions),
+            rewards=np.asarray(buffer.rewards, dtype=np.float32),
+            is_success=np.asarray(buffer.is_success, dtype=bool),
+            instruction=buffer.instruction,
+            seed=buffer.seed,
+            terminated=buffer.terminated,
+            truncated=buffer.truncated,
+        )
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Settings of one collection run (the arguments of ``corft collect``).
+
+    :param env_id: Gymnasium id, e.g. ``"corft/PickPlace-v0"``.
+    :param episodes: number of episodes the store must hold at the end.
+    :param out: store directory.
+    :param positions: object position set, ``"train"``, ``"unseen"`` or ``"all"``.
+    :param seed: base seed; attempt ``k`` uses ``seed + k``.
+    :param keep_failures: keep unsuccessful attempts as episodes too.
+    :param chunk_size: let the expert act in chunks of this many steps.
+    :param image_size: camera image side in pixels (env default when ``None``).
+    :param max_attempts: stop with an error after this many attempts in total
+        (default ``10 * episodes``).
+    """
+
+    env_id: str
+    episodes: int
+    out: Path
+    positions: str = "train"
+    seed: int = 0
+    keep_failures: bool = False
+    chunk_size: int | None = None
+    image_size: int | None = None
+    max_attempts: int | None = None
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``gym.make`` of the step-level env."""
+        kwargs: dict[str, Any] = {"positions": self.positions}
+        if self.image_size is not None:
+            kwargs["image_size"] = self.image_size
+        return kwargs
+
+    @property
+    def attempt_limit(self) -> int:
+        """Attempts allowed in total."""
+        return self.max_attempts if self.max_attempts is not None else DEFAULT_ATTEMPTS_PER_EPISODE * self.episodes
+
+
+@dataclass(frozen=True)
+class CollectSummary:
+    """Outcome of :func:`collect`, counted over the store's whole life.
+
+    :param out: store directory.
+    :param episodes: episodes saved.
+    :param attempts: attempts made, kept or not.
+    :param successes: successful attempts.
+    :param mean_length: mean length of the saved episodes, in steps.
+    """
+
+    out: Path
+    episodes: int
+    attempts: int
+    successes: int
+    mean_length: float
+
+    def line(self) -> str:
+        """One-line report for the terminal."""
+        rate = 100.0 * self.successes / self.attempts if self.attempts else 0.0
+        return (
+            f"saved {self.episodes} episodes | success rate {self.successes}/{self.attempts} attempts "
+            f"({rate:.1f}%) | mean length {self.mean_length:.1f} steps | {self.out}"
+        )
+
+
+def make_recording_env(
+    env_id: str, env_kwargs: dict[str, Any], chunk_size: int | None
+) -> tuple[gym.Env, EpisodeRecorder]:
+    """Make ``env_id`` with an :class:`EpisodeRecorder` under the chunk wrapper, if any.
+
+    :returns: the env to act in, and the recorder inside it.
+    """
+    recorder = EpisodeRecorder(gym.make(env_id, **env_kwargs))
+    env = recorder if chunk_size is None else ActionChunk(recorder, chunk_size)
+    return env, recorder
+
+
+def run_episode(
+    env: gym.Env, recorder: EpisodeRecorder, policy: ScriptedPolicy, seed: int, chunk_size: int | None
+) -> EpisodeData:
+    """Run one episode from ``env.reset(seed=seed)`` to its end and return what ``recorder`` saw."""
+    observation, _ = env.reset(seed=seed)
+    policy.reset(seed=seed)
+    done = False
+    while not done:
+        if chunk_size is None:
+            action = policy.act(observation)
+        else:
+            action = policy.act_chunk(observation, chunk_size)
+        observation, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+    return recorder.episode()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done, then raise it, so a commit is never cut short.
+
+    Only where Ctrl-C would raise ``KeyboardInterrupt`` anyway: in the main
+    thread, with Python's default SIGINT handler.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if not in_main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _summarize(writer: EpisodeWriter) -> CollectSummary:
+    attempts = writer.episodes + writer.discarded
+    lengths = [r.length for r in writer.episodes]
+    return CollectSummary(
+        out=writer.root,
+        episodes=len(writer.episodes),
+        attempts=len(attempts),
+        successes=sum(r.success for r in attempts),
+        mean_length=float(np.mean(lengths)) if lengths else math.nan,
+    )
+
+
+def _fill(
+    writer: EpisodeWriter,
+    env: gym.Env,
+    recorder: EpisodeRecorder,
+    policy: ScriptedPolicy,
+    config: CollectConfig,
+    progress: bool,
+) -> None:
+    done = min(len(writer.episodes), config.episodes)
+    with tqdm(total=config.episodes, initial=done, unit="episode", desc=config.env_id, disable=not progress) as bar:
+        while len(writer.episodes) < config.episodes:
+            if writer.next_attempt >= config.attempt_limit:
+                raise CollectionError(
+                    f"stopped after {writer.next_attempt} attempts with {len(writer.episodes)} of "
+                    f"{config.episodes} episodes in {writer.root}: the expert rarely succeeds here. "
+                    "Raise --max-attempts, or pass --keep-failures to keep unsuccessful episodes"
+                )
+            episode = run_episode(env, recorder, policy, config.seed + writer.next_attempt, config.chunk_size)
+            with _sigint_deferred():
+                record = writer.add(episode, keep=episode.success or config.keep_failures)
+            summary = _summarize(writer)
+            bar.set_postfix(attempts=summary.attempts, successes=summary.successes, refresh=False)
+            bar.update(record.file is not None)
+
+
+def collect(
+    config: CollectConfig,
+    *,
+    progress: bool = True,
+    make_policy: Callable[[gym.Env], ScriptedPolicy] = make_expert,
+) -> CollectSummary:
+    """Collect episodes into ``config.out`` until it holds ``config.episodes``.
+
+    Resumes whatever the directory already holds. Ctrl-C (``KeyboardInterrupt``)
+    never cuts the saving of an episode short: finished episodes stay saved
+    and indexed, an unfinished one is dropped, and the exception propagates.
+
+    :param config: what to collect and where.
+    :param progress: show a progress bar on stderr.
+    :param make_policy: builds the acting policy from the env to act in;
+        the task's scripted expert by default.
+    :raises DatasetError: if ``config.out`` holds data collected with other settings.
+    :raises CollectionError: if ``config.attempt_limit`` is reached first.
+    """
+    env, recorder = make_recording_env(config.env_id, config.env_kwargs, config.chunk_size)
+    try:
+        meta = DatasetMeta(
+            env_id=config.env_id,
+            env_kwargs=config.env_kwargs,
+            observation_space=recorder.observation_space,
+            action_space=recorder.action_space,
+            chunk_size=config.chunk_size,
+            seed=config.seed,
+            keep_failures=config.keep_failures,
+        )
+        with EpisodeWriter(config.out, meta) as writer:
+            _fill(writer, env, recorder, make_policy(env), config, progress)
+            return _summarize(writer)
+    finally:
+        env.close()
