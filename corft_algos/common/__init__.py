@@ -1,0 +1,1 @@
+"""Shared algorithm machinery."""

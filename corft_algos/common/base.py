@@ -1,0 +1,387 @@
+"""The base class of every corft algorithm: stable-baselines3's ``BaseAlgorithm``, trained offline.
+
+What it adds to SB3 for offline learning from an episode store:
+
+- the spaces come from the dataset (or an env, for spaces only: an offline
+  algorithm never steps it); the action space is the chunk ``Box(-1, 1, (H, A))``;
+- normalisation statistics and the instruction vocabulary come from the
+  dataset and are saved with the model, so a loaded model predicts without it;
+- ``learn(total_timesteps)`` counts *gradient steps*; callbacks are called once
+  per step; losses, Q statistics and gradient norms go to the SB3 logger;
+- a non-finite loss stops training with :class:`TrainingDivergedError` before
+  any parameter is touched, so the last checkpoint stays good;
+- ``load`` refuses keyword arguments that conflict with the saved ones and a
+  zip saved by another algorithm.
+
+Subclasses set :attr:`algorithm_name`, build their optimizers in
+:meth:`_setup_optimizers` and implement one gradient step in :meth:`train_step`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.utils import configure_logger
+from tqdm import tqdm
+
+from corft_algos.augmentation import random_shift
+from corft_algos.data import ChunkDataset, to_torch
+from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
+from corft_envs.episode_store import EpisodeDataset, space_differences
+
+SelfOfflineAlgorithm = TypeVar("SelfOfflineAlgorithm", bound="OfflineAlgorithm")
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; no parameter was updated with it."""
+
+
+class GradientStepProgressBar(BaseCallback):
+    """A tqdm bar over gradient steps (SB3's own bar counts env steps of a training env)."""
+
+    def _on_training_start(self) -> None:
+        total = self.model._total_timesteps - self.model._num_timesteps_at_start
+        self.bar = tqdm(total=total, unit="step", desc=type(self.model).__name__, dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self.bar.update(1)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def observation_space_without_text(space: spaces.Dict) -> spaces.Dict:
+    """The observation space minus the ``instruction`` Text key (policies take the instruction apart)."""
+    return spaces.Dict({key: sub for key, sub in space.spaces.items() if key != INSTRUCTION_KEY})
+
+
+class OfflineAlgorithm(BaseAlgorithm):
+    """Offline algorithm on an episode store, with stable-baselines3's API.
+
+    :param policy: ``"VLAPolicy"`` or a policy class.
+    :param dataset: an :class:`EpisodeDataset`, its directory, or a :class:`ChunkDataset`.
+    :param env: optional; only its spaces are used (checked against the dataset's).
+    :param chunk_size: H, actions per chunk.
+    :param gamma: per-step discount.
+    :param batch_size: samples per gradient step.
+    :param learning_rate: learning rate of the stage-1 (imitation) optimizer.
+    :param image_augmentation: random-shift pixels (±4) when images are encoded with gradients.
+    :param max_grad_norm: gradient clipping norm.
+    :param num_workers: DataLoader workers (0: sample in the main process).
+    :param policy_kwargs: :class:`~corft_algos.policies.VLAPolicy` arguments.
+    :param tensorboard_log: folder for TensorBoard logs (``None``: none).
+    :param verbose: 0 silent, 1 training logs.
+    :param seed: random seed.
+    :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    algorithm_name: ClassVar[str] = ""
+    policy_aliases: ClassVar[dict[str, type[VLAPolicy]]] = {"VLAPolicy": VLAPolicy}
+    #: Whether the policy needs the critic expert.
+    uses_critic: ClassVar[bool] = False
+    policy: VLAPolicy
+
+    def __init__(
+        self,
+        policy: str | type[VLAPolicy] = "VLAPolicy",
+        dataset: ChunkDataset | EpisodeDataset | str | Path | None = None,
+        env: gym.Env | None = None,
+        chunk_size: int = 10,
+        gamma: float = 0.99,
+        batch_size: int = 32,
+        learning_rate: float = 3e-4,
+        image_augmentation: bool = True,
+        max_grad_norm: float = 10.0,
+        num_workers: int = 0,
+        policy_kwargs: dict[str, Any] | None = None,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        super().__init__(policy=policy, env=None, learning_rate=learning_rate, policy_kwargs=policy_kwargs,
+                         tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed)
+        self.algorithm_name = type(self).algorithm_name
+        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        self.chunk_size, self.gamma, self.batch_size = int(chunk_size), float(gamma), int(batch_size)
+        self.image_augmentation, self.max_grad_norm, self.num_workers = image_augmentation, max_grad_norm, num_workers
+        self.dataset = dataset
+        self._spaces_env = env
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------- setup
+    def _prepare_dataset(self) -> None:
+        """Turn ``self.dataset`` into a :class:`ChunkDataset` and take spaces and statistics from it.
+
+        For a loaded model, the dataset must match the saved spaces.
+        """
+        if self.dataset is None:
+            if getattr(self, "normalization", None) is None:
+                raise ValueError(f"{type(self).__name__} needs a dataset: pass dataset=<episode store directory> "
+                                 "(the normalisation statistics and instructions come from it)")
+            return
+        if not isinstance(self.dataset, ChunkDataset):
+            self.dataset = ChunkDataset(self.dataset, chunk_size=self.chunk_size, gamma=self.gamma,
+                                        success_oversample=self._success_oversample())
+        elif self.dataset.chunk_size != self.chunk_size:
+            raise ValueError(f"the ChunkDataset has chunk_size={self.dataset.chunk_size}, "
+                             f"the algorithm chunk_size={self.chunk_size}")
+        observation_space = observation_space_without_text(self.dataset.observation_space)
+        step_space = self.dataset.action_space
+        if getattr(self, "normalization", None) is not None:  # a loaded model: the data must fit it
+            problems = space_differences(self.observation_space, observation_space, "observation space")
+            if problems:
+                raise ValueError("the dataset does not fit this model: " + "; ".join(problems))
+        else:
+            self.observation_space = observation_space
+            self.action_space = spaces.Box(-1.0, 1.0, (self.chunk_size, *step_space.shape), np.float32)
+            self.normalization = NormalizationStats.from_dataset(self.dataset)
+            self.instructions = list(self.dataset.instructions)
+            self.dataset_env_id = self.dataset.env_id
+        if self._spaces_env is not None:
+            self._check_env_spaces(self._spaces_env)
+
+    def _check_env_spaces(self, env: gym.Env) -> None:
+        problems = space_differences(self.observation_space, observation_space_without_text(env.observation_space),
+                                     "observation space")
+        if problems:
+            raise ValueError("the env does not fit the dataset: " + "; ".join(problems))
+
+    def _success_oversample(self) -> float:
+        """Oversampling of chunks holding a success step (1 = none); RL algorithms raise it."""
+        return 1.0
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self._prepare_dataset()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, normalization=self.normalization,
+            instructions=self.instructions, with_critic=self.uses_critic, **self.policy_kwargs,
+        ).to(self.device)
+        self._rng = np.random.default_rng(self.seed)
+        self._torch_generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
+        self._batches: Iterator[dict[str, Any]] | None = None
+        self._setup_optimizers()
+
+    @abstractmethod
+    def _setup_optimizers(self) -> None:
+        """Create the optimizers (attributes named in :meth:`optimizer_names`)."""
+
+    @abstractmethod
+    def optimizer_names(self) -> list[str]:
+        """Attribute names of the optimizers, saved and restored with the model."""
+
+    @abstractmethod
+    def train_step(self) -> dict[str, float]:
+        """One gradient step; returns scalar metrics to log under ``train/``."""
+
+    # ------------------------------------------------------------- data
+    def next_batch(self, with_observations: bool = True, oversample_success: bool = False) -> dict[str, Any]:
+        """The next training batch as torch tensors on the device.
+
+        :param with_observations: include ``o_t``'s arrays (``"observation"``).
+        :param oversample_success: draw chunks holding the success step
+            ``dataset.success_oversample`` times more often (uniform otherwise).
+            With ``num_workers > 0`` the DataLoader always oversamples.
+        """
+        if self.dataset is None:
+            raise ValueError("no dataset to train on: pass dataset=... to the constructor or to load()")
+        if self.num_workers > 0:
+            if self._batches is None:
+                loader = self.dataset.make_loader(self.batch_size, num_workers=self.num_workers,
+                                                  seed=self.seed or 0, with_observations=with_observations)
+                self._batches = (batch for _ in iter(int, 1) for batch in loader)
+            batch = next(self._batches)
+        else:
+            weights = self.dataset.sample_weights if oversample_success else None
+            probabilities = None if weights is None else weights / weights.sum()
+            indices = self._rng.choice(len(self.dataset), size=self.batch_size, p=probabilities)
+            batch = to_torch(self.dataset.sample_batch(indices, with_observations))
+        return {key: _to_device(value, self.device) for key, value in batch.items()}
+
+    def image_tensors(self, observation: dict[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
+        """uint8 HWC images -> float CHW in [0, 1] (randomly shifted if ``augment``); other keys unchanged."""
+        tensors = dict(observation)
+        for key in self.policy.image_keys:
+            images = observation[key].permute(0, 3, 1, 2).float() / 255.0
+            tensors[key] = random_shift(images, generator=self._torch_generator) if augment else images
+        return tensors
+
+    def encode_batch(self, observation: dict[str, torch.Tensor], instruction_ids: torch.Tensor,
+                     augment: bool) -> torch.Tensor:
+        """Context tokens of a batch of observations (with gradients)."""
+        embeddings = self.policy.instruction_embeddings[instruction_ids]
+        return self.policy.encode(self.image_tensors(observation, augment), embeddings, images_are_float=True)
+
+    # ------------------------------------------------------------- learning
+    def learn(
+        self: SelfOfflineAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 100,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfOfflineAlgorithm:
+        """Train for ``total_timesteps`` gradient steps.
+
+        :param total_timesteps: gradient steps to run (added to the counter when
+            ``reset_num_timesteps`` is False, as in SB3).
+        :param callback: SB3 callback(s), called once per gradient step.
+        :param log_interval: dump the logger every this many steps.
+        :param tb_log_name: TensorBoard run name (default: the algorithm's name).
+        :param reset_num_timesteps: start counting from 0.
+        :param progress_bar: show a tqdm bar over gradient steps.
+        :raises TrainingDivergedError: if a loss is NaN or infinite.
+        """
+        self.start_time = time.time_ns()
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        else:
+            total_timesteps += self.num_timesteps
+        self._total_timesteps = total_timesteps
+        self._num_timesteps_at_start = self.num_timesteps
+        if not self._custom_logger:
+            self._logger = configure_logger(self.verbose, self.tensorboard_log,
+                                            tb_log_name or self.algorithm_name, reset_num_timesteps)
+        callbacks = [callback] if isinstance(callback, BaseCallback) else list(callback or [])
+        if progress_bar:
+            callbacks.append(GradientStepProgressBar())
+        callback = self._init_callback(CallbackList(callbacks), progress_bar=False)
+        callback.on_training_start(locals(), globals())
+        self.policy.set_training_mode(True)
+        while self.num_timesteps < total_timesteps:
+            metrics = self.train_step()
+            self.num_timesteps += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            for name, value in metrics.items():
+                self.logger.record_mean(f"train/{name}", value)
+            callback.update_locals(locals())
+            if not callback.on_step():
+                break
+            if log_interval and self.num_timesteps % log_interval == 0:
+                self.dump_training_logs()
+        callback.on_training_end()
+        return self
+
+    def dump_training_logs(self) -> None:
+        """Write the averaged training metrics with step counts and speed."""
+        elapsed = max((time.time_ns() - self.start_time) / 1e9, 1e-9)
+        self.logger.record("time/gradient_steps", self.num_timesteps)
+        self.logger.record("time/steps_per_second", (self.num_timesteps - self._num_timesteps_at_start) / elapsed)
+        self.logger.dump(step=self.num_timesteps)
+
+    def check_finite(self, **losses: torch.Tensor) -> None:
+        """Raise :class:`TrainingDivergedError` if any loss is NaN or infinite."""
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise TrainingDivergedError(
+                    f"{type(self).__name__}: {name} is {value.item()} at gradient step {self.num_timesteps + 1}; "
+                    "no parameter was updated with it. Lower the learning rate or check the dataset; "
+                    "the last saved checkpoint is intact."
+                )
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                       parameters: list[torch.nn.Parameter]) -> float:
+        """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+        optimizer.step()
+        return float(norm)
+
+    # ------------------------------------------------------------- transfer
+    def init_from(self, source: OfflineAlgorithm | str | Path) -> list[str]:
+        """Copy the weights of another model (e.g. a pretrained SFT policy) where names and shapes match.
+
+        Normalisation statistics and instruction embeddings stay this model's
+        (they describe its dataset). Returns the names of the tensors copied.
+        """
+        if not isinstance(source, OfflineAlgorithm):
+            data, params, _ = load_from_zip_file(source, device=self.device)
+            state = params["policy"]
+        else:
+            state = source.policy.state_dict()
+        own = self.policy.state_dict()
+        skipped = {name for name, _ in self.policy.named_buffers()}
+        copied = {name: value for name, value in state.items()
+                  if name in own and name not in skipped and own[name].shape == value.shape}
+        self.policy.load_state_dict(copied, strict=False)
+        return sorted(copied)
+
+    # ------------------------------------------------------------- save / load
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "dataset", "_spaces_env", "_batches", "_rng",
+                "_torch_generator", *self._transient_attributes()]
+
+    def _transient_attributes(self) -> list[str]:
+        """Attributes recomputed after loading (caches); not saved."""
+        return []
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", *self.optimizer_names()], []
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfOfflineAlgorithm],
+        path: str | Path,
+        env: gym.Env | None = None,
+        device: torch.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfOfflineAlgorithm:
+        """Load a saved model; ``dataset=...`` attaches training data to continue learning.
+
+        :raises ValueError: if the zip was saved by another algorithm, or a keyword
+            argument conflicts with the saved value.
+        """
+        data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
+        saved_name = data.get("algorithm_name")
+        if saved_name != cls.algorithm_name:
+            raise ValueError(f"{path} holds a {saved_name!r} model; load it with that algorithm's class, "
+                             f"not {cls.__name__} ({cls.algorithm_name!r})")
+        conflicts = [f"{key}={value!r} (saved: {data[key]!r})" for key, value in kwargs.items()
+                     if key in data and not _same(data[key], value)]
+        if conflicts:
+            raise ValueError(f"cannot load {path} with conflicting arguments: {', '.join(conflicts)}")
+        model = super().load(path, env=None, device=device, custom_objects=custom_objects,
+                             print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+        if env is not None:
+            model._check_env_spaces(env)
+        return model
+
+
+def _same(saved: Any, given: Any) -> bool:
+    try:
+        return bool(np.all(saved == given))
+    except (TypeError, ValueError):
+        return False
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    return value.to(device) if isinstance(value, torch.Tensor) else value

@@ -1,0 +1,281 @@
+"""CO-RFT: chunked offline RL fine-tuning of a VLA policy (arXiv 2508.02219).
+
+Stage 1 (the first ``il_steps`` gradient steps) is :class:`~corft_algos.sft.SFT`:
+full-parameter imitation learning. Stage 2 is offline TD learning over action
+chunks with a critic expert beside the action expert (DESIGN.md section 4):
+
+- **critic**: two :class:`~corft_algos.networks.experts.ChunkQNetwork` copies,
+  each giving ``Q_k^{(j)}(c_t, a_{t:t+j+1})`` for every prefix j in one pass;
+  trained towards the per-prefix targets
+
+      y_j = Σ_{i=0..j} γ^i r_{t+i} + γ^{j+1} (1 − d_{t+j}) min_k Q̄_k^{(H−1)}(c_{t+j+1}, ã),
+      ã = π̄(c_{t+j+1}) + clip(N(0, σ²), −c, c),
+
+  over valid steps (``boundary_only=True`` keeps only the last valid prefix,
+  Q-chunking's target), plus the Cal-QL term on the full-chunk head
+
+      α · E[ logsumexp_{a ∈ samples} max(Q(c, a), G(c)) − Q(c, a_data) ],
+
+  samples = uniform chunks, π(c_t) + noise and π(c_{t+1}) + noise, G the
+  discounted Monte-Carlo return. For a chunk cut by the episode's end the last
+  valid head stands in for the full-chunk head.
+- **actor** (TD3+BC): ``−λ · mean_j Q_1^{(j)}(c, π(c)_{0:j+1}) / mean|Q| + L_IL``
+  over valid steps, updated every ``policy_delay`` critic steps after
+  ``critic_warmup_steps`` with the actor frozen.
+- **targets**: Polyak averages (τ) of both critics and of the action expert.
+- **backbone**: frozen in stage 2 by default (``backbone_lr=0``): context tokens
+  are computed once per frame and reused; ``backbone_lr > 0`` fine-tunes it
+  through the actor loss instead.
+- **sampling**: chunks holding the success step are drawn ``success_oversample``
+  times more often in stage 2.
+
+:class:`OfflineRLH1` is the same with H = 1: single-step offline RL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from corft_algos.common.base import OfflineAlgorithm
+from corft_algos.losses import actor_q_term, calql_penalty, last_valid_index, masked_mse, per_prefix_targets
+from corft_algos.registry import register_algorithm
+from corft_algos.sft import SFT
+
+
+def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
+    """``θ̄ ← (1 − τ) θ̄ + τ θ`` for every parameter."""
+    with torch.no_grad():
+        for target_parameter, parameter in zip(target.parameters(), source.parameters()):
+            target_parameter.lerp_(parameter, tau)
+
+
+class CORFT(SFT):
+    """CO-RFT: SFT for ``il_steps`` gradient steps, then chunked offline RL.
+
+    Takes every :class:`~corft_algos.sft.SFT` argument, plus:
+
+    :param il_steps: stage-1 (imitation) gradient steps; 0 starts in stage 2
+        (use :meth:`init_from` to start from an SFT checkpoint).
+    :param rl_steps: stage-2 gradient steps (``learn(il_steps + rl_steps)`` runs both).
+    :param actor_lr: stage-2 learning rate of the action expert.
+    :param critic_lr: learning rate of the critic expert.
+    :param backbone_lr: stage-2 learning rate of the backbone; 0 freezes it.
+    :param tau: Polyak rate of the target networks.
+    :param policy_delay: critic steps per actor step.
+    :param critic_warmup_steps: stage-2 steps with the actor frozen.
+    :param calql_alpha: α, weight of the Cal-QL term (0 disables it).
+    :param actor_q_weight: λ of the TD3+BC actor loss.
+    :param target_noise: σ of the target policy smoothing noise (normalised action units).
+    :param noise_clip: c, the clip of that noise.
+    :param n_action_samples: chunks of each kind (uniform, π(c_t), π(c_{t+1})) in Cal-QL's logsumexp.
+    :param boundary_only: train only the last valid prefix (Q-chunking's target).
+    :param success_oversample: stage-2 oversampling of chunks that hold the success step.
+    """
+
+    algorithm_name: ClassVar[str] = "corft"
+    uses_critic: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *args: Any,
+        il_steps: int = 2000,
+        rl_steps: int = 2000,
+        actor_lr: float = 1e-4,
+        critic_lr: float = 3e-4,
+        backbone_lr: float = 0.0,
+        tau: float = 0.005,
+        policy_delay: int = 2,
+        critic_warmup_steps: int = 200,
+        calql_alpha: float = 1.0,
+        actor_q_weight: float = 2.5,
+        target_noise: float = 0.2,
+        noise_clip: float = 0.5,
+        n_action_samples: int = 4,
+        boundary_only: bool = False,
+        success_oversample: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        self.il_steps, self.rl_steps = il_steps, rl_steps
+        self.actor_lr, self.critic_lr, self.backbone_lr = actor_lr, critic_lr, backbone_lr
+        self.tau, self.policy_delay, self.critic_warmup_steps = tau, policy_delay, critic_warmup_steps
+        self.calql_alpha, self.actor_q_weight = calql_alpha, actor_q_weight
+        self.target_noise, self.noise_clip, self.n_action_samples = target_noise, noise_clip, n_action_samples
+        self.boundary_only, self.success_oversample = boundary_only, success_oversample
+        self.rl_started = False
+        self._contexts: torch.Tensor | None = None
+        super().__init__(*args, **kwargs)
+
+    def _success_oversample(self) -> float:
+        return self.success_oversample
+
+    def _transient_attributes(self) -> list[str]:
+        return ["_contexts"]
+
+    def _setup_optimizers(self) -> None:
+        super()._setup_optimizers()
+        actor_groups = [{"params": list(self.policy.actor_parameters()), "lr": self.actor_lr}]
+        if self.backbone_lr > 0:
+            actor_groups.append({"params": list(self.policy.backbone_parameters()), "lr": self.backbone_lr})
+        self.actor_optimizer = torch.optim.AdamW(actor_groups, weight_decay=self.weight_decay)
+        self.critic_optimizer = torch.optim.AdamW(self.policy.critic_parameters(), lr=self.critic_lr,
+                                                  weight_decay=self.weight_decay)
+        self._contexts = None
+
+    def optimizer_names(self) -> list[str]:
+        return ["optimizer", "actor_optimizer", "critic_optimizer"]
+
+    @property
+    def stage(self) -> int:
+        """1 during imitation learning, 2 during offline RL."""
+        return 1 if self.num_timesteps < self.il_steps else 2
+
+    def train_step(self) -> dict[str, float]:
+        if self.stage == 1:
+            return self.imitation_step(self.optimizer)
+        if not self.rl_started:
+            self._start_rl()
+        return self.rl_step()
+
+    # ------------------------------------------------------------- stage 2
+    def _start_rl(self) -> None:
+        """Targets start as copies of the current critic and action expert."""
+        self.policy.critic_target.load_state_dict(self.policy.critic.state_dict())
+        self.policy.actor_target.load_state_dict(self.policy.action_expert.state_dict())
+        self.rl_started = True
+
+    @torch.no_grad()
+    def frame_contexts(self) -> torch.Tensor:
+        """Context tokens of every frame of the dataset, ``(N_frames, L, d)`` (frozen backbone)."""
+        if self._contexts is None:
+            frames = self.dataset.frames
+            contexts = []
+            for start in range(0, frames.num_frames, 256):
+                indices = torch.arange(start, min(start + 256, frames.num_frames))
+                observation = {key: torch.from_numpy(value).to(self.device)
+                               for key, value in frames.get(indices.numpy()).items()}
+                instruction = torch.from_numpy(frames.instruction_ids[indices.numpy()]).to(self.device)
+                contexts.append(self.encode_batch(observation, instruction, augment=False))
+            self._contexts = torch.cat(contexts)
+        return self._contexts
+
+    def _contexts_for(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``c_t`` (``(B, L, d)``, with gradients if the backbone trains) and ``c_{t+j+1}`` (``(B, H, L, d)``)."""
+        if self.backbone_lr == 0:
+            contexts = self.frame_contexts()
+            return contexts[batch["frame"]], contexts[batch["next_frames"]]
+        context = self.encode_batch(batch["observation"], batch["instruction"], augment=self.image_augmentation)
+        next_frames = batch["next_frames"].flatten()
+        with torch.no_grad():
+            observation = {key: torch.from_numpy(value).to(self.device)
+                           for key, value in self.dataset.frames.get(next_frames.cpu().numpy()).items()}
+            instruction = batch["instruction"].repeat_interleave(self.chunk_size)
+            next_context = self.encode_batch(observation, instruction, augment=False)
+        return context, next_context.view(*batch["next_frames"].shape, *next_context.shape[1:])
+
+    def _noisy(self, actions: torch.Tensor) -> torch.Tensor:
+        noise = (torch.randn_like(actions) * self.target_noise).clamp(-self.noise_clip, self.noise_clip)
+        return actions + noise
+
+    def _policy_chunks(self, context: torch.Tensor, expert: torch.nn.Module) -> torch.Tensor:
+        """The critic's normalised actions of ``expert``'s chunks for ``context``."""
+        return self.policy.critic_actions(*expert(context))
+
+    def rl_step(self) -> dict[str, float]:
+        """One critic step and, every ``policy_delay`` steps after the warm-up, one actor step."""
+        policy = self.policy
+        batch = self.next_batch(with_observations=self.backbone_lr > 0, oversample_success=True)
+        context, next_context = self._contexts_for(batch)
+        critic_context = context.detach()
+        size, horizon = batch["rewards"].shape
+
+        with torch.no_grad():
+            flat_next = next_context.flatten(0, 1)
+            next_actions = self._noisy(self._policy_chunks(flat_next, policy.actor_target))
+            next_values = policy.critic_target(flat_next, next_actions)[:, :, -1].min(0).values.view(size, horizon)
+            targets, mask = per_prefix_targets(batch["rewards"], batch["done"], batch["valid"], next_values,
+                                               self.gamma, self.boundary_only)
+
+        data_actions = policy.normalize_actions(batch["actions"])
+        data_q = policy.critic(critic_context, data_actions)  # (K, B, H)
+        td_loss = sum(masked_mse(q, targets, mask) for q in data_q)
+        metrics = {"td_loss": td_loss.item()}
+        critic_loss = td_loss
+        if self.calql_alpha > 0:
+            penalty = self._calql_penalty(critic_context, next_context[:, 0].detach(), data_q, batch)
+            critic_loss = critic_loss + self.calql_alpha * penalty
+            metrics["calql_penalty"] = penalty.item()
+        self.check_finite(critic_loss=critic_loss)
+        metrics["critic_grad_norm"] = self.optimizer_step(self.critic_optimizer, critic_loss,
+                                                          list(policy.critic_parameters()))
+        polyak_update(policy.critic_target, policy.critic, self.tau)
+        valid_q = data_q.detach()[:, batch["valid"]]
+        metrics.update(q_mean=valid_q.mean().item(), q_max=valid_q.max().item(), target_mean=targets[mask].mean().item())
+
+        rl_step = self.num_timesteps - self.il_steps
+        if rl_step >= self.critic_warmup_steps and rl_step % self.policy_delay == 0:
+            metrics.update(self._actor_step(context, batch))
+        return metrics
+
+    def _calql_penalty(self, context: torch.Tensor, next_context: torch.Tensor, data_q: torch.Tensor,
+                       batch: dict[str, Any]) -> torch.Tensor:
+        """Cal-QL on the (last valid) full-chunk head, summed over the critic copies."""
+        policy, samples = self.policy, self.n_action_samples
+        size = context.shape[0]
+        with torch.no_grad():
+            uniform = torch.rand(size, samples, *self.action_space.shape, device=self.device) * 2 - 1
+            chunks = [policy.normalize_actions(uniform)]
+            for source in (context, next_context):
+                repeated = source.repeat_interleave(samples, dim=0)
+                chunks.append(self._noisy(self._policy_chunks(repeated, policy.action_expert)).view_as(chunks[0]))
+            sampled = torch.cat(chunks, dim=1)  # (B, 3N, H, A)
+        count = sampled.shape[1]
+        sample_q = policy.critic(context.repeat_interleave(count, dim=0), sampled.flatten(0, 1))
+        head = last_valid_index(batch["valid"])  # (B,)
+        sample_q = sample_q.view(len(sample_q), size, count, -1)
+        sample_q = sample_q.gather(-1, head.view(1, size, 1, 1).expand(len(sample_q), size, count, 1)).squeeze(-1)
+        head_q = data_q.gather(-1, head.view(1, size, 1).expand(len(data_q), size, 1)).squeeze(-1)
+        return sum(calql_penalty(sample_q[k], head_q[k], batch["mc_return"]) for k in range(len(data_q)))
+
+    def _actor_step(self, context: torch.Tensor, batch: dict[str, Any]) -> dict[str, float]:
+        policy = self.policy
+        continuous, logits = policy.action_expert(context)
+        prefix_q = policy.critic.q_networks[0](context.detach() if self.backbone_lr == 0 else context,
+                                               policy.critic_actions(continuous, logits))
+        q_term = actor_q_term(prefix_q, batch["valid"], self.actor_q_weight)
+        bc_term = policy.imitation_loss(continuous, logits, batch["actions"], batch["valid"])
+        actor_loss = q_term + bc_term
+        self.check_finite(actor_loss=actor_loss)
+        parameters = [p for group in self.actor_optimizer.param_groups for p in group["params"]]
+        norm = self.optimizer_step(self.actor_optimizer, actor_loss, parameters)
+        policy.critic.zero_grad(set_to_none=True)
+        polyak_update(policy.actor_target, policy.action_expert, self.tau)
+        return {"actor_q_term": q_term.item(), "actor_bc_loss": bc_term.item(), "actor_grad_norm": norm}
+
+    @classmethod
+    def from_sft(cls, sft: SFT | str | Path, dataset: Any, **kwargs: Any) -> CORFT:
+        """Start stage 2 from an SFT model or checkpoint: same chunk size and architecture, ``il_steps=0``."""
+        if not isinstance(sft, OfflineAlgorithm):
+            sft = SFT.load(sft)
+        kwargs.setdefault("policy_kwargs", sft.policy_kwargs)
+        model = cls(dataset=dataset, chunk_size=sft.chunk_size, gamma=kwargs.pop("gamma", sft.gamma),
+                    il_steps=0, **kwargs)
+        model.init_from(sft)
+        return model
+
+
+class OfflineRLH1(CORFT):
+    """Single-step offline RL: CO-RFT's losses with H = 1 (stage 1 is then BC)."""
+
+    algorithm_name: ClassVar[str] = "offline_rl_h1"
+
+    def __init__(self, *args: Any, chunk_size: int = 1, **kwargs: Any) -> None:
+        if chunk_size != 1:
+            raise ValueError(f"OfflineRLH1 is single-step (chunk_size=1), got chunk_size={chunk_size}; use CORFT")
+        super().__init__(*args, chunk_size=1, **kwargs)
+
+
+register_algorithm(CORFT.algorithm_name, CORFT)
+register_algorithm(OfflineRLH1.algorithm_name, OfflineRLH1)

@@ -1,0 +1,496 @@
+"""Offline chunk dataset for SFT, BC and CO-RFT training.
+
+Notation (``DESIGN.md`` section 4): an episode of ``T`` steps holds
+observations ``o_0 .. o_T`` (``T + 1`` frames, ``o_T`` follows the last
+step), actions ``a_0 .. a_{T-1}`` and rewards ``r_0 .. r_{T-1}``; it ended
+either *terminated* (success) or *truncated* (time limit). ``H`` is the chunk
+length and ``γ`` the per-step discount.
+
+:class:`FrameStore` holds every frame's observation under a global frame
+index. :class:`ChunkDataset` has one sample per start step ``(e, t)``,
+``0 <= t < T_e``, with the chunk ``a_{t:t+H}``, its rewards, the ``valid`` and
+``done`` masks of the per-prefix TD target
+
+    y_j = Σ_{i=0..j} γ^i r_{t+i} + γ^{j+1} (1 - d_{t+j}) min_k Q̄_k^{(H-1)}(c_{t+j+1}, ã),
+
+the frame indices of ``o_t`` and of every ``o_{t+j+1}``, and the Monte-Carlo
+return ``G_t`` used as the Cal-QL floor. Every per-sample array is computed
+once at construction, so drawing a batch costs ``O(batch)``.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch.utils.data import BatchSampler, DataLoader, Dataset, WeightedRandomSampler
+
+from corft_envs.episode_store import EpisodeDataset
+
+#: Frames are held in memory under ``in_memory="auto"`` when they take fewer bytes than this.
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+#: Lower bound of every standard deviation returned by the statistics methods.
+STD_FLOOR = 1e-3
+
+InMemory = bool | Literal["auto"]
+#: A batch (or one sample): field name -> array; ``"observation"`` maps to a dict of arrays.
+Batch = dict[str, Any]
+
+
+def _episode_offsets(sizes: np.ndarray) -> np.ndarray:
+    """``(N + 1,)`` int64 start of each episode's block in a concatenation, then the total."""
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def _resolve_in_memory(in_memory: InMemory, nbytes: int, memory_budget: int) -> bool:
+    if in_memory == "auto":
+        return nbytes <= memory_budget
+    if isinstance(in_memory, bool):
+        return in_memory
+    raise ValueError(f"in_memory must be True, False or 'auto', got {in_memory!r}")
+
+
+def _check_indices(indices: Any, size: int, what: str) -> np.ndarray:
+    """``indices`` as an int64 array, every entry in ``[0, size)``."""
+    array = np.asarray(indices)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise IndexError(f"{what} indices must be integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    if array.size and (array.min() < 0 or array.max() >= size):
+        raise IndexError(
+            f"{what} indices must lie in [0, {size}), got values from {array.min()} to {array.max()}"
+        )
+    return array
+
+
+class FrameStore:
+    """The observation of every frame of every episode, addressed by a global frame index.
+
+    Episode ``e``'s frame ``i`` (``0 <= i <= T_e``) has the global index
+    ``frame_offsets[e] + i``, where ``frame_offsets[e] = Σ_{e' < e} (T_{e'} + 1)``.
+
+    In memory, every key is one array over all frames and :meth:`get` is a
+    fancy index. Lazily, :meth:`get` reads the selected frames from the
+    episode files, one read per episode and key. Either way the store pickles
+    (lazily it pickles without open files), so it can go to DataLoader workers.
+
+    :param dataset: the episode store.
+    :param in_memory: ``True`` to load every frame now, ``False`` to read on
+        demand, ``"auto"`` to load when the frames take at most ``memory_budget`` bytes.
+    :param memory_budget: byte budget of ``in_memory="auto"``.
+    """
+
+    def __init__(
+        self, dataset: EpisodeDataset, in_memory: InMemory = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET
+    ) -> None:
+        self.dataset = dataset
+        self.observation_space: spaces.Dict = dataset.observation_space
+        self.keys: tuple[str, ...] = tuple(self.observation_space.spaces)
+        frames_per_episode = dataset.lengths + 1
+        self.frame_offsets = _episode_offsets(frames_per_episode)
+        self.num_frames = int(self.frame_offsets[-1])
+        self.episode_of_frame = np.repeat(np.arange(len(dataset), dtype=np.int64), frames_per_episode)
+        self.instructions: list[str] = sorted(set(dataset.instructions))
+        lookup = {text: number for number, text in enumerate(self.instructions)}
+        self.episode_instruction_ids = np.array([lookup[text] for text in dataset.instructions], dtype=np.int64)
+        self.instruction_ids = self.episode_instruction_ids[self.episode_of_frame]
+        self.nbytes = sum(
+            self.num_frames * int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+            for space in self.observation_space.spaces.values()
+        )
+        self.in_memory = _resolve_in_memory(in_memory, self.nbytes, memory_budget)
+        self._arrays = self._load() if self.in_memory else None
+
+    def _empty(self, count: int) -> dict[str, np.ndarray]:
+        return {
+            key: np.empty((count, *space.shape), dtype=space.dtype)
+            for key, space in self.observation_space.spaces.items()
+        }
+
+    def _load(self) -> dict[str, np.ndarray]:
+        arrays = self._empty(self.num_frames)
+        for number, episode in enumerate(self.dataset):
+            start, stop = self.frame_offsets[number], self.frame_offsets[number + 1]
+            for key in self.keys:
+                arrays[key][start:stop] = episode.observations[key][()]
+        return arrays
+
+    def _read_lazily(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Frames ``indices`` (1-D) read from the files, one read per episode and key."""
+        out = self._empty(len(indices))
+        episodes = self.episode_of_frame[indices]
+        local = indices - self.frame_offsets[episodes]
+        for number in np.unique(episodes):
+            positions = np.flatnonzero(episodes == number)
+            wanted, inverse = np.unique(local[positions], return_inverse=True)
+            views = self.dataset[int(number)].observations
+            for key in self.keys:
+                out[key][positions] = views[key][wanted][inverse]
+        return out
+
+    def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The observations of frames ``indices``, in the order given.
+
+        :param indices: global frame indices, an int array of any shape ``S``.
+        :returns: key -> array of shape ``(*S, *space.shape)``.
+        :raises IndexError: if an index is not an integer in ``[0, num_frames)``.
+        """
+        indices = _check_indices(indices, self.num_frames, "frame")
+        flat = indices.reshape(-1)
+        if self._arrays is not None:
+            frames = {key: array[flat] for key, array in self._arrays.items()}
+        else:
+            frames = self._read_lazily(flat)
+        return {key: array.reshape(*indices.shape, *array.shape[1:]) for key, array in frames.items()}
+
+    def read_all(self, key: str) -> np.ndarray:
+        """Every frame's value of observation ``key``, in global frame order.
+
+        :raises KeyError: if the dataset has no observation ``key``.
+        """
+        if key not in self.keys:
+            raise KeyError(f"no observation key {key!r} in this dataset; its keys are {list(self.keys)}")
+        if self._arrays is not None:
+            return self._arrays[key]
+        return np.concatenate([episode.observations[key][()] for episode in self.dataset])
+
+
+def discounted_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -> np.ndarray:
+    """Monte-Carlo return of every step, to the end of its episode, without bootstrap.
+
+    ``G_t = Σ_{i=0}^{T-1-t} γ^i r_{t+i}``, computed backwards as
+    ``G_t = r_t + γ G_{t+1}`` with ``G_T = 0``, all episodes at once.
+
+    :param rewards: ``(Σ T_e,)`` rewards of every episode, concatenated in order.
+    :param lengths: ``(N,)`` episode lengths ``T_e``.
+    :param gamma: per-step discount.
+    :returns: ``(Σ T_e,)`` float64 returns, aligned with ``rewards``.
+    """
+    offsets = _episode_offsets(lengths)
+    episode = np.repeat(np.arange(len(lengths)), lengths)
+    step = np.arange(offsets[-1]) - offsets[episode]
+    returns = np.zeros((len(lengths), int(lengths.max(initial=0)) + 1), dtype=np.float64)
+    returns[episode, step] = rewards
+    for column in range(returns.shape[1] - 2, -1, -1):
+        returns[:, column] += gamma * returns[:, column + 1]
+    return returns[episode, step]
+
+
+def to_torch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The same (nested) dict with every numpy array as a ``torch.Tensor`` sharing its memory (shapes kept)."""
+    return {
+        key: to_torch(value) if isinstance(value, Mapping) else torch.as_tensor(value) for key, value in batch.items()
+    }
+
+
+def _first(batch: Mapping[str, Any]) -> Batch:
+    """Entry 0 of every array in a batch of one, as arrays (0-d for scalar fields)."""
+    return {key: _first(value) if isinstance(value, Mapping) else value[0, ...] for key, value in batch.items()}
+
+
+def _moments(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-dimension mean, std (population, floored at :data:`STD_FLOOR`), min and max, as float32."""
+    values = values.astype(np.float64)
+    return {
+        "mean": values.mean(axis=0).astype(np.float32),
+        "std": np.maximum(values.std(axis=0), STD_FLOOR).astype(np.float32),
+        "min": values.min(axis=0).astype(np.float32),
+        "max": values.max(axis=0).astype(np.float32),
+    }
+
+
+def _open_episodes(episodes: EpisodeDataset | str | os.PathLike[str]) -> EpisodeDataset:
+    if isinstance(episodes, EpisodeDataset):
+        return episodes
+    path = Path(episodes)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no such episode store; collect demonstrations first, e.g. "
+            f"`corft collect --env corft/PickPlace-v0 --episodes 50 --out {path}`"
+        )
+    return EpisodeDataset(path)
+
+
+def _check_settings(chunk_size: int, gamma: float, success_oversample: float) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1 (the number of actions per chunk), got {chunk_size!r}")
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must satisfy 0 < gamma <= 1 (the per-step discount), got {gamma!r}")
+    if not success_oversample >= 1.0:
+        raise ValueError(
+            f"success_oversample must be >= 1 (1 samples uniformly, k draws success windows k times as "
+            f"often), got {success_oversample!r}"
+        )
+
+
+class _BatchFetcher(Dataset):
+    """Map-style view whose items are whole batches: ``fetcher[indices] = dataset.sample_batch(indices)``."""
+
+    def __init__(self, dataset: ChunkDataset, with_observations: bool) -> None:
+        self.dataset = dataset
+        self.with_observations = with_observations
+
+    def __getitem__(self, indices: list[int]) -> Batch:
+        return self.dataset.sample_batch(np.asarray(indices, dtype=np.int64), self.with_observations)
+
+
+class ChunkDataset(Dataset):
+    """One sample per start step ``(e, t)``, ``0 <= t < T_e``, in episode then step order.
+
+    Sample ``(e, t)``, with ``j = 0 .. H-1``:
+
+    * ``frame`` (int64): global frame index of ``o_t``;
+    * ``next_frames`` (int64, ``(H,)``): frame of ``o_{min(t+j+1, T)}``, clamped to ``o_T``;
+    * ``actions`` (float32, ``(H, A)``): ``a_{t+j}``, zeros where ``t+j >= T``;
+    * ``rewards`` (float32, ``(H,)``): ``r_{t+j}``, zeros where ``t+j >= T``;
+    * ``valid`` (bool, ``(H,)``): ``t + j < T``; invalid steps are masked out of
+      every loss, never padded into targets;
+    * ``done`` (bool, ``(H,)``): ``d_{t+j} = 1`` iff the episode terminated and
+      ``t + j >= T - 1`` (terminated at or before ``t+j``); always 0 for
+      truncated episodes, which bootstrap;
+    * ``mc_return`` (float32): ``G_t = Σ_{i=0}^{T-1-t} γ^i r_{t+i}``;
+    * ``instruction`` (int64): index of the episode's instruction in :attr:`instructions`;
+    * ``observation``: dict of ``o_t``'s arrays.
+
+    Sample ``i`` is the ``i``-th step of the concatenated episodes, so
+    ``episode_of_sample[i]`` and ``step_of_sample[i]`` give ``(e, t)``.
+    ``sample_weights[i]`` is ``success_oversample`` where the window
+    ``[t, t+H)`` holds a step with reward > 0, else 1.
+
+    :param episodes: an episode store or its directory.
+    :param chunk_size: chunk length ``H`` >= 1.
+    :param gamma: per-step discount, ``0 < γ <= 1``.
+    :param success_oversample: weight >= 1 of the samples whose chunk holds a rewarded step.
+    :param in_memory: frames in memory (``True``), read from the files
+        (``False``), or in memory if they fit ``memory_budget`` (``"auto"``).
+    :param memory_budget: byte budget of ``in_memory="auto"``.
+    :raises FileNotFoundError: if ``episodes`` is a path that does not exist.
+    :raises ValueError: on a setting out of range or a store without steps.
+    """
+
+    def __init__(
+        self,
+        episodes: EpisodeDataset | str | os.PathLike[str],
+        chunk_size: int,
+        gamma: float = 0.99,
+        success_oversample: float = 1.0,
+        in_memory: InMemory = "auto",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        _check_settings(chunk_size, gamma, success_oversample)
+        self.episodes = _open_episodes(episodes)
+        lengths = self.episodes.lengths
+        if lengths.sum() == 0:
+            raise ValueError(
+                f"{self.episodes.root} holds no steps ({len(lengths)} episodes); collect demonstrations "
+                "into it first with `corft collect`"
+            )
+        self.chunk_size = int(chunk_size)
+        self.gamma = float(gamma)
+        self.success_oversample = float(success_oversample)
+        self.frames = FrameStore(self.episodes, in_memory, memory_budget)
+        self._step_actions, self._step_rewards = self._read_steps()
+        self._build_samples(lengths)
+
+    def _read_steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Actions and rewards of every step, concatenated, plus one trailing zero row for padding."""
+        action_shape = self.episodes.action_space.shape
+        actions = [np.asarray(episode.actions, dtype=np.float32) for episode in self.episodes]
+        rewards = [np.asarray(episode.rewards, dtype=np.float32) for episode in self.episodes]
+        padding_action = np.zeros((1, *action_shape), dtype=np.float32)
+        padding_reward = np.zeros(1, dtype=np.float32)
+        return np.concatenate([*actions, padding_action]), np.concatenate([*rewards, padding_reward])
+
+    def _build_samples(self, lengths: np.ndarray) -> None:
+        """Every per-sample array, vectorised over all start steps."""
+        step_offsets = _episode_offsets(lengths)
+        total_steps = int(step_offsets[-1])
+        episode = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        step = np.arange(total_steps, dtype=np.int64) - step_offsets[episode]
+        length = lengths[episode][:, None]
+        window = step[:, None] + np.arange(self.chunk_size, dtype=np.int64)
+        self.episode_of_sample = episode
+        self.step_of_sample = step
+        self._frame = self.frames.frame_offsets[episode] + step
+        self._next_frames = self.frames.frame_offsets[episode][:, None] + np.minimum(window + 1, length)
+        self._valid = window < length
+        self._steps = np.where(self._valid, step_offsets[episode][:, None] + window, total_steps)
+        self._done = self.episodes.terminated[episode][:, None] & (window >= length - 1)
+        self._mc_return = discounted_returns(self._step_rewards[:-1], lengths, self.gamma).astype(np.float32)
+        self._instruction = self.frames.episode_instruction_ids[episode]
+        rewarded = (self._step_rewards[self._steps] > 0).any(axis=1)
+        self.sample_weights = np.where(rewarded, self.success_oversample, 1.0)
+
+    # ------------------------------------------------------------------ sampling
+
+    def __len__(self) -> int:
+        return len(self._frame)
+
+    def sample_batch(self, indices: np.ndarray, with_observations: bool = True) -> Batch:
+        """Samples ``indices`` stacked along a leading batch axis, in the order given.
+
+        The same fields as :meth:`__getitem__`, gathered by fancy indexing.
+
+        :param indices: ``(B,)`` sample indices in ``[0, len(self))``; repeats allowed.
+        :param with_observations: also read ``o_t`` into ``"observation"``
+            (skip it when training on cached features indexed by ``"frame"``).
+        :raises IndexError: on an index out of range.
+        """
+        indices = _check_indices(indices, len(self), "sample")
+        if indices.ndim != 1:
+            raise IndexError(f"sample indices must be a 1-D array, got shape {indices.shape}")
+        steps = self._steps[indices]
+        batch: Batch = {
+            "frame": self._frame[indices],
+            "next_frames": self._next_frames[indices],
+            "actions": self._step_actions[steps],
+            "rewards": self._step_rewards[steps],
+            "valid": self._valid[indices],
+            "done": self._done[indices],
+            "mc_return": self._mc_return[indices],
+            "instruction": self._instruction[indices],
+        }
+        if with_observations:
+            batch["observation"] = self.frames.get(batch["frame"])
+        return batch
+
+    def __getitem__(self, index: int) -> Batch:
+        """Sample ``index`` (negative counts from the end) as a dict of numpy arrays."""
+        position = operator.index(index)
+        if not -len(self) <= position < len(self):
+            raise IndexError(f"sample index {position} out of range for {len(self)} samples")
+        return _first(self.sample_batch(np.array([position % len(self)])))
+
+    def make_sampler(self, num_samples: int, generator: torch.Generator | None = None) -> WeightedRandomSampler:
+        """Draws ``num_samples`` sample indices with replacement, ``P(i) ∝ sample_weights[i]``."""
+        weights = torch.as_tensor(self.sample_weights, dtype=torch.float64)
+        return WeightedRandomSampler(weights, num_samples, replacement=True, generator=generator)
+
+    def make_loader(
+        self,
+        batch_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+        drop_last: bool = True,
+        pin_memory: bool = False,
+        num_samples: int | None = None,
+        with_observations: bool = True,
+    ) -> DataLoader:
+        """A DataLoader of weighted batches of torch tensors, fetched with :meth:`sample_batch`.
+
+        One pass draws ``num_samples`` samples (default ``len(self)``) with
+        :meth:`make_sampler`; every pass draws afresh from a generator seeded
+        with ``seed``. With workers, they persist between passes, so looping
+        ``for batch in loader`` again and again is cheap.
+
+        :param batch_size: samples per batch.
+        :param num_workers: DataLoader worker processes.
+        :param seed: seed of the sampling generator.
+        :param drop_last: drop a last incomplete batch.
+        :param pin_memory: put batches in pinned memory (for GPU transfer).
+        :param num_samples: samples drawn per pass.
+        :param with_observations: include ``"observation"`` (``o_t``'s arrays).
+        :raises ValueError: if a pass would yield no batch.
+        """
+        draws = len(self) if num_samples is None else num_samples
+        if batch_size < 1 or draws < 1 or (drop_last and draws < batch_size):
+            raise ValueError(
+                f"a pass of {draws} samples in batches of {batch_size} (drop_last={drop_last}) yields no batch; "
+                "use batch_size >= 1 and num_samples >= batch_size"
+            )
+        generator = torch.Generator().manual_seed(seed)
+        batches = BatchSampler(self.make_sampler(draws, generator), batch_size, drop_last)
+        return DataLoader(
+            _BatchFetcher(self, with_observations),
+            batch_size=None,
+            sampler=batches,
+            num_workers=num_workers,
+            collate_fn=to_torch,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+        )
+
+    def iterate_batches(
+        self, batch_size: int, rng: np.random.Generator, with_observations: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """Endless weighted batches of torch tensors, drawn in this process with ``rng``.
+
+        Each batch is ``sample_batch(rng.choice(len, batch_size, p=w / Σw))``.
+
+        :raises ValueError: if ``batch_size < 1``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        probabilities = self.sample_weights / self.sample_weights.sum()
+        return self._endless_batches(batch_size, rng, probabilities, with_observations)
+
+    def _endless_batches(
+        self, batch_size: int, rng: np.random.Generator, probabilities: np.ndarray, with_observations: bool
+    ) -> Iterator[dict[str, Any]]:
+        while True:
+            indices = rng.choice(len(self), size=batch_size, p=probabilities)
+            yield to_torch(self.sample_batch(indices, with_observations))
+
+    # ---------------------------------------------------------------- statistics
+
+    def action_stats(self) -> dict[str, np.ndarray]:
+        """Statistics of every recorded action (every valid step).
+
+        :returns: ``mean``, ``std`` (population, floored at :data:`STD_FLOOR`),
+            ``min`` and ``max`` per action dim (float32, ``(A,)``), and
+            ``binary_dims`` (int64): the dims whose values are all exactly -1 or +1.
+        """
+        actions = self._step_actions[:-1].reshape(len(self._step_actions) - 1, -1)
+        stats = _moments(actions)
+        stats["binary_dims"] = np.flatnonzero(np.all(np.abs(actions) == 1.0, axis=0)).astype(np.int64)
+        return stats
+
+    def state_stats(self, key: str = "state") -> dict[str, np.ndarray]:
+        """``mean`` and ``std`` (population, floored at :data:`STD_FLOOR`) of observation ``key`` over all frames.
+
+        :raises KeyError: if the dataset has no observation ``key``.
+        """
+        stats = _moments(self.frames.read_all(key))
+        return {"mean": stats["mean"], "std": stats["std"]}
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def env_id(self) -> str:
+        """Gymnasium id of the env the data was collected in."""
+        return self.episodes.env_id
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments the env was made with."""
+        return self.episodes.env_kwargs
+
+    @property
+    def observation_space(self) -> spaces.Dict:
+        """The recorded step-level observation space."""
+        return self.episodes.observation_space
+
+    @property
+    def action_space(self) -> spaces.Box:
+        """The recorded step-level action space (one action, not a chunk)."""
+        return self.episodes.action_space
+
+    @property
+    def instructions(self) -> list[str]:
+        """The dataset's unique instructions, sorted; ``"instruction"`` fields index into it."""
+        return list(self.frames.instructions)
+
+    @property
+    def num_episodes(self) -> int:
+        """Number of episodes."""
+        return len(self.episodes)
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames, ``Σ_e (T_e + 1)``."""
+        return self.frames.num_frames

@@ -1,0 +1,89 @@
+"""The loss terms of chunked offline RL (CO-RFT, arXiv 2508.02219), as pure tensor functions.
+
+Notation (DESIGN.md section 4): chunk length H, per-step discount γ, for a
+sample starting at step t: rewards ``r_{t+j}``, ``valid_j = [t + j < T]``,
+``d_j = 1`` if the episode terminated at or before ``t + j``, and
+``G_t = Σ_{i=0}^{T-1-t} γ^i r_{t+i}`` the Monte-Carlo return.
+
+- Per-prefix TD target, for every valid ``j``:
+  ``y_j = Σ_{i=0..j} γ^i r_{t+i} + γ^{j+1} (1 - d_j) V_j``, where
+  ``V_j = min_k Q̄_k^{(H-1)}(c_{t+j+1}, π̄(c_{t+j+1}) + ε)``; the boundary-only
+  variant (Q-chunking) keeps only the last valid ``j``.
+- Cal-QL conservatism on the full-chunk head:
+  ``α · E[ logsumexp_{a ∈ samples} max(Q(c, a), G) − Q(c, a_data) ]``.
+- Actor (TD3+BC): ``−λ · mean_j Q_1^{(j)}(c, π(c)_{0:j+1}) / mean|Q| + L_BC``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def discounted_prefix_sums(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``R_j = Σ_{i=0..j} γ^i r_i`` for each prefix; ``rewards`` ``(B, H)`` -> ``(B, H)``."""
+    discounts = gamma ** torch.arange(rewards.shape[-1], dtype=rewards.dtype, device=rewards.device)
+    return torch.cumsum(rewards * discounts, dim=-1)
+
+
+def last_valid_index(valid: torch.Tensor) -> torch.Tensor:
+    """Index of the last valid step of each chunk, ``(B,)``; chunks always have step 0 valid."""
+    positions = torch.arange(valid.shape[-1], device=valid.device).expand_as(valid)
+    return torch.where(valid, positions, torch.zeros_like(positions)).max(dim=-1).values
+
+
+def per_prefix_targets(
+    rewards: torch.Tensor,
+    done: torch.Tensor,
+    valid: torch.Tensor,
+    next_values: torch.Tensor,
+    gamma: float,
+    boundary_only: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TD targets ``y_j`` for every prefix of the chunk, and the mask of those trained.
+
+    :param rewards: ``(B, H)``, zero past the episode's end.
+    :param done: ``(B, H)`` bool, terminated at or before ``t + j``.
+    :param valid: ``(B, H)`` bool, ``t + j < T``.
+    :param next_values: ``(B, H)``, ``V_j`` evaluated at ``c_{t+j+1}``.
+    :param gamma: per-step discount.
+    :param boundary_only: train only the last valid prefix (Q-chunking's target).
+    :return: ``(targets, mask)``, both ``(B, H)``; targets are meaningless where ``mask`` is False.
+    """
+    horizon = rewards.shape[-1]
+    powers = gamma ** torch.arange(1, horizon + 1, dtype=rewards.dtype, device=rewards.device)
+    targets = discounted_prefix_sums(rewards, gamma) + powers * (1.0 - done.float()) * next_values
+    mask = valid.clone()
+    if boundary_only:
+        mask = torch.zeros_like(valid)
+        mask[torch.arange(valid.shape[0], device=valid.device), last_valid_index(valid)] = True
+    return targets, mask
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``(prediction - target)²`` over the entries where ``mask`` is True."""
+    weights = mask.float()
+    return (((prediction - target) ** 2) * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def calql_penalty(sample_q: torch.Tensor, data_q: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:
+    """Cal-QL conservatism (without α): ``E[ logsumexp_n max(Q(c, a_n), G) − Q(c, a_data) ]``.
+
+    :param sample_q: ``(B, N)`` Q-values of the sampled chunks.
+    :param data_q: ``(B,)`` Q-value of the dataset chunk.
+    :param mc_return: ``(B,)`` Monte-Carlo return ``G`` from the chunk's start, the calibration floor.
+    """
+    floored = torch.maximum(sample_q, mc_return.unsqueeze(-1))
+    return (torch.logsumexp(floored, dim=-1) - data_q).mean()
+
+
+def actor_q_term(prefix_q: torch.Tensor, valid: torch.Tensor, weight: float) -> torch.Tensor:
+    """TD3+BC's Q term: ``−λ · mean_valid Q^{(j)} / mean|Q|`` (the scale is not differentiated).
+
+    :param prefix_q: ``(B, H)`` ``Q_1^{(j)}(c, π(c)_{0:j+1})``.
+    :param valid: ``(B, H)`` bool.
+    :param weight: λ.
+    """
+    weights = valid.float()
+    mean_q = (prefix_q * weights).sum() / weights.sum().clamp(min=1.0)
+    scale = ((prefix_q.abs() * weights).sum() / weights.sum().clamp(min=1.0)).detach().clamp(min=1e-6)
+    return -weight * mean_q / scale

@@ -1,0 +1,309 @@
+"""The VLA policy: backbone (vision, language, proprio, fusion), action expert and critic expert.
+
+Backbone: every camera image goes through one shared vision tower
+(:class:`~corft_algos.networks.vision.VisionEncoder`) pooled to a few tokens
+and tagged with a learned camera embedding; the instruction's frozen MiniLM
+embedding is projected to one token, the normalised proprio state to
+another; a small transformer fuses them into the context tokens ``c_t``.
+The action expert maps ``c_t`` to a chunk of H actions; the optional critic
+expert (two copies, Polyak targets) gives per-prefix Q-values.
+
+Actions are handled in *normalised* units, ``(a - mean) / std`` with the
+dataset's statistics (saved with the model), except the binary dimensions
+(those whose demonstrated values are all ±1, the gripper), which the action
+expert predicts as logits. The critic reads normalised actions; a binary
+dimension enters it as ``tanh(logit)``, normalised like the data.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from torch import nn
+
+from corft_algos.networks.experts import ActionExpert, CriticExpert
+from corft_algos.networks.language import EMBEDDING_DIM, embed_instructions
+from corft_algos.networks.vision import VisionEncoder, build_vision_model
+
+INSTRUCTION_KEY = "instruction"
+
+
+@dataclass(frozen=True)
+class NormalizationStats:
+    """Dataset statistics the policy normalises with; saved with the model.
+
+    :param action_mean: per action dimension.
+    :param action_std: per action dimension (floored, > 0).
+    :param binary_dims: boolean mask of the binary action dimensions.
+    :param state_mean: per proprio dimension.
+    :param state_std: per proprio dimension (floored, > 0).
+    """
+
+    action_mean: np.ndarray
+    action_std: np.ndarray
+    binary_dims: np.ndarray
+    state_mean: np.ndarray
+    state_std: np.ndarray
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> NormalizationStats:
+        """From a :class:`~corft_algos.data.ChunkDataset`'s ``action_stats()`` and ``state_stats()``."""
+        actions, states = dataset.action_stats(), dataset.state_stats()
+        binary = np.zeros(len(actions["mean"]), dtype=bool)
+        binary[np.asarray(actions["binary_dims"], dtype=np.int64)] = True
+        return cls(
+            action_mean=np.asarray(actions["mean"], np.float32),
+            action_std=np.asarray(actions["std"], np.float32),
+            binary_dims=binary,
+            state_mean=np.asarray(states["mean"], np.float32),
+            state_std=np.asarray(states["std"], np.float32),
+        )
+
+
+def image_keys(observation_space: spaces.Dict) -> list[str]:
+    """Keys of the ``uint8`` HxWx3 image entries, sorted."""
+    return sorted(
+        key for key, space in observation_space.spaces.items()
+        if isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+    )
+
+
+class VLAPolicy(BasePolicy):
+    """Vision-language-action policy with an action expert and, optionally, a critic expert.
+
+    :param observation_space: the env's ``Dict`` observation space (images and ``state``; no ``Text``).
+    :param action_space: the chunk space ``Box(-1, 1, (H, A))``.
+    :param lr_schedule: unused here (the algorithm builds the optimizers); kept for SB3.
+    :param normalization: dataset statistics.
+    :param instructions: the training instructions; their embeddings are kept in a buffer.
+    :param d_model: token width.
+    :param vision_model: local directory of a ``transformers`` model replacing the default tower.
+    :param vision_config: overrides of the default SigLIP config fields.
+    :param vision_tokens: pooled tokens per camera.
+    :param fusion_layers: layers of the fusion transformer.
+    :param heads: attention heads everywhere.
+    :param action_layers: decoder layers of the action expert.
+    :param with_critic: build the critic expert and the target networks.
+    :param critic_layers: transformer layers of each critic copy.
+    :param n_critics: critic copies.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        lr_schedule: Any = None,
+        normalization: NormalizationStats | None = None,
+        instructions: list[str] | tuple[str, ...] = (),
+        d_model: int = 128,
+        vision_model: str | None = None,
+        vision_config: dict[str, Any] | None = None,
+        vision_tokens: int = 4,
+        fusion_layers: int = 2,
+        heads: int = 4,
+        action_layers: int = 1,
+        with_critic: bool = False,
+        critic_layers: int = 2,
+        n_critics: int = 2,
+    ) -> None:
+        super().__init__(observation_space, action_space)
+        if normalization is None:
+            raise ValueError("VLAPolicy needs the dataset's NormalizationStats")
+        self.chunk_size, self.action_dim = action_space.shape
+        self.normalization = normalization
+        self.instructions = list(instructions)
+        self.arch = dict(d_model=d_model, vision_model=vision_model, vision_config=vision_config,
+                         vision_tokens=vision_tokens, fusion_layers=fusion_layers, heads=heads,
+                         action_layers=action_layers, with_critic=with_critic,
+                         critic_layers=critic_layers, n_critics=n_critics)
+
+        self.image_keys = image_keys(observation_space)
+        self.state_dim = observation_space["state"].shape[0] if "state" in observation_space.spaces else 0
+        self._register_statistics(normalization)
+        self.register_buffer("instruction_embeddings", embed_instructions(self.instructions))
+        self._instruction_index = {text: i for i, text in enumerate(self.instructions)}
+
+        if self.image_keys:
+            image_size = observation_space[self.image_keys[0]].shape[0]
+            tower = build_vision_model(vision_model, image_size, vision_config)
+            self.vision = VisionEncoder(tower, image_size, d_model, vision_tokens, heads)
+            self.camera_embedding = nn.Parameter(torch.randn(len(self.image_keys), 1, d_model) * 0.02)
+        self.language = nn.Linear(EMBEDDING_DIM, d_model)
+        if self.state_dim:
+            self.proprio = nn.Sequential(nn.Linear(self.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.token_type = nn.Parameter(torch.randn(2, d_model) * 0.02)  # language, proprio
+        layer = nn.TransformerEncoderLayer(d_model, heads, 2 * d_model, dropout=0.0, batch_first=True, norm_first=True)
+        self.fusion = nn.TransformerEncoder(layer, fusion_layers, enable_nested_tensor=False)
+        self.context_tokens = len(self.image_keys) * vision_tokens + 1 + (1 if self.state_dim else 0)
+
+        n_binary = int(normalization.binary_dims.sum())
+        self.action_expert = ActionExpert(d_model, self.chunk_size, self.action_dim - n_binary, n_binary,
+                                          action_layers, heads)
+        if with_critic:
+            self.critic = CriticExpert(n_critics, d_model=d_model, context_tokens=self.context_tokens,
+                                       chunk_size=self.chunk_size, action_dim=self.action_dim,
+                                       layers=critic_layers, heads=heads)
+            self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+            self.actor_target = copy.deepcopy(self.action_expert).requires_grad_(False)
+
+    # ------------------------------------------------------------ parameters
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Vision tower, camera and token embeddings, language projection, proprio MLP, fusion."""
+        for name, parameter in self.named_parameters():
+            if not name.startswith(("action_expert.", "critic.", "critic_target.", "actor_target.")):
+                yield parameter
+
+    def actor_parameters(self) -> Iterator[nn.Parameter]:
+        return self.action_expert.parameters()
+
+    def critic_parameters(self) -> Iterator[nn.Parameter]:
+        return self.critic.parameters()
+
+    # ------------------------------------------------------------- normalisation
+    def _register_statistics(self, stats: NormalizationStats) -> None:
+        binary = torch.as_tensor(stats.binary_dims, dtype=torch.bool)
+        self.register_buffer("action_mean", torch.as_tensor(stats.action_mean, dtype=torch.float32))
+        self.register_buffer("action_std", torch.as_tensor(stats.action_std, dtype=torch.float32))
+        self.register_buffer("continuous_index", torch.nonzero(~binary).flatten())
+        self.register_buffer("binary_index", torch.nonzero(binary).flatten())
+        self.register_buffer("state_mean", torch.as_tensor(stats.state_mean, dtype=torch.float32))
+        self.register_buffer("state_std", torch.as_tensor(stats.state_std, dtype=torch.float32))
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Raw actions ``(..., A)`` -> normalised ``(a - mean) / std``."""
+        return (actions - self.action_mean) / self.action_std
+
+    def critic_actions(self, continuous: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Action-expert outputs -> the critic's normalised actions ``(B, H, A)`` (differentiable)."""
+        actions = continuous.new_zeros(*continuous.shape[:-1], self.action_dim)
+        actions[..., self.continuous_index] = continuous
+        binary = torch.tanh(logits)
+        actions[..., self.binary_index] = (binary - self.action_mean[self.binary_index]) / self.action_std[self.binary_index]
+        return actions
+
+    def raw_actions(self, continuous: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Action-expert outputs -> env actions in [-1, 1]; binary dims are ±1 by the logit's sign."""
+        actions = continuous.new_zeros(*continuous.shape[:-1], self.action_dim)
+        mean, std = self.action_mean[self.continuous_index], self.action_std[self.continuous_index]
+        actions[..., self.continuous_index] = (continuous * std + mean).clamp(-1.0, 1.0)
+        actions[..., self.binary_index] = torch.where(logits > 0, 1.0, -1.0)
+        return actions
+
+    def imitation_loss(self, continuous: torch.Tensor, logits: torch.Tensor, data_actions: torch.Tensor,
+                       valid: torch.Tensor) -> torch.Tensor:
+        """Stage-1 loss: MSE on normalised continuous dims + BCE on binary dims, over valid steps.
+
+        ``L = Σ_valid [ ||ĉ - (a_c - μ)/σ||² / Dc + BCE(ℓ, a_b > 0) ] / n_valid``.
+        """
+        target = self.normalize_actions(data_actions)[..., self.continuous_index]
+        weights = valid.float()
+        count = weights.sum().clamp(min=1.0)
+        loss = (((continuous - target) ** 2).mean(-1) * weights).sum() / count
+        if len(self.binary_index):
+            labels = (data_actions[..., self.binary_index] > 0).float()
+            bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1)
+            loss = loss + (bce * weights).sum() / count
+        return loss
+
+    # ------------------------------------------------------------------- forward
+    def instruction_embedding(self, instructions: list[str]) -> torch.Tensor:
+        """``(B, 384)`` embeddings; training instructions come from the buffer, others from MiniLM."""
+        known = [self._instruction_index.get(text) for text in instructions]
+        if all(index is not None for index in known):
+            return self.instruction_embeddings[torch.as_tensor(known, dtype=torch.long, device=self.device)]
+        return embed_instructions(list(instructions)).to(self.device)
+
+    def encode(self, observation: dict[str, torch.Tensor], instruction_embedding: torch.Tensor,
+               images_are_float: bool = False) -> torch.Tensor:
+        """Backbone: observation tensors (images ``(B, S, S, 3)`` uint8, or ``(B, 3, S, S)`` floats in
+        [0, 1] when ``images_are_float``) and instruction embeddings -> context tokens ``(B, L, d)``."""
+        tokens = []
+        for camera, key in enumerate(self.image_keys):
+            images = observation[key]
+            if not images_are_float:
+                images = images.permute(0, 3, 1, 2).float() / 255.0
+            tokens.append(self.vision(images) + self.camera_embedding[camera])
+        tokens.append((self.language(instruction_embedding) + self.token_type[0]).unsqueeze(1))
+        if self.state_dim:
+            state = (observation["state"].float() - self.state_mean) / self.state_std
+            tokens.append((self.proprio(state) + self.token_type[1]).unsqueeze(1))
+        return self.fusion(torch.cat(tokens, dim=1))
+
+    def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:
+        instruction = observation[INSTRUCTION_KEY]
+        context = self.encode(observation, instruction)
+        return self.raw_actions(*self.action_expert(context))
+
+    def forward(self, observation: dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:
+        return self._predict(observation, deterministic)
+
+    # ------------------------------------------------------------------- predict
+    def check_observation(self, observation: dict[str, Any]) -> int | None:
+        """Validate an observation; return its batch size, or ``None`` for a single one.
+
+        :raises ValueError: naming the key, the shape received and the shapes accepted.
+        """
+        if not isinstance(observation, dict):
+            raise ValueError(f"observation must be a dict with keys {sorted(self.observation_space.spaces)} "
+                             f"and {INSTRUCTION_KEY!r}, got {type(observation).__name__}")
+        batch: int | None = None
+        for key, space in self.observation_space.spaces.items():
+            if key not in observation:
+                raise ValueError(f"observation is missing key {key!r}; expected keys {sorted(self.observation_space.spaces)}")
+            shape = np.shape(observation[key])
+            if shape == space.shape:
+                size = None
+            elif shape[1:] == space.shape:
+                size = shape[0]
+            else:
+                raise ValueError(f"observation[{key!r}] has shape {shape}; this model expects {space.shape} "
+                                 f"or (batch, {', '.join(map(str, space.shape))})")
+            if key != next(iter(self.observation_space.spaces)) and size != batch:
+                raise ValueError(f"observation[{key!r}] has batch size {size}, other keys have {batch}")
+            batch = size
+        instruction = observation.get(INSTRUCTION_KEY)
+        if instruction is None:
+            raise ValueError(f"observation needs the key {INSTRUCTION_KEY!r} (the language instruction): "
+                             "make the env with include_instruction=True or add it to the dict")
+        if batch is None and not isinstance(instruction, str):
+            raise ValueError(f"observation[{INSTRUCTION_KEY!r}] must be a str for a single observation")
+        if batch is not None and (isinstance(instruction, str) or len(instruction) != batch):
+            raise ValueError(f"observation[{INSTRUCTION_KEY!r}] must be a list of {batch} str for a batch of {batch}")
+        return batch
+
+    def predict(
+        self,
+        observation: dict[str, Any],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """A chunk ``(H, A)`` for one observation, or ``(B, H, A)`` for a batch.
+
+        The observation dict holds the env's keys plus ``"instruction"`` (a str,
+        or a list of str for a batch).
+        """
+        batch = self.check_observation(observation)
+        self.set_training_mode(False)
+        instructions = [observation[INSTRUCTION_KEY]] if batch is None else list(observation[INSTRUCTION_KEY])
+        tensors = {}
+        for key in self.observation_space.spaces:
+            value = np.asarray(observation[key])
+            tensors[key] = torch.as_tensor(value if batch is not None else value[None], device=self.device)
+        with torch.no_grad():
+            tensors[INSTRUCTION_KEY] = self.instruction_embedding(instructions)
+            chunk = self._predict(tensors, deterministic).cpu().numpy()
+        return (chunk[0] if batch is None else chunk), state
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(normalization=self.normalization, instructions=self.instructions, **self.arch)
+        return data
