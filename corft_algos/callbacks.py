@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
-
+import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -36,17 +35,31 @@ def checkpoint_path(directory: str | Path, steps: int) -> Path:
     return Path(directory) / f"{CHECKPOINT_PREFIX}_{steps}_steps.zip"
 
 
-def latest_checkpoint(directory: str | Path) -> tuple[Path, int] | None:
-    """The checkpoint with the most gradient steps in ``directory`` and its step count, or ``None``."""
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(steps, path)`` of every checkpoint in ``directory``, fewest steps first."""
     directory = Path(directory)
     if not directory.is_dir():
-        return None
-    found = [(int(match.group(1)), path) for path in directory.iterdir()
-             if (match := _CHECKPOINT_NAME.fullmatch(path.name))]
+        return []
+    return sorted((int(match.group(1)), path) for path in directory.iterdir()
+                  if (match := _CHECKPOINT_NAME.fullmatch(path.name)))
+
+
+def latest_checkpoint(directory: str | Path) -> tuple[Path, int] | None:
+    """The checkpoint with the most gradient steps in ``directory`` and its step count, or ``None``."""
+    found = list_checkpoints(directory)
     if not found:
         return None
-    steps, path = max(found)
+    steps, path = found[-1]
     return path, steps
+
+
+def is_better(result: EvalResult, best: EvalResult | None) -> bool:
+    """Whether ``result`` beats ``best``: a higher success rate, or the same one with a shorter cycle time."""
+    if best is None or result.success_rate > best.success_rate:
+        return True
+    if result.success_rate < best.success_rate or result.cycle_time_steps is None:
+        return False
+    return best.cycle_time_steps is None or result.cycle_time_steps < best.cycle_time_steps
 
 
 class GradientStepCheckpoint(BaseCallback):
@@ -59,13 +72,18 @@ class GradientStepCheckpoint(BaseCallback):
 
     :param save_freq: gradient steps between checkpoints.
     :param save_path: the checkpoint directory.
+    :param keep_last: after each save, delete all but the newest ``keep_last``
+        checkpoints in ``save_path`` (``None``: keep every one).
+    :param verbose: 1 prints each saved path.
     """
 
-    def __init__(self, save_freq: int, save_path: str | Path, verbose: int = 0) -> None:
+    def __init__(self, save_freq: int, save_path: str | Path, keep_last: int | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
         if save_freq < 1:
             raise ValueError(f"save_freq must be at least 1, got {save_freq}")
-        self.save_freq, self.save_path = save_freq, Path(save_path)
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1 or None, got {keep_last}")
+        self.save_freq, self.save_path, self.keep_last = save_freq, Path(save_path), keep_last
         self.last_path: Path | None = None
 
     def _on_step(self) -> bool:
@@ -73,6 +91,9 @@ class GradientStepCheckpoint(BaseCallback):
             self.last_path = save_atomically(self.model, checkpoint_path(self.save_path, self.num_timesteps))
             if self.verbose:
                 print(f"saved checkpoint {self.last_path}")
+            if self.keep_last is not None:
+                for _, path in list_checkpoints(self.save_path)[:-self.keep_last]:
+                    path.unlink()
         return True
 
 
@@ -105,6 +126,8 @@ class SimEvalCallback(BaseCallback):
     :param seed: seed of the first episode.
     :param execute: run only the first ``execute`` actions of each chunk.
     :param best_model_save_path: directory for ``best_model.zip`` (``None``: not saved).
+    :param env: an env from :func:`~corft_algos.evaluation.make_eval_env` to use (and close at the end);
+        ``None`` makes one when training starts.
     :param verbose: 1 prints each evaluation's result.
     """
 
@@ -117,6 +140,7 @@ class SimEvalCallback(BaseCallback):
         seed: int = DEFAULT_EVAL_SEED,
         execute: int | None = None,
         best_model_save_path: str | Path | None = None,
+        env: gym.Env | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -128,7 +152,7 @@ class SimEvalCallback(BaseCallback):
         self.best_result: EvalResult | None = None
         self.best_step: int | None = None
         self.evaluations: list[tuple[int, EvalResult]] = []
-        self._env: Any = None
+        self._env = env
 
     @property
     def best_success_rate(self) -> float | None:
@@ -136,7 +160,8 @@ class SimEvalCallback(BaseCallback):
         return None if self.best_result is None else self.best_result.success_rate
 
     def _on_training_start(self) -> None:
-        self._env = make_eval_env(self.model, self.env_id, positions=self.positions, execute=self.execute)
+        if self._env is None:
+            self._env = make_eval_env(self.model, self.env_id, positions=self.positions, execute=self.execute)
 
     def _on_training_end(self) -> None:
         self.close()
@@ -162,19 +187,12 @@ class SimEvalCallback(BaseCallback):
         if result.cycle_time_steps is not None:
             self.logger.record("eval/cycle_time_steps", result.cycle_time_steps)
         self.logger.dump(self.num_timesteps)
-        if self._is_better(result):
+        if is_better(result, self.best_result):
             self.best_result, self.best_step = result, self.num_timesteps
             if self.best_model_save_path is not None:
                 save_atomically(self.model, self.best_model_save_path / "best_model.zip")
         if self.verbose:
+            cycle = "-" if result.cycle_time_steps is None else f"{result.cycle_time_steps:.1f} steps"
             print(f"step {self.num_timesteps}: eval success rate {result.success_rate:.3f} "
-                  f"({result.successes}/{result.num_episodes}), cycle time {result.cycle_time_steps} steps")
+                  f"({result.successes}/{result.num_episodes}), cycle time {cycle}")
         return result
-
-    def _is_better(self, result: EvalResult) -> bool:
-        best = self.best_result
-        if best is None or result.success_rate > best.success_rate:
-            return True
-        if result.success_rate < best.success_rate or result.cycle_time_steps is None:
-            return False
-        return best.cycle_time_steps is None or result.cycle_time_steps < best.cycle_time_steps

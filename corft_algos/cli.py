@@ -1,4 +1,4 @@
-"""The ``corft`` command line.
+"""The ``corft`` command line: ``collect`` demonstrations, ``train`` an algorithm, ``eval`` a model.
 
 Each subcommand has two functions here: ``add_<name>_parser`` declares its
 arguments, ``run_<name>`` runs it and returns the exit status.
@@ -7,26 +7,75 @@ arguments, ``run_<name>`` runs it and returns the exit status.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import gymnasium as gym
+import torch
+from stable_baselines3.common.logger import Logger, make_output_format
 
+from corft_algos.callbacks import (
+    GradientStepCheckpoint,
+    LastMetrics,
+    SimEvalCallback,
+    latest_checkpoint,
+    save_atomically,
+)
+from corft_algos.common.base import OfflineAlgorithm, TrainingDivergedError
+from corft_algos.evaluation import (
+    DEFAULT_EVAL_SEED,
+    EvalResult,
+    load_model,
+    make_eval_env,
+    read_model_data,
+    run_episodes,
+)
+from corft_algos.registry import available_algorithms, get_algorithm
 from corft_envs.collection import CollectConfig, CollectionError, collect
-from corft_envs.episode_store import DatasetError, episode_files
+from corft_envs.episode_store import DatasetError, EpisodeDataset, episode_files
 
 #: Exit status after Ctrl-C, as a shell reports a SIGINT death.
 EXIT_INTERRUPTED = 130
 EXIT_ERROR = 1
+POSITIONS = ("train", "unseen", "all")
+#: Gradient steps of a single-stage algorithm without ``--steps``: CO-RFT's default
+#: il_steps + rl_steps, so the baselines get the same budget.
+DEFAULT_STEPS = 4000
+MODEL_NAME = "model.zip"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class UsageError(Exception):
+    """A command line that cannot run as given; the message says what to change."""
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object like '{{\"d_model\": 64}}', got {text!r}")
     return value
 
 
@@ -44,7 +93,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--env", dest="env_id", metavar="ID", required=True, help="Gymnasium id, e.g. corft/PickPlace-v0")
     add("--episodes", type=_positive_int, metavar="N", required=True, help="episodes to have in the store")
     add("--out", type=Path, metavar="DIR", required=True, help="store directory (created or resumed)")
-    add("--positions", choices=("train", "unseen", "all"), default="train", help="object position set (default: train)")
+    add("--positions", choices=POSITIONS, default="train", help="object position set (default: train)")
     add("--seed", type=int, default=0, help="base seed (default: 0)")
     add("--keep-failures", action="store_true", help="keep unsuccessful episodes too")
     add("--chunk-size", type=_positive_int, metavar="H", help="let the expert act in chunks of H steps")
@@ -100,12 +149,339 @@ def run_collect(args: argparse.Namespace) -> int:
     print(summary.line())
     return 0
 
+# ----------------------------------------------------------------------------
+# corft train
+# ----------------------------------------------------------------------------
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--threads``, applied by :func:`apply_threads`."""
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads of torch (default: torch's choice, one per core); 1 is much faster "
+                             "for small models on a machine busy with other work")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's intra-op thread count if ``--threads`` was given."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``corft train``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train an algorithm on an episode store",
+        description=(
+            "Train a registered algorithm on demonstrations from `corft collect`. OUT receives the logs "
+            "(progress.csv, TensorBoard events), checkpoints/rl_model_<N>_steps.zip every K gradient steps and "
+            "model.zip at the end. Running the command again resumes from the most advanced of model.zip and "
+            "the latest checkpoint, up to the requested number of steps."
+        ),
+    )
+    add = parser.add_argument
+    add("--algo", required=True, metavar="NAME", help=f"algorithm: {', '.join(available_algorithms())}")
+    add("--data", type=Path, metavar="DIR", required=True, help="episode store written by `corft collect`")
+    add("--out", type=Path, metavar="DIR", required=True, help="run directory (created, or resumed)")
+    add("--steps", type=_positive_int, metavar="N",
+        help=f"gradient steps of a single-stage algorithm (default: {DEFAULT_STEPS})")
+    add("--il-steps", type=_non_negative_int, metavar="N", help="staged algorithms (corft): imitation steps")
+    add("--rl-steps", type=_non_negative_int, metavar="N", help="staged algorithms (corft): offline RL steps")
+    add("--chunk-size", type=_positive_int, metavar="H", help="actions per chunk (default: the algorithm's)")
+    add("--batch-size", type=_positive_int, metavar="B", help="samples per gradient step")
+    add("--learning-rate", type=float, metavar="LR", help="learning rate (stage 1 for corft)")
+    add("--gamma", type=float, help="per-step discount")
+    add("--policy-kwargs", type=_json_object, metavar="JSON", help='VLAPolicy arguments, e.g. \'{"d_model": 64}\'')
+    add("--seed", type=int, default=0, help="random seed (default: 0)")
+    add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add_threads_argument(parser)
+    add("--checkpoint-every", type=_positive_int, default=500, metavar="K", help="gradient steps between checkpoints")
+    add("--keep-checkpoints", type=_positive_int, default=5, metavar="N",
+        help="keep only the newest N checkpoints (default: 5)")
+    add("--log-interval", type=_positive_int, default=100, metavar="K", help="gradient steps between log lines")
+    add("--eval-env", metavar="ID", help="evaluate in this sim env during training (best_model.zip is kept)")
+    add("--eval-every", type=_positive_int, default=500, metavar="K", help="gradient steps between evaluations")
+    add("--eval-episodes", type=_positive_int, default=10, metavar="N", help="episodes per evaluation")
+    add("--eval-positions", choices=POSITIONS, default="train", help="object positions of the evaluations")
+    add("--tensorboard", action="store_true", help="also write TensorBoard events into OUT")
+    add("--quiet", action="store_true", help="no progress bar and no log tables on stdout")
+    parser.set_defaults(handler=run_train)
+
+
+def is_staged(algorithm: type[OfflineAlgorithm]) -> bool:
+    """Whether ``algorithm`` trains in stages set by ``il_steps`` and ``rl_steps`` (CO-RFT and its variants)."""
+    parameters = {name for klass in algorithm.__mro__ if "__init__" in vars(klass)
+                  for name in inspect.signature(klass.__init__).parameters}
+    return {"il_steps", "rl_steps"} <= parameters
+
+
+def algorithm_kwargs(args: argparse.Namespace, algorithm: type[OfflineAlgorithm]) -> dict[str, Any]:
+    """Constructor arguments set on the command line (the others keep the algorithm's defaults).
+
+    ``rl_steps`` is left out: it sets the training length, which a resumed run may extend.
+
+    :raises UsageError: if the step flags do not fit the algorithm.
+    """
+    staged = is_staged(algorithm)
+    if staged and args.steps is not None:
+        raise UsageError(f"--algo {args.algo} trains --il-steps + --rl-steps gradient steps; drop --steps")
+    if not staged and (args.il_steps is not None or args.rl_steps is not None):
+        raise UsageError(f"--il-steps and --rl-steps are for staged algorithms such as corft; "
+                         f"give --algo {args.algo} its total with --steps")
+    given = {"chunk_size": args.chunk_size, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+             "gamma": args.gamma, "policy_kwargs": args.policy_kwargs, "il_steps": args.il_steps}
+    return {**{key: value for key, value in given.items() if value is not None}, "seed": args.seed}
+
+
+def total_steps(model: OfflineAlgorithm, args: argparse.Namespace) -> int:
+    """Gradient steps the run must reach: ``il_steps + rl_steps`` for a staged algorithm, else ``--steps``."""
+    if is_staged(type(model)):
+        return int(model.il_steps + model.rl_steps)
+    return args.steps or DEFAULT_STEPS
+
+
+def resume_point(out: Path) -> tuple[int, Path] | None:
+    """The most advanced saved state in a run directory, ``(steps, path)``; model.zip wins a tie."""
+    final = out / MODEL_NAME
+    latest = latest_checkpoint(out / CHECKPOINT_DIR)
+    if final.is_file():
+        final_steps = int(read_model_data(final)["num_timesteps"])
+        if latest is None or final_steps >= latest[1]:
+            return final_steps, final
+    if latest is None:
+        return None
+    path, steps = latest
+    return steps, path
+
+
+def load_for_resume(path: Path, args: argparse.Namespace, algorithm: type[OfflineAlgorithm],
+                    dataset: EpisodeDataset, kwargs: dict[str, Any]) -> OfflineAlgorithm:
+    """Load a saved run state to continue it, after checking that the command line fits it.
+
+    :raises UsageError: if the algorithm, the chunk size or another given argument differs from the saved one.
+    """
+    data = read_model_data(path)
+    saved = data.get("algorithm_name")
+    if saved != algorithm.algorithm_name:
+        raise UsageError(f"{path} holds a {saved!r} model and this run would resume it; "
+                         f"rerun with --algo {saved} or choose a new --out")
+    if args.chunk_size is not None and args.chunk_size != data["chunk_size"]:
+        raise UsageError(f"--chunk-size {args.chunk_size} differs from chunk size {data['chunk_size']} of {path}, "
+                         f"which this run would resume; rerun with --chunk-size {data['chunk_size']} "
+                         "or choose a new --out")
+    try:
+        model = algorithm.load(path, dataset=dataset, device=args.device, **kwargs)
+    except ValueError as exc:
+        raise UsageError(f"cannot resume from {path}: {exc}; rerun with the saved values or choose a new --out") \
+            from None
+    if args.rl_steps is not None:
+        model.rl_steps = args.rl_steps
+    return model
+
+
+def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None]:
+    """The model to train: resumed from ``--out`` if it holds a saved state, else new.
+
+    Returns the model and the path it was resumed from (``None`` for a new one).
+    """
+    algorithm = get_algorithm(args.algo)
+    kwargs = algorithm_kwargs(args, algorithm)
+    dataset = EpisodeDataset(args.data)
+    saved = resume_point(args.out)
+    if saved is not None:
+        return load_for_resume(saved[1], args, algorithm, dataset, kwargs), saved[1]
+    if args.rl_steps is not None:
+        kwargs["rl_steps"] = args.rl_steps
+    return algorithm(dataset=dataset, device=args.device, **kwargs), None
+
+
+def make_logger(args: argparse.Namespace, start: int) -> Logger:
+    """SB3 logger into ``--out``: progress.csv (progress_from_step_<N>.csv when resumed at N), stdout, TensorBoard."""
+    formats = [*([] if args.quiet else ["stdout"]), "csv", *(["tensorboard"] if args.tensorboard else [])]
+    suffix = f"_from_step_{start}" if start else ""
+    return Logger(str(args.out), [make_output_format(name, str(args.out), suffix) for name in formats])
+
+
+def resume_note(out: Path, checkpoint_every: int) -> str:
+    """Which saved state a rerun of the command resumes from."""
+    saved = resume_point(out)
+    if saved is None:
+        return f"no checkpoint was written yet (one every {checkpoint_every} steps); a rerun starts over"
+    steps, path = saved
+    return f"the last good checkpoint is kept at {path} (step {steps}); rerun the same command to resume from it"
+
+
+def train_summary(model: OfflineAlgorithm, start: int, seconds: float, metrics: LastMetrics,
+                  evaluation: SimEvalCallback | None, path: Path) -> list[str]:
+    """The lines ``corft train`` prints at the end."""
+    done = model.num_timesteps - start
+    resumed = f", resumed at step {start}" if start else ""
+    lines = [f"{model.algorithm_name}: {done} gradient steps in {seconds:.1f} s "
+             f"({done / max(seconds, 1e-9):.2f} steps/s), now at step {model.num_timesteps}{resumed}"]
+    if metrics.metrics:
+        lines.append("last step: " + ", ".join(f"{name} {value:.4g}" for name, value in metrics.metrics.items()))
+    if evaluation is not None and evaluation.best_result is not None:
+        best = evaluation.best_result
+        lines.append(f"best eval in {evaluation.env_id}: success rate {best.success_rate:.3f} at step "
+                     f"{evaluation.best_step} ({path.parent / 'best_model.zip'})")
+    lines.append(f"model: {path}")
+    return lines
+
+
+def make_callbacks(args: argparse.Namespace, model: OfflineAlgorithm) -> tuple[list[Any], LastMetrics,
+                                                                                SimEvalCallback | None]:
+    """Checkpoints, last metrics and, with ``--eval-env``, evaluation (its env is made now, so a bad id fails early)."""
+    metrics = LastMetrics()
+    callbacks: list[Any] = [GradientStepCheckpoint(args.checkpoint_every, args.out / CHECKPOINT_DIR,
+                                                   keep_last=args.keep_checkpoints), metrics]
+    evaluation = None
+    if args.eval_env is not None:
+        env = make_eval_env(model, args.eval_env, positions=args.eval_positions)
+        evaluation = SimEvalCallback(args.eval_env, args.eval_every, args.eval_episodes, positions=args.eval_positions,
+                                     best_model_save_path=args.out, env=env, verbose=0 if args.quiet else 1)
+        callbacks.append(evaluation)
+    return callbacks, metrics, evaluation
+
+
+def train(args: argparse.Namespace) -> int:
+    """Build or resume the model, train it to the requested steps, save model.zip; returns the exit status.
+
+    :raises UsageError: for input that cannot work (missing dataset, unfitting checkpoint or eval env, ...).
+    """
+    try:
+        model, resumed_from = build_model(args)
+        start, target = model.num_timesteps, total_steps(model, args)
+        callbacks, metrics, evaluation = make_callbacks(args, model)
+    except (DatasetError, FileNotFoundError, ValueError, gym.error.Error) as exc:
+        raise UsageError(str(exc)) from None
+    final = args.out / MODEL_NAME
+    try:
+        if start > target:
+            raise UsageError(f"{resumed_from} is at gradient step {start}, past the requested {target}; "
+                             "ask for at least that many steps or choose a new --out")
+        if resumed_from == final and start == target:
+            print(f"already trained: {final} is at gradient step {start}")
+            return 0
+        if resumed_from is not None:
+            print(f"resumed from {resumed_from} at gradient step {start}")
+        print(f"training {args.algo} on {args.data} to gradient step {target}; logs and checkpoints in {args.out}")
+        model.set_logger(make_logger(args, start))
+        began = time.perf_counter()
+        model.learn(target - start, callback=callbacks, log_interval=args.log_interval,
+                    reset_num_timesteps=start == 0, progress_bar=not args.quiet)
+    except TrainingDivergedError as exc:
+        print(f"corft train: error: training diverged at gradient step {model.num_timesteps + 1}: {exc} "
+              f"({resume_note(args.out, args.checkpoint_every)})", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if evaluation is not None:
+            evaluation.close()
+    if model.num_timesteps % args.log_interval:
+        model.dump_training_logs()
+    save_atomically(model, final)
+    for line in train_summary(model, start, time.perf_counter() - began, metrics, evaluation, final):
+        print(line)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``corft train``; one error line and exit status 1 for bad input or divergence, 130 after Ctrl-C."""
+    apply_threads(args)
+    try:
+        return train(args)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {resume_note(args.out, args.checkpoint_every)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UsageError as exc:
+        print(f"corft train: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+# ----------------------------------------------------------------------------
+# corft eval
+# ----------------------------------------------------------------------------
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``corft eval``."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a trained model in simulation",
+        description=(
+            "Run a saved model for N episodes (episode k reset with seed SEED + k) and report the success rate "
+            "with its Wilson 95%% interval and the cycle time (mean steps of successful episodes, 10 Hz)."
+        ),
+    )
+    add = parser.add_argument
+    add("--model", type=Path, metavar="PATH", required=True, help="model zip, e.g. runs/pp_corft/model.zip")
+    add("--env", dest="env_id", metavar="ID", help="Gymnasium id (default: the env the training data came from)")
+    add("--positions", choices=POSITIONS, default="train", help="object position set (default: train)")
+    add("--episodes", type=_positive_int, default=50, metavar="N", help="episodes (default: 50)")
+    add("--seed", type=int, default=DEFAULT_EVAL_SEED,
+        help=f"seed of the first episode (default: {DEFAULT_EVAL_SEED}, away from the demonstrations' seeds)")
+    add("--execute", type=_positive_int, metavar="K", help="run only the first K actions of each chunk")
+    add("--video", type=Path, metavar="DIR", help="write one mp4 of the front camera per episode here")
+    add("--json", type=Path, metavar="PATH", help="write the result as JSON here")
+    add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add_threads_argument(parser)
+    add("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_eval)
+
+
+def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm) -> list[str]:
+    """The lines ``corft eval`` prints: settings, one line per episode, success rate and cycle time."""
+    lines = [f"{model_path} ({model.algorithm_name}, {model.num_timesteps} gradient steps, H={model.chunk_size}) "
+             f"in {result.env_id}, {result.positions} positions, {result.num_episodes} episodes, "
+             f"seeds {result.seed}..{result.seed + result.num_episodes - 1}"]
+    for k, record in enumerate(result.episodes):
+        outcome = "success" if record.success else "failure"
+        lines.append(f"  episode {k:3d}  seed {record.seed}  {outcome}  {record.steps:4d} steps  "
+                     f"{record.cycle_time_s:5.1f} s  {record.instruction!r}")
+    low, high = result.success_ci95
+    lines.append(f"success rate {result.success_rate:.3f} ({result.successes}/{result.num_episodes}), "
+                 f"95% CI [{low:.3f}, {high:.3f}]")
+    if result.cycle_time_steps is None:
+        lines.append("cycle time: none (no successful episode)")
+    else:
+        lines.append(f"cycle time {result.cycle_time_steps:.1f} steps = {result.cycle_time_s:.2f} s "
+                     "(mean of the successful episodes)")
+    return lines
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``corft eval``; one error line and exit status 1 for a missing or unfitting model."""
+    apply_threads(args)
+    try:
+        model = load_model(args.model, device=args.device)
+        env_id = args.env_id or model.dataset_env_id
+        env = make_eval_env(model, env_id, positions=args.positions, execute=args.execute,
+                            record_video=args.video is not None)
+    except (FileNotFoundError, ValueError, DatasetError, gym.error.Error) as exc:
+        print(f"corft eval: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        result = run_episodes(model, env, env_id, args.positions, episodes=args.episodes, seed=args.seed,
+                              video_dir=args.video, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\ninterrupted; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        env.close()
+    for line in eval_report(result, args.model, model):
+        print(line)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``corft`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="corft", description="CO-RFT: chunked offline RL fine-tuning for VLAs.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_collect_parser(subparsers)
+    add_train_parser(subparsers)
+    add_eval_parser(subparsers)
     return parser
 
 

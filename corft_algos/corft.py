@@ -89,7 +89,7 @@ class CORFT(SFT):
         tau: float = 0.005,
         policy_delay: int = 2,
         critic_warmup_steps: int = 200,
-        calql_alpha: float = 1.0,
+        calql_alpha: float = 0.2,
         actor_q_weight: float = 2.5,
         target_noise: float = 0.2,
         noise_clip: float = 0.5,

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -122,13 +122,17 @@ class EvalResult:
     :param env_id: the Gymnasium id evaluated on.
     :param positions: the object position set (``"train"``, ``"unseen"``, ``"all"``).
     :param seed: seed of the first episode (episode ``k`` used ``seed + k``).
-    :param episodes: one record per episode, in order.
+    :param episodes: one record per episode, in order (at least one).
     """
 
     env_id: str
     positions: str
     seed: int
-    episodes: list[EpisodeRecord] = field(default_factory=list)
+    episodes: list[EpisodeRecord]
+
+    def __post_init__(self) -> None:
+        if not self.episodes:
+            raise ValueError("an EvalResult needs at least one episode")
 
     @property
     def num_episodes(self) -> int:
@@ -223,9 +227,10 @@ def check_model_fits_env(model: ChunkPolicy, env: gym.Env, env_id: str) -> None:
     problems = space_differences(model.observation_space, env_observation, "observation space")
     problems += space_differences(model.action_space, env.action_space, "action space")
     if problems:
-        trained_on = getattr(model, "dataset_env_id", None) or "another env"
+        trained_on = getattr(model, "dataset_env_id", None)
+        source = "the model" if trained_on is None else f"the model (trained on {trained_on})"
         raise ValueError(
-            f"the model (trained on {trained_on}) does not fit {env_id}: " + "; ".join(problems)
+            f"{source} does not fit {env_id}: " + "; ".join(problems)
             + " ('recorded' is the model's, 'now' the env's). Evaluate on the env and image size "
             "the model was trained with"
         )

@@ -42,12 +42,14 @@ class ActionExpert(nn.Module):
         self.decoder = nn.TransformerDecoder(_transformer_layer(d_model, heads, decoder=True), layers)
         self.norm = nn.LayerNorm(d_model)
         self.continuous_head = nn.Linear(d_model, continuous_dims)
-        self.binary_head = nn.Linear(d_model, binary_dims)
+        self.binary_head = nn.Linear(d_model, binary_dims) if binary_dims else None
 
     def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:return: continuous actions ``(B, H, Dc)`` (normalised) and binary logits ``(B, H, Db)``."""
         queries = self.queries.expand(context.shape[0], -1, -1)
         hidden = self.norm(self.decoder(queries, context))
+        if self.binary_head is None:
+            return self.continuous_head(hidden), hidden.new_zeros(*hidden.shape[:-1], 0)
         return self.continuous_head(hidden), self.binary_head(hidden)
 
 

@@ -1,0 +1,216 @@
+"""Conformance suite every registered algorithm passes, plus behaviour specific to each.
+
+Train a few steps on a tiny real dataset -> predict (single and batched) ->
+save -> load -> identical predictions; get/set parameters; clear errors for
+bad observations and bad load arguments; resume; divergence.
+"""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.logger import configure
+
+from corft_algos import BC, CORFT, SFT, OfflineRLH1
+from corft_algos.common.base import TrainingDivergedError
+from corft_algos.registry import available_algorithms, get_algorithm
+from corft_envs.collection import CollectConfig, collect
+
+TINY_POLICY = {
+    "d_model": 32,
+    "vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+    "fusion_layers": 1,
+    "heads": 2,
+    "critic_layers": 1,
+}
+BUILTIN = ["bc", "sft", "offline_rl_h1", "corft"]
+ALGORITHM_KWARGS = {
+    "bc": {},
+    "sft": {"chunk_size": 4},
+    "offline_rl_h1": {"il_steps": 2, "critic_warmup_steps": 0, "policy_delay": 1},
+    "corft": {"chunk_size": 4, "il_steps": 2, "critic_warmup_steps": 0, "policy_delay": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "pickplace"
+    collect(CollectConfig(env_id="corft/PickPlace-v0", episodes=2, out=out, image_size=32, seed=0), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def observation(tiny_dataset):
+    env = gym.make("corft/PickPlace-v0", image_size=32, include_instruction=True)
+    obs, _ = env.reset(seed=123)
+    env.close()
+    return obs
+
+
+def make(name, dataset, **overrides):
+    kwargs = {"batch_size": 4, "seed": 0, "policy_kwargs": TINY_POLICY, **ALGORITHM_KWARGS[name], **overrides}
+    return get_algorithm(name)(dataset=dataset, **kwargs)
+
+
+def test_builtin_algorithms_are_registered():
+    assert set(BUILTIN) <= set(available_algorithms())
+    assert get_algorithm("corft") is CORFT and get_algorithm("offline_rl_h1") is OfflineRLH1
+    with pytest.raises(ValueError, match="unknown algorithm 'nope'; registered: .*corft"):
+        get_algorithm("nope")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_conformance(name, tiny_dataset, observation, tmp_path):
+    model = make(name, tiny_dataset)
+    horizon = model.chunk_size
+    assert model.action_space.shape == (horizon, 7)
+    model.learn(4)
+    assert model.num_timesteps == 4
+
+    chunk, state = model.predict(observation)
+    assert chunk.shape == (horizon, 7) and state is None
+    assert np.all(np.abs(chunk) <= 1.0) and set(np.unique(chunk[:, 6])) <= {-1.0, 1.0}
+    batch = {key: np.stack([value, value]) for key, value in observation.items() if key != "instruction"}
+    batch["instruction"] = [observation["instruction"]] * 2
+    batched, _ = model.predict(batch)
+    assert batched.shape == (2, horizon, 7)
+    np.testing.assert_allclose(batched[0], chunk, atol=1e-5)
+
+    path = tmp_path / "model.zip"
+    model.save(path)
+    loaded = get_algorithm(name).load(path)
+    np.testing.assert_array_equal(loaded.predict(observation)[0], chunk)
+    assert loaded.num_timesteps == 4 and loaded.chunk_size == horizon
+
+    parameters = copy.deepcopy(model.get_parameters())  # SB3 returns live state dicts
+    with torch.no_grad():
+        for parameter in model.policy.action_expert.parameters():
+            parameter.add_(1.0)
+    assert not np.array_equal(model.predict(observation)[0], chunk)
+    model.set_parameters(parameters)
+    np.testing.assert_array_equal(model.predict(observation)[0], chunk)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_bad_observations_get_clear_errors(name, tiny_dataset, observation):
+    model = make(name, tiny_dataset)
+    wrong = dict(observation, image_front=np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"observation\['image_front'\] has shape \(64, 64, 3\); this model expects \(32, 32, 3\)"):
+        model.predict(wrong)
+    without_instruction = {key: value for key, value in observation.items() if key != "instruction"}
+    with pytest.raises(ValueError, match="include_instruction=True"):
+        model.predict(without_instruction)
+    with pytest.raises(ValueError, match="missing key 'state'"):
+        model.predict({key: value for key, value in observation.items() if key != "state"})
+
+
+def test_load_refuses_conflicting_kwargs_and_other_algorithms(tiny_dataset, tmp_path):
+    model = make("sft", tiny_dataset)
+    path = tmp_path / "sft.zip"
+    model.save(path)
+    with pytest.raises(ValueError, match=r"conflicting arguments: chunk_size=8 \(saved: 4\)"):
+        SFT.load(path, chunk_size=8)
+    with pytest.raises(ValueError, match="holds a 'sft' model; load it with that algorithm's class, not CORFT"):
+        CORFT.load(path)
+
+
+def test_bc_and_single_step_rl_refuse_chunks(tiny_dataset):
+    with pytest.raises(ValueError, match="BC predicts single actions"):
+        BC(dataset=tiny_dataset, chunk_size=4)
+    with pytest.raises(ValueError, match="OfflineRLH1 is single-step"):
+        OfflineRLH1(dataset=tiny_dataset, chunk_size=4)
+
+
+def test_missing_dataset_and_mismatched_env(tiny_dataset, tmp_path):
+    with pytest.raises(FileNotFoundError, match="corft collect"):
+        SFT(dataset=tmp_path / "nothing")
+    with pytest.raises(ValueError, match="needs a dataset"):
+        SFT(env=gym.make("corft/PickPlace-v0", image_size=32))
+    with pytest.raises(ValueError, match="the env does not fit the dataset"):
+        SFT(dataset=tiny_dataset, env=gym.make("corft/PickPlace-v0", image_size=48), policy_kwargs=TINY_POLICY)
+    model = SFT(dataset=tiny_dataset, env=gym.make("corft/Push-v0", image_size=32, include_instruction=True),
+                policy_kwargs=TINY_POLICY, chunk_size=4)
+    assert model.observation_space["image_front"].shape == (32, 32, 3)
+
+
+def test_resume_continues_counters_and_optimizer_state(tiny_dataset, tmp_path):
+    model = make("corft", tiny_dataset)
+    model.learn(3)
+    model.save(tmp_path / "checkpoint.zip")
+    resumed = CORFT.load(tmp_path / "checkpoint.zip", dataset=tiny_dataset)
+    assert resumed.num_timesteps == 3 and resumed.rl_started
+    state = resumed.critic_optimizer.state_dict()["state"]
+    assert state and all(entry["step"].item() == 1 for entry in state.values())  # one critic step before saving
+    resumed.learn(2, reset_num_timesteps=False)
+    assert resumed.num_timesteps == 5
+
+
+def test_non_finite_loss_stops_training_without_touching_parameters(tiny_dataset):
+    model = make("sft", tiny_dataset)
+    with torch.no_grad():
+        model.policy.action_expert.continuous_head.bias.fill_(float("nan"))
+    before = {name: value.clone() for name, value in model.policy.state_dict().items()}
+    with pytest.raises(TrainingDivergedError, match="imitation_loss is nan at gradient step 1"):
+        model.learn(2)
+    for name, value in model.policy.state_dict().items():
+        torch.testing.assert_close(value, before[name], equal_nan=True)
+    assert model.num_timesteps == 0
+
+
+def test_logger_records_losses_q_statistics_and_gradient_norms(tiny_dataset, tmp_path):
+    model = make("corft", tiny_dataset)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(4, log_interval=4)
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    for column in ["train/imitation_loss", "train/td_loss", "train/calql_penalty", "train/q_mean",
+                   "train/critic_grad_norm", "train/actor_q_term", "train/grad_norm", "time/gradient_steps"]:
+        assert column in header
+
+
+def test_stage_two_freezes_the_backbone_and_trains_the_critic(tiny_dataset):
+    model = make("corft", tiny_dataset)
+    model.learn(2)  # stage 1 only
+    backbone = [p.detach().clone() for p in model.policy.backbone_parameters()]
+    critic = [p.detach().clone() for p in model.policy.critic_parameters()]
+    model.learn(3, reset_num_timesteps=False)
+    assert model.stage == 2
+    assert all(torch.equal(a, b) for a, b in zip(backbone, model.policy.backbone_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(critic, model.policy.critic_parameters()))
+
+
+def test_corft_starts_stage_two_from_an_sft_checkpoint(tiny_dataset, observation, tmp_path):
+    sft = make("sft", tiny_dataset)
+    sft.learn(3)
+    sft.save(tmp_path / "sft.zip")
+    model = CORFT.from_sft(tmp_path / "sft.zip", dataset=tiny_dataset, batch_size=4, critic_warmup_steps=0)
+    assert model.il_steps == 0 and model.stage == 2 and model.chunk_size == 4
+    np.testing.assert_array_equal(model.predict(observation)[0], sft.predict(observation)[0])
+    model.learn(2)
+
+
+def test_sft_overfits_a_tiny_dataset(tiny_dataset):
+    torch.manual_seed(0)
+    model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=16, learning_rate=1e-3, seed=0,
+                image_augmentation=False, policy_kwargs=TINY_POLICY)
+    first = model.train_step()["imitation_loss"]
+    model.learn(400)
+    losses = [model.train_step()["imitation_loss"] for _ in range(5)]
+    assert np.mean(losses) < 0.15 * first, (first, losses)
+
+
+def test_vision_tower_from_a_local_transformers_directory(tiny_dataset, observation, tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path / "tiny-vit"
+    ViTModel(ViTConfig(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
+                       image_size=32, patch_size=8)).save_pretrained(folder)
+    kwargs = {**TINY_POLICY, "vision_model": str(folder)}
+    kwargs.pop("vision_config")
+    model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, policy_kwargs=kwargs)
+    assert type(model.policy.vision.model).__name__ == "ViTModel"
+    model.learn(2)
+    assert model.predict(observation)[0].shape == (4, 7)
+    with pytest.raises(FileNotFoundError, match="models are never downloaded by name"):
+        SFT(dataset=tiny_dataset, policy_kwargs={"vision_model": "google/siglip-base"})

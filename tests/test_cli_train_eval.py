@@ -1,0 +1,223 @@
+"""`corft collect` -> `corft train` -> `corft eval` end to end with the real algorithms; resume, Ctrl-C, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+from gymnasium.wrappers import FilterObservation
+
+from corft_algos.callbacks import is_better
+from corft_algos.cli import main
+from corft_algos.common.base import TrainingDivergedError
+from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model, read_model_data
+from corft_algos.sft import SFT
+from corft_envs.sim_env import FR3TabletopEnv
+
+ENV_ID = "corft/PickPlace-v0"
+NO_WRIST_ID = "corft_test/PickPlaceNoWrist-v0"
+CHUNK = 10
+#: A small policy so a gradient step takes a fraction of a second on a CPU.
+TINY_POLICY = json.dumps({"d_model": 32, "fusion_layers": 1, "vision_tokens": 2,
+                          "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_threads_restored():
+    """`--threads 1` below sets torch's process-wide thread count; give the other test modules theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "pickplace_3"
+    assert main(["collect", "--env", ENV_ID, "--episodes", "3", "--out", str(out), "--image-size", "32",
+                 "--quiet"]) == 0
+    return out
+
+
+def train_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--algo", "sft", "--data", str(data), "--out", str(out), "--steps", str(steps),
+            "--batch-size", "4", "--chunk-size", str(CHUNK), "--checkpoint-every", "2", "--log-interval", "2",
+            "--policy-kwargs", TINY_POLICY, "--device", "cpu", "--threads", "1", "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> tuple[Path, str]:
+    """A run trained for 4 SFT steps, evaluated in sim at steps 2 and 4, and what `corft train` printed."""
+    out = tmp_path_factory.mktemp("runs") / "sft"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(train_args(dataset, out, 4, "--eval-env", ENV_ID, "--eval-every", "2", "--eval-episodes", "1")) == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture
+def no_wrist_env():
+    """An env id whose observations lack the wrist camera: a model trained on PickPlace cannot act in it."""
+    gym.register(NO_WRIST_ID, entry_point=lambda **kwargs: FilterObservation(
+        FR3TabletopEnv(task="PickPlace", **kwargs), ["image_front", "state", "instruction"]), max_episode_steps=150)
+    yield NO_WRIST_ID
+    del gym.registry[NO_WRIST_ID]
+
+
+def test_train_writes_model_checkpoints_logs_and_summary(trained, dataset):
+    out, printed = trained
+    model = load_model(out / "model.zip", device="cpu")
+    assert type(model) is SFT and model.num_timesteps == 4 and model.chunk_size == CHUNK
+    assert model.dataset_env_id == ENV_ID and model.batch_size == 4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["rl_model_2_steps.zip", "rl_model_4_steps.zip"]
+    with open(out / "progress.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(float(row["time/gradient_steps"])) for row in rows if row["time/gradient_steps"]] == [2, 4]
+    assert [float(row["eval/success_rate"]) for row in rows if row["eval/success_rate"]] == [0.0, 0.0]
+    assert all(float(row["train/imitation_loss"]) > 0 for row in rows if row["train/imitation_loss"])
+    assert "sft: 4 gradient steps" in printed and "imitation_loss" in printed
+    assert f"best eval in {ENV_ID}: success rate 0.000 at step 2 ({out / 'best_model.zip'})" in printed
+    assert load_model(out / "best_model.zip", device="cpu").num_timesteps == 2
+    assert f"model: {out / 'model.zip'}" in printed
+
+
+def _result(successes: int, steps: list[int]) -> EvalResult:
+    episodes = [EpisodeRecord(seed=k, success=k < successes, steps=n, cycle_time_s=n / 10, instruction="x",
+                              episode_return=float(k < successes)) for k, n in enumerate(steps)]
+    return EvalResult(ENV_ID, "train", 0, episodes)
+
+
+def test_best_result_has_the_higher_success_rate_then_the_shorter_cycle_time():
+    assert is_better(_result(0, [150]), None)
+    assert is_better(_result(2, [50, 60, 150]), _result(1, [40, 150, 150]))
+    assert not is_better(_result(1, [40, 150, 150]), _result(2, [50, 60, 150]))
+    assert is_better(_result(2, [40, 50, 150]), _result(2, [50, 60, 150]))
+    assert not is_better(_result(2, [50, 60, 150]), _result(2, [50, 60, 150]))
+    assert not is_better(_result(0, [150, 150]), _result(0, [150, 150]))
+
+
+def test_eval_prints_and_writes_json(trained, tmp_path, capsys):
+    out, _ = trained
+    report = tmp_path / "report" / "eval.json"
+    assert main(["eval", "--model", str(out / "model.zip"), "--env", ENV_ID, "--positions", "unseen",
+                 "--episodes", "1", "--seed", "7", "--json", str(report), "--device", "cpu", "--threads", "1",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "success rate" in printed and "95% CI" in printed and "episode   0  seed 7" in printed
+    data = json.loads(report.read_text())
+    assert set(data) == {"success_rate", "success_ci95", "cycle_time_steps", "cycle_time_s", "episodes",
+                         "env_id", "positions", "num_episodes", "seed"}
+    assert data["env_id"] == ENV_ID and data["positions"] == "unseen" and data["num_episodes"] == 1
+    assert data["episodes"][0]["seed"] == 7 and 0 < data["episodes"][0]["steps"] <= 150
+
+
+def test_rerun_of_a_finished_run_changes_nothing(trained, dataset, capsys):
+    out, _ = trained
+    before = (out / "model.zip").stat().st_mtime_ns
+    assert main(train_args(dataset, out, 4)) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert (out / "model.zip").stat().st_mtime_ns == before
+    assert main(train_args(dataset, out, 3)) == 1
+    assert "past the requested 3" in capsys.readouterr().err
+
+
+def test_rerun_with_more_steps_resumes_from_the_model(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, 2)) == 0
+    assert main(train_args(dataset, out, 4)) == 0
+    assert f"resumed from {out / 'model.zip'} at gradient step 2" in capsys.readouterr().out
+    assert read_model_data(out / "model.zip")["num_timesteps"] == 4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["rl_model_2_steps.zip", "rl_model_4_steps.zip"]
+    with open(out / "progress_from_step_2.csv") as handle:
+        assert [int(float(row["time/gradient_steps"])) for row in csv.DictReader(handle)] == [4]
+
+
+def _fail_at_step(monkeypatch, step: int, error: BaseException) -> None:
+    original = SFT.train_step
+
+    def train_step(self):
+        if self.num_timesteps + 1 == step:
+            raise error
+        return original(self)
+
+    monkeypatch.setattr(SFT, "train_step", train_step)
+
+
+def test_ctrl_c_exits_130_and_rerun_resumes_from_the_checkpoint(dataset, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _fail_at_step(monkeypatch, 3, KeyboardInterrupt())
+    assert main(train_args(dataset, out, 4)) == 130
+    checkpoint = out / "checkpoints" / "rl_model_2_steps.zip"
+    assert f"interrupted; the last good checkpoint is kept at {checkpoint} (step 2)" in capsys.readouterr().err
+    assert not (out / "model.zip").exists()
+
+    monkeypatch.undo()
+    assert main(train_args(dataset, out, 4)) == 0
+    assert f"resumed from {checkpoint} at gradient step 2" in capsys.readouterr().out
+    assert read_model_data(out / "model.zip")["num_timesteps"] == 4
+
+
+def test_divergence_exits_1_naming_the_last_checkpoint(dataset, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _fail_at_step(monkeypatch, 3, TrainingDivergedError("imitation_loss is nan"))
+    assert main(train_args(dataset, out, 4)) == 1
+    err = capsys.readouterr().err
+    assert "training diverged at gradient step 3: imitation_loss is nan" in err
+    assert f"last good checkpoint is kept at {out / 'checkpoints' / 'rl_model_2_steps.zip'}" in err
+    assert not (out / "model.zip").exists()
+
+
+def test_missing_dataset_suggests_collect(tmp_path, capsys):
+    assert main(train_args(tmp_path / "nowhere", tmp_path / "run", 2)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("corft train: error:") and "corft collect" in err and len(err.splitlines()) == 1
+
+
+def test_chunk_size_differing_from_the_resumed_checkpoint(trained, dataset, capsys):
+    out, _ = trained
+    args = train_args(dataset, out, 6)
+    args[args.index("--chunk-size") + 1] = "4"
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"--chunk-size 4 differs from chunk size {CHUNK}" in err and "new --out" in err
+
+
+def test_step_flags_must_fit_the_algorithm(dataset, tmp_path, capsys):
+    def train(algo: str, *flags: str) -> int:
+        return main(["train", "--algo", algo, "--data", str(dataset), "--out", str(tmp_path / algo), *flags])
+
+    assert train("corft", "--steps", "4") == 1
+    assert "--il-steps + --rl-steps" in capsys.readouterr().err
+    assert train("sft", "--rl-steps", "4") == 1
+    assert "--il-steps and --rl-steps are for staged algorithms" in capsys.readouterr().err
+    assert train("sac") == 1
+    assert "unknown algorithm 'sac'; registered: bc, corft, offline_rl_h1, sft" in capsys.readouterr().err
+
+
+def test_eval_of_a_missing_model(tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "model.zip"), "--episodes", "1"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_of_a_model_for_other_spaces(trained, no_wrist_env, capsys):
+    out, _ = trained
+    assert main(["eval", "--model", str(out / "model.zip"), "--env", no_wrist_env, "--episodes", "1",
+                 "--device", "cpu", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"the model (trained on {ENV_ID}) does not fit {no_wrist_env}" in err
+    assert "key 'image_wrist' missing" in err
+
+
+def test_corft_trains_both_stages(dataset, tmp_path, capsys):
+    out = tmp_path / "corft"
+    assert main(["train", "--algo", "corft", "--data", str(dataset), "--out", str(out), "--il-steps", "1",
+                 "--rl-steps", "2", "--batch-size", "4", "--chunk-size", str(CHUNK), "--checkpoint-every", "2",
+                 "--policy-kwargs", TINY_POLICY, "--device", "cpu", "--threads", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "corft: 3 gradient steps" in printed and "td_loss" in printed
+    assert read_model_data(out / "model.zip")["num_timesteps"] == 3
