@@ -93,6 +93,7 @@ class VLAPolicy(BasePolicy):
     :param action_layers: decoder layers of the action expert.
     :param with_critic: build the critic expert and the target networks.
     :param critic_layers: transformer layers of each critic copy.
+    :param critic_width: token width inside the critic copies.
     :param n_critics: critic copies.
     """
 
@@ -112,6 +113,7 @@ class VLAPolicy(BasePolicy):
         action_layers: int = 1,
         with_critic: bool = False,
         critic_layers: int = 2,
+        critic_width: int = 64,
         n_critics: int = 2,
     ) -> None:
         super().__init__(observation_space, action_space)
@@ -123,7 +125,7 @@ class VLAPolicy(BasePolicy):
         self.arch = dict(d_model=d_model, vision_model=vision_model, vision_config=vision_config,
                          vision_tokens=vision_tokens, fusion_layers=fusion_layers, heads=heads,
                          action_layers=action_layers, with_critic=with_critic,
-                         critic_layers=critic_layers, n_critics=n_critics)
+                         critic_layers=critic_layers, critic_width=critic_width, n_critics=n_critics)
 
         self.image_keys = image_keys(observation_space)
         self.state_dim = observation_space["state"].shape[0] if "state" in observation_space.spaces else 0
@@ -150,7 +152,7 @@ class VLAPolicy(BasePolicy):
         if with_critic:
             self.critic = CriticExpert(n_critics, d_model=d_model, context_tokens=self.context_tokens,
                                        chunk_size=self.chunk_size, action_dim=self.action_dim,
-                                       layers=critic_layers, heads=heads)
+                                       width=critic_width, layers=critic_layers, heads=heads)
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
             self.actor_target = copy.deepcopy(self.action_expert).requires_grad_(False)
 

@@ -7,12 +7,18 @@ an :class:`~corft_envs.chunking.ActionChunk` wrapper.
 
 from __future__ import annotations
 
-import gymnasium as gym
-from gymnasium.wrappers import TimeLimit
+import os
 
-from corft_envs.chunking import ActionChunk
-from corft_envs.sim_env import FR3TabletopEnv
-from corft_envs.tasks import TASKS, get_task
+# Headless by default: without a display, MuJoCo renders through EGL (set before mujoco is imported).
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import gymnasium as gym  # noqa: E402
+from gymnasium.wrappers import TimeLimit  # noqa: E402
+
+from corft_envs.chunking import ActionChunk  # noqa: E402
+from corft_envs.sim_env import FR3TabletopEnv  # noqa: E402
+from corft_envs.tasks import TASKS, get_task  # noqa: E402
 
 __all__ = ["ActionChunk", "FR3TabletopEnv", "SIM_ENV_IDS", "make_sim_env"]
 

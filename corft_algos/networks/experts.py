@@ -60,18 +60,23 @@ class ChunkQNetwork(nn.Module):
     :param context_tokens: L, the number of context tokens.
     :param chunk_size: H.
     :param action_dim: dimensions of one (normalised) action.
+    :param width: the critic's own token width (context tokens are projected to it);
+        ``None`` keeps ``d_model``. A narrow critic keeps stage 2 cheap: it runs on
+        every sampled chunk of Cal-QL and on H bootstrap states per sample.
     :param layers: transformer layers.
     :param heads: attention heads.
     """
 
     def __init__(self, d_model: int, context_tokens: int, chunk_size: int, action_dim: int,
-                 layers: int = 2, heads: int = 4) -> None:
+                 width: int | None = None, layers: int = 2, heads: int = 4) -> None:
         super().__init__()
-        self.action_embedding = nn.Linear(action_dim, d_model)
-        self.positions = nn.Parameter(torch.randn(chunk_size, d_model) * 0.02)
-        self.encoder = nn.TransformerEncoder(_transformer_layer(d_model, heads), layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, 1)
+        width = width or d_model
+        self.context_projection = nn.Linear(d_model, width)
+        self.action_embedding = nn.Linear(action_dim, width)
+        self.positions = nn.Parameter(torch.randn(chunk_size, width) * 0.02)
+        self.encoder = nn.TransformerEncoder(_transformer_layer(width, heads), layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 1)
         self.context_tokens = context_tokens
         self.register_buffer("attention_mask", self._causal_mask(context_tokens, chunk_size), persistent=False)
 
@@ -86,7 +91,7 @@ class ChunkQNetwork(nn.Module):
 
     def forward(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """:param context: ``(B, L, d)``. :param actions: ``(B, H, A)``. :return: ``Q^{(j)}``, ``(B, H)``."""
-        tokens = torch.cat([context, self.action_embedding(actions) + self.positions], dim=1)
+        tokens = torch.cat([self.context_projection(context), self.action_embedding(actions) + self.positions], dim=1)
         hidden = self.encoder(tokens, mask=self.attention_mask)
         return self.head(self.norm(hidden[:, self.context_tokens:])).squeeze(-1)
 
