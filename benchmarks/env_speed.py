@@ -17,12 +17,11 @@ Run: ``python -m benchmarks.env_speed [--image-size 96 --steps 400 --collect-epi
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -33,6 +32,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 import corft_envs  # noqa: E402,F401
+from benchmarks.common import parse_dataclass_args  # noqa: E402
 from corft_envs.collection import CollectConfig, collect  # noqa: E402
 from corft_envs.sim_env import CAMERAS  # noqa: E402
 
@@ -48,13 +48,6 @@ class Args:
     collect_episodes: int = 60
     collect_block: int = 10
     seed: int = 0
-
-
-def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for field in fields(Args):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
-    return Args(**vars(parser.parse_args()))
 
 
 def env_steps_per_second(args: Args) -> float:
@@ -130,7 +123,7 @@ def collection_memory(args: Args) -> list[tuple[int, float]]:
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_dataclass_args(Args, __doc__.split("\n")[0])
     print(f"{args.env_id}, {args.image_size} px, both cameras, {os.cpu_count()} CPUs, MUJOCO_GL={os.environ['MUJOCO_GL']}")
     env_rate = env_steps_per_second(args)
     raw_rate, render_rates = raw_steps_per_second(args)

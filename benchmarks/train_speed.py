@@ -17,12 +17,11 @@ Run: ``python -m benchmarks.train_speed [--image-size 96 --batch-size 32 --steps
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -32,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import corft_envs  # noqa: E402,F401
+from benchmarks.common import parse_dataclass_args  # noqa: E402
 from corft_algos import CORFT, SFT  # noqa: E402
 from corft_envs.collection import CollectConfig, collect  # noqa: E402
 
@@ -52,13 +52,6 @@ class Args:
     seed: int = 0
 
 
-def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for field in fields(Args):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
-    return Args(**vars(parser.parse_args()))
-
-
 def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -72,7 +65,7 @@ def seconds_per_step(model, steps: int, warmup: int) -> float:
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_dataclass_args(Args, __doc__.split("\n")[0])
     if args.threads:
         torch.set_num_threads(args.threads)
     common = dict(chunk_size=args.chunk_size, batch_size=args.batch_size, seed=args.seed)

@@ -93,7 +93,7 @@ class CORFT(SFT):
         actor_q_weight: float = 2.5,
         target_noise: float = 0.2,
         noise_clip: float = 0.5,
-        n_action_samples: int = 4,
+        n_action_samples: int = 3,
         boundary_only: bool = False,
         success_oversample: float = 2.0,
         **kwargs: Any,
