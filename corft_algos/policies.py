@@ -256,21 +256,21 @@ class VLAPolicy(BasePolicy):
         if not isinstance(observation, dict):
             raise ValueError(f"observation must be a dict with keys {sorted(self.observation_space.spaces)} "
                              f"and {INSTRUCTION_KEY!r}, got {type(observation).__name__}")
-        batch: int | None = None
+        sizes: dict[str, int | None] = {}
         for key, space in self.observation_space.spaces.items():
             if key not in observation:
                 raise ValueError(f"observation is missing key {key!r}; expected keys {sorted(self.observation_space.spaces)}")
             shape = np.shape(observation[key])
             if shape == space.shape:
-                size = None
+                sizes[key] = None
             elif shape[1:] == space.shape:
-                size = shape[0]
+                sizes[key] = shape[0]
             else:
                 raise ValueError(f"observation[{key!r}] has shape {shape}; this model expects {space.shape} "
                                  f"or (batch, {', '.join(map(str, space.shape))})")
-            if key != next(iter(self.observation_space.spaces)) and size != batch:
-                raise ValueError(f"observation[{key!r}] has batch size {size}, other keys have {batch}")
-            batch = size
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"observation keys disagree on the batch size (None: a single observation): {sizes}")
+        batch = next(iter(sizes.values()))
         instruction = observation.get(INSTRUCTION_KEY)
         if instruction is None:
             raise ValueError(f"observation needs the key {INSTRUCTION_KEY!r} (the language instruction): "

@@ -317,7 +317,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         (they describe its dataset). Returns the names of the tensors copied.
         """
         if not isinstance(source, OfflineAlgorithm):
-            data, params, _ = load_from_zip_file(source, device=self.device)
+            _, params, _ = load_from_zip_file(source, device=self.device)
             state = params["policy"]
         else:
             state = source.policy.state_dict()
