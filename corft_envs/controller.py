@@ -98,6 +98,23 @@ def rotvec_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return rotvec
 
 
+def compose_target(
+    position: np.ndarray,
+    quaternion: np.ndarray,
+    command: CartesianCommand,
+    workspace: tuple[np.ndarray, np.ndarray] = WORKSPACE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The TCP target of ``command`` from a measured pose, shared by the sim and the real arm.
+
+    ``p_target = clip(p + Δp, workspace)`` and ``q_target = exp(Δr) · q`` (unit, ``w >= 0``).
+    """
+    target_position = np.clip(np.asarray(position, dtype=np.float64) + command.translation, *workspace)
+    target_quat = np.empty(4)
+    mujoco.mju_mulQuat(target_quat, quat_from_rotvec(command.rotation), np.asarray(quaternion, dtype=np.float64))
+    target_quat /= np.linalg.norm(target_quat)
+    return target_position, (-target_quat if target_quat[0] < 0 else target_quat)
+
+
 class CartesianController:
     """Runs one action on the simulated FR3: differential IK, then physics substeps.
 
@@ -146,11 +163,7 @@ class CartesianController:
 
     def target_pose(self, command: CartesianCommand) -> tuple[np.ndarray, np.ndarray]:
         """The TCP target of ``command``, relative to the measured pose, clipped to the workspace."""
-        position, quat = self.tcp_pose()
-        target_position = np.clip(position + command.translation, *WORKSPACE)
-        target_quat = np.empty(4)
-        mujoco.mju_mulQuat(target_quat, quat_from_rotvec(command.rotation), quat)
-        return target_position, target_quat
+        return compose_target(*self.tcp_pose(), command)
 
     def solve_ik(self, target_position: np.ndarray, target_quat: np.ndarray) -> np.ndarray:
         """Joint positions that bring the TCP to the target (damped least squares, null-space posture)."""
