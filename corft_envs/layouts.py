@@ -17,9 +17,12 @@ jitter in every mode: the generalisation study varies object positions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from corft_envs.tasks import COLOURS, N_OBJECTS, Task
 
 PositionsMode = Literal["train", "unseen", "all"]
 POSITION_MODES: tuple[str, ...] = ("train", "unseen", "all")
@@ -89,3 +92,31 @@ def sample_object_positions(
 def sample_fixture_position(rng: np.random.Generator) -> np.ndarray:
     """The fixture's (x, y): :data:`FIXTURE_SPOT` jittered by :data:`SPOT_JITTER`."""
     return FIXTURE_SPOT + rng.uniform(-SPOT_JITTER, SPOT_JITTER, size=2)
+
+
+@dataclass(frozen=True)
+class EpisodeLayout:
+    """What a reset draws: object colours, positions, the fixture's position and the instruction.
+
+    :param colours: colour names of ``obj0..obj2``.
+    :param object_xy: ``(N_OBJECTS, 2)`` object positions on the table (m).
+    :param fixture_xy: ``(2,)`` position of the fixture (m).
+    :param instruction: the language instruction.
+    """
+
+    colours: list[str]
+    object_xy: np.ndarray
+    fixture_xy: np.ndarray
+    instruction: str
+
+
+def sample_layout(rng: np.random.Generator, task: Task, positions: PositionsMode) -> EpisodeLayout:
+    """Draw an episode's layout: colours, object and fixture positions, instruction.
+
+    The sim env and the twin both reset with it, so the same seed gives the same scene.
+    """
+    palette = list(COLOURS)
+    colours = [palette[i] for i in rng.permutation(len(palette))[:N_OBJECTS]]
+    object_xy = sample_object_positions(rng, N_OBJECTS, positions)
+    fixture_xy = sample_fixture_position(rng)
+    return EpisodeLayout(colours, object_xy, fixture_xy, task.instruction(rng, colours))

@@ -93,7 +93,7 @@ def load_fr3_mjcf(wrist_camera_fovy: float = 75.0) -> FR3Mjcf:
 
     base_body = copy.deepcopy(root.find("worldbody").find("body"))
     assets = copy.deepcopy(root.find("asset"))
-    _drop_visual_meshes(base_body, assets)
+    drop_visual_meshes(base_body, assets)
     for body in base_body.iter("body"):
         body.set("gravcomp", "1")
     hand = _find_body(base_body, "hand")
@@ -148,7 +148,7 @@ def _stiffen_joint_servos(actuators: ET.Element) -> None:
         actuator.set("kv", f"{kp * SERVO_TIME_CONSTANT:g}")
 
 
-def _drop_visual_meshes(base_body: ET.Element, assets: ET.Element) -> None:
+def drop_visual_meshes(base_body: ET.Element, assets: ET.Element) -> None:
     """Remove the visual geoms and their meshes: we render collision meshes instead.
 
     They are never drawn (geom group 2 is off) but would cost about 400 MiB of

@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from corft_envs.controller import ACTION_DIM, CartesianController, decode_action
-from corft_envs.layouts import check_positions_mode, sample_fixture_position, sample_object_positions
+from corft_envs.layouts import check_positions_mode, sample_layout
 from corft_envs.robot_model import FINGER_JOINT_NAMES, GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
 from corft_envs.scene import RENDER_GEOM_GROUPS, build_scene_xml
 from corft_envs.tasks import COLOURS, N_OBJECTS, SceneState, get_task
@@ -132,16 +132,14 @@ class FR3TabletopEnv(gym.Env):
         self.controller.hold()
         data.ctrl[self.controller.gripper_actuator] = 255.0
 
-        palette = list(COLOURS)
-        self.colours = [palette[i] for i in rng.permutation(len(palette))[:N_OBJECTS]]
+        layout = sample_layout(rng, self.task, self.positions)
+        self.colours, self.instruction = layout.colours, layout.instruction
         for geom, colour in zip(self._object_geoms, self.colours):
             model.geom_rgba[geom] = COLOURS[colour]
-        positions = sample_object_positions(rng, N_OBJECTS, self.positions)
         height = self.task.object_half_size[2]
-        for address, (x, y) in zip(self._object_qpos, positions):
+        for address, (x, y) in zip(self._object_qpos, layout.object_xy):
             data.qpos[address : address + 7] = (x, y, height, 1.0, 0.0, 0.0, 0.0)
-        model.body_pos[self._fixture_body][:2] = sample_fixture_position(rng)
-        self.instruction = self.task.instruction(rng, self.colours)
+        model.body_pos[self._fixture_body][:2] = layout.fixture_xy
 
         mujoco.mj_forward(model, data)
         mujoco.mj_step(model, data, nstep=SETTLE_STEPS)
