@@ -20,6 +20,10 @@ class ActionChunk(gym.Wrapper):
     executed), ``chunk_rewards`` (their rewards) and ``is_success`` (true if any
     executed step succeeded).
 
+    If the base env has a ``validate_chunk(actions)`` method (the real arm's
+    whole-chunk safety check), it is called with the actions to execute before
+    the first of them is sent, and may raise to reject the chunk.
+
     Wrap it around the step-level :class:`~gymnasium.wrappers.TimeLimit` so the
     episode limit still counts single steps; ``gym.make(env_id, chunk_size=H)``
     does so.
@@ -58,6 +62,9 @@ class ActionChunk(gym.Wrapper):
                 f"got {actions.shape}"
             )
         count = len(actions) if self.execute is None else min(len(actions), self.execute)
+        validate_chunk = getattr(self.env.unwrapped, "validate_chunk", None)
+        if validate_chunk is not None:  # e.g. the real arm's safety check, before any action is sent
+            validate_chunk(actions[:count])
         rewards: list[float] = []
         success = False
         for action in actions[:count]:

@@ -126,6 +126,14 @@ def load_fr3_mjcf(wrist_camera_fovy: float = 75.0) -> FR3Mjcf:
     )
 
 
+def joint_limits() -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper limits (rad) of the seven arm joints, read from the FR3 model."""
+    root = ET.parse(franky_sim_assets_dir() / "fr3.xml").getroot()
+    ranges = {joint.get("name"): joint.get("range") for joint in root.iter("joint")}
+    limits = np.array([[float(v) for v in ranges[name].split()] for name in ARM_JOINT_NAMES])
+    return limits[:, 0], limits[:, 1]
+
+
 def _stiffen_joint_servos(actuators: ET.Element) -> None:
     """Make the joint position servos track a moving target closely.
 

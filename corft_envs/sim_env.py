@@ -27,7 +27,7 @@ from gymnasium import spaces
 
 from corft_envs.controller import ACTION_DIM, CartesianController, decode_action
 from corft_envs.layouts import check_positions_mode, sample_layout
-from corft_envs.robot_model import FINGER_JOINT_NAMES, GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from corft_envs.robot_model import FINGER_JOINT_NAMES, GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS, joint_limits
 from corft_envs.scene import RENDER_GEOM_GROUPS, build_scene_xml
 from corft_envs.tasks import COLOURS, N_OBJECTS, SceneState, get_task
 
@@ -55,6 +55,26 @@ def check_image_size(image_size: Any) -> int:
     if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
         raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] pixels, got {image_size}")
     return int(image_size)
+
+
+def make_observation_space(image_size: int, include_instruction: bool = False) -> spaces.Dict:
+    """The observation space of every FR3 env, simulated or real (see the module docstring).
+
+    ``state`` is bounded by the arm's reach (TCP), a unit quaternion, the gripper's
+    opening and the joint ranges of the FR3 model.
+    """
+    image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+    joint_low, joint_high = joint_limits()
+    low = np.concatenate([[-REACH] * 3, -np.ones(4), [0.0], joint_low])
+    high = np.concatenate([[REACH] * 3, np.ones(4), [GRIPPER_MAX_WIDTH + 0.01], joint_high])
+    observation: dict[str, spaces.Space] = {
+        "image_front": image,
+        "image_wrist": image,
+        "state": spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32),
+    }
+    if include_instruction:
+        observation["instruction"] = spaces.Text(max_length=128, charset=INSTRUCTION_CHARSET)
+    return spaces.Dict(observation)
 
 
 class FR3TabletopEnv(gym.Env):
@@ -98,26 +118,11 @@ class FR3TabletopEnv(gym.Env):
         self._fixture_body = self.model.body("fixture").id
         self._finger_qpos = np.array([self.model.joint(n).qposadr[0] for n in FINGER_JOINT_NAMES])
 
-        image = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
-        observation = {
-            "image_front": image,
-            "image_wrist": image,
-            "state": self._state_space(),
-        }
-        if include_instruction:
-            observation["instruction"] = spaces.Text(max_length=128, charset=INSTRUCTION_CHARSET)
-        self.observation_space = spaces.Dict(observation)
+        self.observation_space = make_observation_space(self.image_size, include_instruction)
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
         self.colours: list[str] = []
         self.instruction = ""
-
-    def _state_space(self) -> spaces.Box:
-        """Bounds of ``state``: the TCP within the arm's reach, unit quaternion, gripper and joint ranges."""
-        joint_low, joint_high = self.controller.joint_low, self.controller.joint_high
-        low = np.concatenate([[-REACH, -REACH, -REACH], -np.ones(4), [0.0], joint_low])
-        high = np.concatenate([[REACH, REACH, REACH], np.ones(4), [GRIPPER_MAX_WIDTH + 0.01], joint_high])
-        return spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
     # ------------------------------------------------------------------ gym API
     def reset(

@@ -64,6 +64,25 @@ def test_short_chunks_and_execute_prefix():
     assert env.action_space.shape == (5, 2)
 
 
+class RejectsLargeActions(RewardIsStepIndex):
+    """Has a whole-chunk check, as the real arm env does."""
+
+    def validate_chunk(self, actions):
+        if np.abs(actions).max() > 0.5:
+            raise ValueError("chunk rejected")
+
+
+def test_whole_chunk_is_validated_before_any_action_runs():
+    base = RejectsLargeActions(end=100)
+    env = ActionChunk(base, chunk_size=3, execute=2)
+    env.reset()
+    with pytest.raises(ValueError, match="chunk rejected"):
+        env.step(np.array([[0.0, 0.0], [0.9, 0.0], [0.0, 0.0]]))
+    assert base.executed == []
+    env.step(np.array([[0.0, 0.0], [0.1, 0.0], [0.9, 0.0]]))  # the third is not executed, so not checked
+    assert len(base.executed) == 2
+
+
 @pytest.mark.parametrize("shape", [(6, 2), (0, 2), (3, 3), (2,)])
 def test_malformed_chunk_is_rejected(shape):
     env = ActionChunk(RewardIsStepIndex(end=100), chunk_size=5)
