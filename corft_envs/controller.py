@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from corft_envs.robot_model import ARM_JOINT_NAMES
+from corft_envs.robot_model import ARM_JOINT_NAMES, HOME_TCP_QUATERNION
 
 #: Control rate (Hz) and period (s) of one action.
 CONTROL_HZ = 10
@@ -98,6 +98,18 @@ def rotvec_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return rotvec
 
 
+def canonical_quaternion(quaternion: np.ndarray) -> np.ndarray:
+    """The unit quaternion of the same rotation in :data:`HOME_TCP_QUATERNION`'s hemisphere.
+
+    ``q`` and ``-q`` are one rotation. Choosing ``w >= 0`` would flip the sign
+    near the home pose, where ``w`` is about 0; choosing ``q · q_home >= 0`` keeps
+    observed orientations, which stay near home, continuous.
+    """
+    quaternion = np.asarray(quaternion, dtype=np.float64)
+    quaternion = quaternion / np.linalg.norm(quaternion)
+    return -quaternion if quaternion @ HOME_TCP_QUATERNION < 0 else quaternion
+
+
 def compose_target(
     position: np.ndarray,
     quaternion: np.ndarray,
@@ -106,13 +118,12 @@ def compose_target(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The TCP target of ``command`` from a measured pose, shared by the sim and the real arm.
 
-    ``p_target = clip(p + Δp, workspace)`` and ``q_target = exp(Δr) · q`` (unit, ``w >= 0``).
+    ``p_target = clip(p + Δp, workspace)`` and ``q_target = exp(Δr) · q`` (see :func:`canonical_quaternion`).
     """
     target_position = np.clip(np.asarray(position, dtype=np.float64) + command.translation, *workspace)
     target_quat = np.empty(4)
     mujoco.mju_mulQuat(target_quat, quat_from_rotvec(command.rotation), np.asarray(quaternion, dtype=np.float64))
-    target_quat /= np.linalg.norm(target_quat)
-    return target_position, (-target_quat if target_quat[0] < 0 else target_quat)
+    return target_position, canonical_quaternion(target_quat)
 
 
 class CartesianController:

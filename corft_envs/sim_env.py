@@ -4,7 +4,7 @@ Observation (a flat ``Dict``, accepted by stable-baselines3):
 
 - ``image_front``, ``image_wrist``: ``uint8`` RGB, ``(image_size, image_size, 3)``;
 - ``state``: ``float32`` ``(15,)`` = TCP position (3, m), TCP orientation
-  quaternion (4, w x y z with w >= 0), gripper opening (1, m), the seven joint
+  quaternion (4, w x y z, sign by :func:`~corft_envs.controller.canonical_quaternion`), gripper opening (1, m), the seven joint
   positions (rad) — see :data:`STATE_LAYOUT`;
 - ``instruction``: a ``Text`` key, only with ``include_instruction=True``
   (stable-baselines3 rejects ``Text`` spaces). The instruction is always
@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from corft_envs.controller import ACTION_DIM, CartesianController, decode_action
+from corft_envs.controller import ACTION_DIM, CartesianController, canonical_quaternion, decode_action
 from corft_envs.layouts import check_positions_mode, sample_layout
 from corft_envs.robot_model import FINGER_JOINT_NAMES, GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS, joint_limits
 from corft_envs.scene import RENDER_GEOM_GROUPS, build_scene_xml
@@ -189,8 +189,7 @@ class FR3TabletopEnv(gym.Env):
 
     def _state_vector(self) -> np.ndarray:
         position, quat = self.controller.tcp_pose()
-        if quat[0] < 0:
-            quat = -quat
+        quat = canonical_quaternion(quat)
         joints = self.data.qpos[self.controller.qpos_index]
         return np.concatenate([position, quat, [self.gripper_width()], joints]).astype(np.float32)
 

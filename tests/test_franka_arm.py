@@ -1,0 +1,311 @@
+"""FrankaArm against franky-sim's libfranka server on loopback, with fault injection.
+
+Every test starts its own simulated FR3 (about 1 s) at the home posture, so
+none depends on another's leftovers; the fixture shuts the server down even
+when a test fails. Nothing is mocked: franky talks to the simulator over the
+libfranka network protocol, as it would to the real robot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from franky_sim import SimulationServer
+from franky_sim.mujoco_simulator import MujocoSimulator
+
+from corft_envs.controller import CONTROL_PERIOD, CartesianCommand, compose_target, rotvec_between
+from corft_envs.robot_model import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from corft_envs.sim_env import STATE_DIM
+from robots import (
+    ArmState,
+    FrankaArm,
+    RobotConnectionError,
+    SafetyLimits,
+    SafetyViolation,
+)
+
+#: Motions in these tests use 30% of the FR3's dynamics, so they finish quickly.
+DYNAMICS = 0.3
+
+
+@dataclass
+class SimRobot:
+    """A running franky-sim server with one FR3."""
+
+    simulator: MujocoSimulator
+    server: SimulationServer
+    hostname: str
+
+    def kill(self) -> None:
+        """Stop the server as if its process died: no more state, client connections closed."""
+        self.server.running = False
+        if self.server.async_thread is not None:
+            self.server.async_thread.join()
+        for robot_server in self.server.robot_servers:
+            robot_server.reset_state()
+            if robot_server.gripper_server is not None:
+                robot_server.gripper_server.reset_state()
+        self.server.cleanup()
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., SimRobot]]:
+    """Factory: start a franky-sim server; every one started is shut down at the end."""
+    started: list[SimRobot] = []
+
+    def start(initial_q: np.ndarray = HOME_JOINT_POSITIONS) -> SimRobot:
+        simulator = MujocoSimulator()
+        simulator.init()
+        robot = simulator.add_robot(initial_q=list(initial_q), initial_hand_width=GRIPPER_MAX_WIDTH)
+        server = SimulationServer(simulator)
+        sim_robot = SimRobot(simulator, server, hostname="")
+        started.append(sim_robot)
+        server.init()
+        server.run_async()
+        sim_robot.hostname = robot.hostname
+        return sim_robot
+
+    yield start
+    for sim_robot in started:
+        sim_robot.kill()
+        if not sim_robot.simulator.is_cleaned_up:
+            sim_robot.simulator.cleanup()
+
+
+@pytest.fixture
+def sim(start_sim) -> SimRobot:
+    return start_sim()
+
+
+@pytest.fixture
+def arm(sim) -> Iterator[FrankaArm]:
+    franka = FrankaArm(sim.hostname, realtime=False, dynamics_factor=DYNAMICS)
+    franka.connect()
+    yield franka
+    franka.disconnect()
+
+
+def moving_chunk(steps: int, dy: float = 0.4) -> np.ndarray:
+    """``steps`` actions moving along base y with the gripper open."""
+    actions = np.zeros((steps, 7))
+    actions[:, 1] = dy
+    actions[:, 6] = -1.0
+    return actions
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> bool:
+    """Poll ``condition`` every 50 ms until it holds (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def assert_still(arm: FrankaArm, seconds: float = 0.3, tolerance: float = 1e-3) -> np.ndarray:
+    """Assert the TCP does not move over ``seconds``; return its position."""
+    before = arm.state().tcp_position
+    time.sleep(seconds)
+    after = arm.state().tcp_position
+    assert np.max(np.abs(after - before)) < tolerance, f"the arm moved from {before} to {after}"
+    return after
+
+
+# -- pure parts of the interface --------------------------------------------------------------
+
+
+def test_target_pose_is_base_frame_translation_and_left_multiplied_rotation():
+    command = CartesianCommand(translation=np.array([0.0, 0.0, 0.05]), rotation=np.array([0, 0, 0.2]), close_gripper=False)
+    gripper_down = np.array([0.0, 1.0, 0.0, 0.0])  # 180 degrees about x
+    position, quaternion = compose_target(np.array([0.5, 0.0, 0.3]), gripper_down, command, SafetyLimits().workspace)
+    np.testing.assert_allclose(position, [0.5, 0.0, 0.35])
+    # (cos 0.1, 0, 0, sin 0.1) * (0, 1, 0, 0) = (0, cos 0.1, sin 0.1, 0)
+    np.testing.assert_allclose(quaternion, [0.0, math.cos(0.1), math.sin(0.1), 0.0], atol=1e-12)
+    # the last guard: a target beyond the workspace (x <= 0.80) is clipped to it
+    outward = CartesianCommand(np.array([0.05, 0.0, 0.0]), np.zeros(3), False)
+    clipped, _ = compose_target(np.array([0.79, 0.0, 0.3]), gripper_down, outward, SafetyLimits().workspace)
+    np.testing.assert_allclose(clipped, [0.80, 0.0, 0.3])
+
+
+def test_arm_state_vector_has_the_sim_layout():
+    state = ArmState(np.array([1.0, 2, 3]), np.array([1.0, 0, 0, 0]), 0.04, np.arange(7.0))
+    vector = state.as_vector()
+    assert vector.shape == (STATE_DIM,) and vector.dtype == np.float32
+    np.testing.assert_array_equal(vector, np.array([1, 2, 3, 1, 0, 0, 0, 0.04, 0, 1, 2, 3, 4, 5, 6], dtype=np.float32))
+    with pytest.raises(ValueError, match="joint_positions"):
+        ArmState(np.zeros(3), np.array([1.0, 0, 0, 0]), 0.0, np.zeros(6)).as_vector()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"host": ""}, {"dynamics_factor": 0.0}, {"dynamics_factor": 1.5}, {"grasp_force": 50.0},
+     {"gripper_speed": 0.2}, {"contact_force_threshold": float("inf")}, {"state_timeout": -1.0}],
+)
+def test_invalid_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        FrankaArm(**{"host": "127.0.0.1", **kwargs})
+
+
+def test_unreachable_robot_gives_a_connection_error_naming_the_host():
+    arm = FrankaArm("127.1.2.3", realtime=False)
+    with pytest.raises(RobotConnectionError, match=r"127\.1\.2\.3.*FCI"):
+        arm.connect()
+    assert not arm.is_connected
+    with pytest.raises(RobotConnectionError, match="not connected"):
+        arm.send_action(np.zeros(7))
+
+
+# -- on franky-sim -----------------------------------------------------------------------------
+
+
+def test_state_matches_the_sim_env_at_home(arm):
+    env = gym.make("corft/PickPlace-v0", image_size=16)
+    try:
+        observation, _ = env.reset(seed=0)
+    finally:
+        env.close()
+    real = arm.state().as_vector()
+    sim = observation["state"]
+    np.testing.assert_allclose(real[0:3], sim[0:3], atol=2e-3)  # TCP position (m)
+    np.testing.assert_allclose(real[3:7], sim[3:7], atol=2e-3)  # quaternion, same sign rule
+    np.testing.assert_allclose(real[7], sim[7], atol=2e-3)  # gripper width (m)
+    np.testing.assert_allclose(real[8:], sim[8:], atol=2e-3)  # joints (rad)
+
+
+def test_chunk_moves_in_the_base_frame_at_10_hz(arm):
+    start = arm.state()
+    actions = moving_chunk(5, dy=0.0)
+    actions[:, 2] = -0.6  # down: in franky's end-effector frame (gripper down) -z would go up
+    begin = time.monotonic()
+    sent = arm.send_chunk(actions)
+    elapsed = time.monotonic() - begin
+    assert len(sent) == 5
+    assert elapsed == pytest.approx(5 * CONTROL_PERIOD, abs=0.08)
+    periods = np.diff([s.timestamp for s in sent])
+    np.testing.assert_allclose(periods, CONTROL_PERIOD, atol=0.03)
+    for s in sent:
+        np.testing.assert_allclose(s.target_position, s.start_position + [0, 0, -0.03], atol=1e-9)
+        np.testing.assert_allclose(s.target_quaternion, s.start_quaternion, atol=1e-9)
+    time.sleep(0.5)
+    moved = arm.state().tcp_position - start.tcp_position
+    assert moved[2] < -0.05, moved
+    assert np.max(np.abs(moved[:2])) < 3e-3, moved
+
+
+def test_rotation_is_a_base_frame_rotation_vector(arm):
+    start = arm.state().tcp_quaternion
+    actions = moving_chunk(3, dy=0.0)
+    actions[:, 5] = 0.8  # 0.2 rad per step about base +z
+    sent = arm.send_chunk(actions)
+    np.testing.assert_allclose(rotvec_between(sent[0].start_quaternion, sent[0].target_quaternion), [0, 0, 0.2], atol=1e-9)
+    time.sleep(0.5)
+    turned = rotvec_between(start, arm.state().tcp_quaternion)
+    assert turned[2] > 0.2, turned  # about +z of the base (in the end-effector frame it would be -z)
+    assert np.max(np.abs(turned[:2])) < 0.02, turned
+
+
+def test_gripper_commands_are_sent_only_when_its_state_changes(arm):
+    actions = moving_chunk(6, dy=0.0)
+    actions[:, 6] = [-1, -1, 1, 1, 1, -0.5]
+    sent = arm.send_chunk(actions)
+    assert [s.gripper_command for s in sent] == ["open", None, "grasp", None, None, "open"]
+    assert arm.send_action([0, 0, 0, 0, 0, 0, -1]).gripper_command is None  # a one-action chunk
+    arm.grasp()
+    assert arm.state().gripper_width < 0.005
+    arm.open()
+    assert arm.state().gripper_width == pytest.approx(GRIPPER_MAX_WIDTH, abs=3e-3)
+
+
+def test_move_home_from_another_posture(start_sim):
+    away = HOME_JOINT_POSITIONS + np.array([0.3, -0.2, 0.1, 0.2, -0.1, 0.2, 0.3])
+    sim = start_sim(initial_q=away)
+    with FrankaArm(sim.hostname, realtime=False, dynamics_factor=0.6) as arm:
+        np.testing.assert_allclose(arm.state().joint_positions, away, atol=1e-2)
+        arm.move_home()  # returns when the motion generator is home; franky-sim's joints lag ~0.3 s
+        assert wait_until(lambda: np.allclose(arm.state().joint_positions, HOME_JOINT_POSITIONS, atol=5e-3))
+        arm.send_chunk(moving_chunk(2))  # Cartesian motions work after the joint motion
+    assert not arm.is_connected
+
+
+# -- fault injection: each ends with a clear error and the arm stopped -------------------------
+
+
+def test_nan_action_is_rejected_before_any_motion(arm):
+    before = arm.state().tcp_position
+    actions = moving_chunk(6)
+    actions[3, 0] = np.nan
+    with pytest.raises(SafetyViolation, match=r"step 3, dx \(action\[0\]\) is nan"):
+        arm.send_chunk(actions)
+    np.testing.assert_allclose(assert_still(arm), before, atol=1e-3)
+    assert arm.is_connected
+
+
+def test_chunk_leaving_the_workspace_is_rejected_before_any_motion(arm):
+    before = arm.state().tcp_position  # z = 0.52 at home
+    actions = moving_chunk(12, dy=0.0)
+    actions[:, 2] = -1.0  # 5 cm down per step: below z = 0.005 at step 10
+    with pytest.raises(SafetyViolation, match=r"step 10 would take the TCP to z = -0\.0\d+ m, below"):
+        arm.send_chunk(actions)
+    np.testing.assert_allclose(assert_still(arm), before, atol=1e-3)
+
+
+def test_too_large_jump_is_rejected_within_and_across_chunks(arm):
+    before = arm.state().tcp_position
+    with pytest.raises(SafetyViolation, match="step 4, dy jumps by 1.600 from step 3"):
+        arm.send_chunk(np.vstack([moving_chunk(4, dy=0.8), moving_chunk(1, dy=-0.8)]))
+    np.testing.assert_allclose(assert_still(arm), before, atol=1e-3)
+
+    arm.send_chunk(moving_chunk(2, dy=0.8))
+    with pytest.raises(SafetyViolation, match="step 0, dy jumps by 1.600 from the last action sent"):
+        arm.send_chunk(moving_chunk(2, dy=-0.8))
+    assert_still(arm)
+    # the arm was stopped, so the next chunk starts afresh
+    assert len(arm.send_chunk(moving_chunk(1, dy=-0.8))) == 1
+
+
+def test_ctrl_c_during_a_chunk_stops_the_arm_and_propagates(arm):
+    start = arm.state().tcp_position
+    timer = threading.Timer(0.35, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            arm.send_chunk(moving_chunk(15))  # 1.5 s: the interrupt arrives mid-chunk
+    finally:
+        timer.cancel()
+        timer.join()
+    stopped_at = assert_still(arm)
+    assert stopped_at[1] - start[1] > 0.01  # it was moving when interrupted
+    assert stopped_at[1] - start[1] < 15 * 0.02  # and did not run the whole chunk
+    assert arm.is_connected
+
+
+def test_server_dying_mid_motion_raises_a_connection_error_naming_the_host(sim, arm):
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        sim.kill()
+        killed_at.append(time.monotonic())
+
+    timer = threading.Timer(0.35, kill)
+    timer.start()
+    try:
+        with pytest.raises(RobotConnectionError, match=rf"robot at {sim.hostname}: .*connection is lost"):
+            arm.send_chunk(moving_chunk(15))  # 1.5 s
+    finally:
+        timer.join()
+    detected_after = time.monotonic() - killed_at[0]
+    assert detected_after < 2.0  # watchdog (0.3 s) + releasing the dead connection (~0.6 s); libfranka alone: ~3 s
+    assert not arm.is_connected
+    arm.stop()  # nothing left to stop from here: logs, does not raise
+    with pytest.raises(RobotConnectionError, match="not connected"):
+        arm.state()
