@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import mujoco
 import numpy as np
 
+from corft_envs.layouts import EpisodeLayout
 from corft_envs.robot_model import load_fr3_mjcf
-from corft_envs.tasks import N_OBJECTS, Task
+from corft_envs.tasks import COLOURS, N_OBJECTS, Task
 
 #: Physics timestep (s); a 10 Hz control step is 50 of them.
 PHYSICS_TIMESTEP = 0.002
@@ -66,6 +68,21 @@ def add_task_elements(worldbody: ET.Element, task: Task) -> None:
                       size=" ".join(map(str, half)), mass="0.05", condim="4",
                       friction="1.2 0.01 0.0005", rgba="0.5 0.5 0.5 1")
     task.add_fixture(worldbody)
+
+
+def apply_layout(model: mujoco.MjModel, data: mujoco.MjData, task: Task, layout: EpisodeLayout) -> None:
+    """Colour and place ``obj0..obj2`` (at rest, upright, on the table) and the fixture as ``layout`` says.
+
+    Works on any model built with :func:`add_task_elements` (the sim env's, the twin's); calls ``mj_forward``.
+    """
+    height = task.object_half_size[2]
+    for index, (colour, (x, y)) in enumerate(zip(layout.colours, layout.object_xy)):
+        model.geom(f"obj{index}_geom").rgba[:] = COLOURS[colour]
+        joint = model.joint(f"obj{index}_joint")
+        data.qpos[joint.qposadr[0] : joint.qposadr[0] + 7] = (x, y, height, 1.0, 0.0, 0.0, 0.0)
+        data.qvel[joint.dofadr[0] : joint.dofadr[0] + 6] = 0.0
+    model.body("fixture").pos[:2] = layout.fixture_xy
+    mujoco.mj_forward(model, data)
 
 
 def build_scene_xml(task: Task, image_size: int) -> str:

@@ -28,8 +28,8 @@ from gymnasium import spaces
 from corft_envs.controller import ACTION_DIM, CartesianController, canonical_quaternion, decode_action
 from corft_envs.layouts import check_positions_mode, sample_layout
 from corft_envs.robot_model import FINGER_JOINT_NAMES, GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS, joint_limits
-from corft_envs.scene import RENDER_GEOM_GROUPS, build_scene_xml
-from corft_envs.tasks import COLOURS, N_OBJECTS, SceneState, get_task
+from corft_envs.scene import RENDER_GEOM_GROUPS, apply_layout, build_scene_xml
+from corft_envs.tasks import N_OBJECTS, SceneState, get_task
 
 #: Name and size of each block of the ``state`` vector, in order.
 STATE_LAYOUT: tuple[tuple[str, int], ...] = (
@@ -113,8 +113,6 @@ class FR3TabletopEnv(gym.Env):
         self._scene_option = mujoco.MjvOption()
         self._scene_option.geomgroup[:] = RENDER_GEOM_GROUPS
         self._object_bodies = [self.model.body(f"obj{i}").id for i in range(N_OBJECTS)]
-        self._object_geoms = [self.model.geom(f"obj{i}_geom").id for i in range(N_OBJECTS)]
-        self._object_qpos = [self.model.joint(f"obj{i}_joint").qposadr[0] for i in range(N_OBJECTS)]
         self._fixture_body = self.model.body("fixture").id
         self._finger_qpos = np.array([self.model.joint(n).qposadr[0] for n in FINGER_JOINT_NAMES])
 
@@ -139,14 +137,7 @@ class FR3TabletopEnv(gym.Env):
 
         layout = sample_layout(rng, self.task, self.positions)
         self.colours, self.instruction = layout.colours, layout.instruction
-        for geom, colour in zip(self._object_geoms, self.colours):
-            model.geom_rgba[geom] = COLOURS[colour]
-        height = self.task.object_half_size[2]
-        for address, (x, y) in zip(self._object_qpos, layout.object_xy):
-            data.qpos[address : address + 7] = (x, y, height, 1.0, 0.0, 0.0, 0.0)
-        model.body_pos[self._fixture_body][:2] = layout.fixture_xy
-
-        mujoco.mj_forward(model, data)
+        apply_layout(model, data, self.task, layout)
         mujoco.mj_step(model, data, nstep=SETTLE_STEPS)
         return self._observation(), {"instruction": self.instruction, "is_success": False}
 

@@ -75,9 +75,9 @@ from corft_envs.robot_model import (
     HOME_JOINT_POSITIONS,
     drop_visual_meshes,
 )
-from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, build_scene_xml
+from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, apply_layout, build_scene_xml
 from corft_envs.sim_env import CAMERAS, check_image_size
-from corft_envs.tasks import COLOURS, N_OBJECTS, SceneState, Task, get_task
+from corft_envs.tasks import N_OBJECTS, SceneState, Task, get_task
 
 #: Name prefix franky-sim gives the first robot's bodies, joints and geoms.
 ROBOT_PREFIX = "robot0_"
@@ -239,15 +239,8 @@ class TwinWorld:
         if seed is not None or self._rng is None:
             self._rng, _ = seeding.np_random(seed)
         layout = sample_layout(self._rng, self.task, self.positions)
-        height = self.task.object_half_size[2]
         with self.physics() as (model, data):
-            for index, (colour, (x, y)) in enumerate(zip(layout.colours, layout.object_xy)):
-                model.geom(f"obj{index}_geom").rgba[:] = COLOURS[colour]
-                joint = model.joint(f"obj{index}_joint")
-                data.qpos[joint.qposadr[0] : joint.qposadr[0] + 7] = (x, y, height, 1.0, 0.0, 0.0, 0.0)
-                data.qvel[joint.dofadr[0] : joint.dofadr[0] + 6] = 0.0
-            model.body("fixture").pos[:2] = layout.fixture_xy
-            mujoco.mj_forward(model, data)
+            apply_layout(model, data, self.task, layout)
         self.colours, self.instruction = list(layout.colours), layout.instruction
         return {"instruction": self.instruction, "colours": list(self.colours)}
 

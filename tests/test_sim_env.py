@@ -49,8 +49,8 @@ def test_instruction_names_the_target_colour_and_distractors_differ(make_env):
         words = sim.instruction.split()
         assert sim.colours[0] in words and sim.colours[1] in words and sim.colours[2] not in words
         assert words.index(sim.colours[0]) < words.index(sim.colours[1])
-        for geom, colour in zip(sim._object_geoms, sim.colours):
-            np.testing.assert_allclose(sim.model.geom_rgba[geom], COLOURS[colour])
+        for index, colour in enumerate(sim.colours):
+            np.testing.assert_allclose(sim.model.geom(f"obj{index}_geom").rgba, COLOURS[colour])
 
 
 def test_text_instruction_key_only_behind_flag(make_env):
