@@ -7,14 +7,16 @@ arguments, ``run_<name>`` runs it and returns the exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -37,8 +39,11 @@ from corft_algos.evaluation import (
     run_episodes,
 )
 from corft_algos.registry import available_algorithms, get_algorithm
-from corft_envs.collection import CollectConfig, CollectionError, collect
+from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
 from corft_envs.episode_store import DatasetError, EpisodeDataset, episode_files
+from corft_envs.keyboard import KeyScriptExhausted, ScriptedKeys, TerminalKeys
+from corft_envs.teleop import KEY_HELP, KeyboardTeleop
+from robots.errors import RobotError
 
 #: Exit status after Ctrl-C, as a shell reports a SIGINT death.
 EXIT_INTERRUPTED = 130
@@ -83,10 +88,11 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``corft collect``."""
     parser = subparsers.add_parser(
         "collect",
-        help="record scripted-expert demonstrations into an episode store",
+        help="record demonstrations (scripted expert or keyboard teleop) into an episode store",
         description=(
-            "Record scripted-expert episodes, one HDF5 file each plus index.json. Attempt k uses seed "
-            "SEED + k. Re-running an interrupted command resumes it; the result equals an uninterrupted run."
+            "Record episodes, one HDF5 file each plus index.json, by the task's scripted expert (sim envs and "
+            "the twin) or by keyboard teleoperation (--teleop keyboard; real envs and the twin). Attempt k uses "
+            "seed SEED + k. Re-running an interrupted command resumes it; the result equals an uninterrupted run."
         ),
     )
     add = parser.add_argument
@@ -100,8 +106,47 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--image-size", type=_positive_int, metavar="N", help="camera image side in pixels (env default: 96)")
     add("--max-attempts", type=_positive_int, metavar="N",
         help="give up after this many attempts in total (default: 10 x --episodes)")
+    add_robot_arguments(parser)
+    add("--instruction", metavar="TEXT",
+        help="real robot: the instruction of every episode, worded as in the training data")
+    add("--teleop", choices=("keyboard",),
+        help="record a teleoperator instead of the scripted expert (real envs; the twin with --robot-host twin)")
+    add("--teleop-script", type=Path, metavar="FILE",
+        help="replay key presses from FILE instead of the terminal, one line of keys per control step "
+             "(<enter> and <backspace> stand for those keys): rehearsals and tests")
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_collect)
+
+
+def add_robot_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--robot-host`` and ``--camera``, read by :func:`robot_env_kwargs`."""
+    parser.add_argument("--robot-host", metavar="HOST",
+                        help="real envs (corft/FR3Real-<Task>-v0): the robot's FCI address, or 'twin' to rehearse "
+                             "on the simulated twin")
+    parser.add_argument("--camera", action="append", default=[], metavar="NAME=SERIAL",
+                        help="real envs on hardware: a RealSense serial number per camera, e.g. --camera front=123 "
+                             "--camera wrist=456")
+
+
+def robot_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``gym.make`` arguments from ``--robot-host``, ``--camera`` (and ``--instruction``, where declared).
+
+    :raises UsageError: for a ``--camera`` that is not ``NAME=SERIAL``.
+    """
+    kwargs: dict[str, Any] = {}
+    if args.robot_host is not None:
+        kwargs["robot_host"] = args.robot_host
+    cameras = {}
+    for text in args.camera:
+        name, _, serial = text.partition("=")
+        if not name or not serial:
+            raise UsageError(f"--camera takes NAME=SERIAL, e.g. --camera front=123456789012; got {text!r}")
+        cameras[name] = serial
+    if cameras:
+        kwargs["cameras"] = cameras
+    if getattr(args, "instruction", None):
+        kwargs["instruction"] = args.instruction
+    return kwargs
 
 
 def collect_command(config: CollectConfig) -> str:
@@ -111,15 +156,19 @@ def collect_command(config: CollectConfig) -> str:
     if config.keep_failures:
         words.append("--keep-failures")
     optional = {"--chunk-size": config.chunk_size, "--image-size": config.image_size,
-                "--max-attempts": config.max_attempts}
+                "--max-attempts": config.max_attempts, "--robot-host": config.robot_host,
+                "--instruction": config.env_options.get("instruction")}
     for flag, value in optional.items():
         if value is not None:
             words += [flag, str(value)]
+    for name, serial in config.env_options.get("cameras", {}).items():
+        words += ["--camera", f"{name}={serial}"]
     return shlex.join(words)
 
 
 def collect_config(args: argparse.Namespace) -> CollectConfig:
     """The :class:`CollectConfig` that parsed ``corft collect`` arguments describe."""
+    env_options = robot_env_kwargs(args)
     return CollectConfig(
         env_id=args.env_id,
         episodes=args.episodes,
@@ -130,20 +179,54 @@ def collect_config(args: argparse.Namespace) -> CollectConfig:
         chunk_size=args.chunk_size,
         image_size=args.image_size,
         max_attempts=args.max_attempts,
+        robot_host=env_options.pop("robot_host", None),
+        env_options=env_options,
     )
 
 
-def run_collect(args: argparse.Namespace) -> int:
-    """Run ``corft collect``; print a summary, or how to resume after Ctrl-C."""
-    config = collect_config(args)
+@contextlib.contextmanager
+def teleop_policy(args: argparse.Namespace) -> Iterator[Callable[[gym.Env], ScriptedPolicy] | None]:
+    """With ``--teleop``: a factory of :class:`KeyboardTeleop` on the terminal or ``--teleop-script``; else ``None``.
+
+    The terminal gets its settings back on leaving.
+
+    :raises UsageError: for ``--teleop-script`` without ``--teleop``, a missing script or no terminal.
+    """
+    if args.teleop is None:
+        if args.teleop_script is not None:
+            raise UsageError("--teleop-script replays keys for --teleop keyboard: pass both")
+        yield None
+        return
     try:
-        summary = collect(config, progress=not args.quiet)
+        keys = ScriptedKeys.from_file(args.teleop_script) if args.teleop_script else TerminalKeys()
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from None
+    print(KEY_HELP, file=sys.stderr)
+    try:
+        yield lambda env: KeyboardTeleop(env, keys)
+    finally:
+        if isinstance(keys, TerminalKeys):
+            keys.close()
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    """Run ``corft collect``; print a summary, or how to resume after Ctrl-C or a hardware fault."""
+    try:
+        config = collect_config(args)
+        with teleop_policy(args) as make_teleop:
+            options = {} if make_teleop is None else {"make_policy": make_teleop}
+            summary = collect(config, progress=not args.quiet, **options)
     except KeyboardInterrupt:
         saved = len(episode_files(config.out)) if config.out.is_dir() else 0
         print(f"\ninterrupted: {saved} episodes saved in {config.out}; resume with:\n  {collect_command(config)}",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (DatasetError, CollectionError, gym.error.Error) as exc:
+    except (RobotError, KeyScriptExhausted) as exc:
+        saved = len(episode_files(config.out)) if config.out.is_dir() else 0
+        print(f"corft collect: error: {exc}\n{saved} episodes saved in {config.out}; the arm was stopped. "
+              f"Resume with:\n  {collect_command(config)}", file=sys.stderr)
+        return EXIT_ERROR
+    except (UsageError, DatasetError, CollectionError, TypeError, ValueError, gym.error.Error) as exc:
         print(f"corft collect: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(summary.line())
@@ -406,7 +489,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``corft eval``."""
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a trained model in simulation",
+        help="evaluate a trained model in simulation, on the twin or on the real arm",
         description=(
             "Run a saved model for N episodes (episode k reset with seed SEED + k) and report the success rate "
             "with its Wilson 95%% interval and the cycle time (mean steps of successful episodes, 10 Hz)."
@@ -423,6 +506,9 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--video", type=Path, metavar="DIR", help="write one mp4 of the front camera per episode here")
     add("--json", type=Path, metavar="PATH", help="write the result as JSON here")
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add_robot_arguments(parser)
+    add("--instruction", metavar="TEXT",
+        help="real robot: the instruction of every episode, worded as in the training data")
     add_threads_argument(parser)
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_eval)
@@ -434,7 +520,7 @@ def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm) -
              f"in {result.env_id}, {result.positions} positions, {result.num_episodes} episodes, "
              f"seeds {result.seed}..{result.seed + result.num_episodes - 1}"]
     for k, record in enumerate(result.episodes):
-        outcome = "success" if record.success else "failure"
+        outcome = "success" if record.success else "failure" if record.rejected is None else "failure (chunk rejected)"
         lines.append(f"  episode {k:3d}  seed {record.seed}  {outcome}  {record.steps:4d} steps  "
                      f"{record.cycle_time_s:5.1f} s  {record.instruction!r}")
     low, high = result.success_ci95
@@ -451,22 +537,35 @@ def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm) -
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``corft eval``; one error line and exit status 1 for a missing or unfitting model."""
     apply_threads(args)
+    operator_keys = None
     try:
         model = load_model(args.model, device=args.device)
         env_id = args.env_id or model.dataset_env_id
+        env_kwargs = robot_env_kwargs(args)
+        if env_kwargs.get("robot_host", "twin") != "twin":  # on hardware the operator labels the episodes
+            operator_keys = TerminalKeys()
+            env_kwargs["operator_keys"] = operator_keys
+            print("Enter = success, Backspace = failure, Ctrl-C stops the arm", file=sys.stderr)
         env = make_eval_env(model, env_id, positions=args.positions, execute=args.execute,
-                            record_video=args.video is not None)
-    except (FileNotFoundError, ValueError, DatasetError, gym.error.Error) as exc:
+                            record_video=args.video is not None, env_kwargs=env_kwargs)
+    except (UsageError, RuntimeError, FileNotFoundError, ValueError, DatasetError, gym.error.Error) as exc:
+        if operator_keys is not None:
+            operator_keys.close()
         print(f"corft eval: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:
         result = run_episodes(model, env, env_id, args.positions, episodes=args.episodes, seed=args.seed,
                               video_dir=args.video, progress=not args.quiet)
     except KeyboardInterrupt:
-        print("\ninterrupted; nothing written", file=sys.stderr)
+        print("\ninterrupted; the arm was stopped; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RobotError as exc:
+        print(f"corft eval: error: {exc}; the arm was stopped; nothing written", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         env.close()
+        if operator_keys is not None:
+            operator_keys.close()
     for line in eval_report(result, args.model, model):
         print(line)
     if args.json is not None:

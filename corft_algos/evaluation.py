@@ -37,6 +37,7 @@ from corft_algos.registry import get_algorithm
 from corft_envs.chunking import ActionChunk
 from corft_envs.controller import CONTROL_HZ, CONTROL_PERIOD
 from corft_envs.episode_store import space_differences
+from robots.safety import SafetyViolation
 
 IMAGE_KEY = "image_front"
 #: Seed of the first evaluation episode by default: far from the seeds ``corft collect`` uses
@@ -98,6 +99,8 @@ class EpisodeRecord:
     :param instruction: the episode's language instruction.
     :param episode_return: undiscounted sum of rewards (1 for a success, sparse reward).
     :param video: path of the episode's mp4, if recorded.
+    :param rejected: on the real arm, why the safety layer rejected a chunk, which
+        ended the episode as a failure (nothing of that chunk was sent).
     """
 
     seed: int
@@ -107,12 +110,13 @@ class EpisodeRecord:
     instruction: str
     episode_return: float
     video: str | None = None
+    rejected: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the return under the key ``"return"``)."""
         return {"seed": self.seed, "success": self.success, "steps": self.steps,
                 "cycle_time_s": self.cycle_time_s, "instruction": self.instruction,
-                "return": self.episode_return, "video": self.video}
+                "return": self.episode_return, "video": self.video, "rejected": self.rejected}
 
 
 @dataclass(frozen=True)
@@ -302,20 +306,30 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = CONTROL_HZ) -
 
 
 def run_episode(model: ChunkPolicy, env: gym.Env, seed: int) -> EpisodeRecord:
-    """One episode from ``env.reset(seed=seed)``: predict a chunk, step it, until the episode ends."""
+    """One episode from ``env.reset(seed=seed)``: predict a chunk, step it, until the episode ends.
+
+    On the real arm a chunk the safety layer rejects (nothing of it is sent, the
+    arm holds) ends the episode as a failure, with the reason in ``rejected``.
+    """
     observation, _ = env.reset(seed=seed)
     instruction = str(observation[INSTRUCTION_KEY])
     steps, total, success, first = 0, 0.0, False, True
     terminated = truncated = False
+    rejected = None
     while not (terminated or truncated):
         chunk, _ = model.predict(observation, episode_start=np.array([first]), deterministic=True)
-        observation, reward, terminated, truncated, info = env.step(chunk)
+        try:
+            observation, reward, terminated, truncated, info = env.step(chunk)
+        except SafetyViolation as violation:
+            rejected = str(violation)
+            _log.warning("episode with seed %d ends as a failure: %s", seed, violation)
+            break
         steps += int(info["chunk_len"])
         total += float(reward)
         success = success or bool(info.get("is_success", False))
         first = False
     return EpisodeRecord(seed=seed, success=success, steps=steps, cycle_time_s=steps * CONTROL_PERIOD,
-                         instruction=instruction, episode_return=total)
+                         instruction=instruction, episode_return=total, rejected=rejected)
 
 
 def run_episodes(

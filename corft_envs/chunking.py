@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.wrappers import TimeLimit
+
+from corft_envs.tasks import get_task
 
 
 class ActionChunk(gym.Wrapper):
@@ -81,3 +85,32 @@ class ActionChunk(gym.Wrapper):
             "is_success": success,
         }
         return observation, float(discounts @ np.asarray(rewards)), terminated, truncated, info
+
+
+def make_task_env(
+    env_class: Callable[..., gym.Env],
+    task: str,
+    chunk_size: int | None = None,
+    gamma: float = 1.0,
+    execute: int | None = None,
+    **env_kwargs: Any,
+) -> gym.Env:
+    """What the registered ids' entry points return: ``env_class(task=task, **env_kwargs)``, chunked if asked.
+
+    Without ``chunk_size`` it returns the step-level env, and ``gym.make`` adds
+    the step limit. With ``chunk_size=H`` the step limit goes *inside* the
+    chunk wrapper, ``ActionChunk(TimeLimit(env, max_episode_steps), H)``, so it
+    keeps counting single steps (``gym.make``'s own ``TimeLimit`` then counts
+    chunks and never fires first).
+
+    :param env_class: the env class (sim or real) taking ``task`` and ``env_kwargs``.
+    :param task: the task name, set by the registration.
+    :param chunk_size: H for the :class:`ActionChunk` wrapper, or ``None``.
+    :param gamma: the chunk reward's per-step discount.
+    :param execute: run only the first ``execute`` actions of a chunk.
+    """
+    env = env_class(task=task, **env_kwargs)
+    if chunk_size is None:
+        return env
+    limited = TimeLimit(env, get_task(task).max_episode_steps)
+    return ActionChunk(limited, chunk_size=chunk_size, gamma=gamma, execute=execute)

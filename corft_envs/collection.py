@@ -1,4 +1,4 @@
-"""Collect scripted-expert demonstrations into an episode store.
+"""Collect demonstrations into an episode store: a scripted expert's, or a teleoperator's.
 
 :func:`collect` runs attempt ``k`` with seed ``seed + k`` until the store
 holds the requested number of episodes, so a killed run is resumed by running
@@ -17,9 +17,10 @@ import contextlib
 import math
 import signal
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, SupportsFloat
+from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -74,7 +75,9 @@ class EpisodeRecorder(gym.Wrapper):
     After the episode ends (terminated or truncated), :meth:`episode` returns
     it as :class:`~corft_envs.episode_store.EpisodeData`: the reset
     observation plus one observation, action, reward and ``info["is_success"]``
-    per step, with the reset seed and ``info["instruction"]``. A new
+    per step, with the reset seed and ``info["instruction"]``. The action kept
+    is ``info["applied_action"]`` when the env reports one (the real env: the
+    action after the safety layer's clipping), else the one given. A new
     :meth:`reset` starts a new buffer.
     """
 
@@ -98,7 +101,8 @@ class EpisodeRecorder(gym.Wrapper):
             raise RuntimeError("EpisodeRecorder.step() called before reset()")
         observation, reward, terminated, truncated, info = self.env.step(action)
         buffer = self._buffer
-        buffer.actions.append(np.array(action, dtype=self.action_space.dtype, copy=True))
+        executed = info.get("applied_action", action)  # what the real arm's safety layer let through
+        buffer.actions.append(np.array(executed, dtype=self.action_space.dtype, copy=True))
         buffer.rewards.append(float(reward))
         buffer.is_success.append(bool(info.get("is_success", False)))
         buffer.observations.append(_copy_observation(observation))
@@ -139,6 +143,10 @@ class CollectConfig:
     :param image_size: camera image side in pixels (env default when ``None``).
     :param max_attempts: stop with an error after this many attempts in total
         (default ``10 * episodes``).
+    :param robot_host: for a real env (``corft/FR3Real-<Task>-v0``): the robot's
+        address, or ``"twin"`` to rehearse on the simulated twin.
+    :param env_options: further ``gym.make`` arguments (JSON values), e.g.
+        ``{"cameras": {"front": "<serial>", "wrist": "<serial>"}}``.
     """
 
     env_id: str
@@ -150,13 +158,17 @@ class CollectConfig:
     chunk_size: int | None = None
     image_size: int | None = None
     max_attempts: int | None = None
+    robot_host: str | None = None
+    env_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gym.make`` of the step-level env."""
-        kwargs: dict[str, Any] = {"positions": self.positions}
+        kwargs: dict[str, Any] = {**self.env_options, "positions": self.positions}
         if self.image_size is not None:
             kwargs["image_size"] = self.image_size
+        if self.robot_host is not None:
+            kwargs["robot_host"] = self.robot_host
         return kwargs
 
     @property

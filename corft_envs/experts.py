@@ -21,12 +21,40 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 
 from corft_envs.controller import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE, rotvec_between
-from corft_envs.sim_env import FR3TabletopEnv
+from corft_envs.tasks import SceneState, Task
+
+
+@runtime_checkable
+class PrivilegedScene(Protocol):
+    """What a scripted expert reads: the sim env, or the real env on its twin."""
+
+    task: Task
+
+    def scene_state(self) -> SceneState:
+        """Object and fixture positions and the gripper opening."""
+
+    def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """TCP position (m) and orientation quaternion (w x y z)."""
+
+
+def privileged_scene(env: gym.Env) -> PrivilegedScene:
+    """What a scripted expert reads: ``env.unwrapped``, or its twin (the real env's ``world``).
+
+    :raises TypeError: saying why not, if neither gives the scene's true state.
+    """
+    scene = getattr(env.unwrapped, "world", None) or env.unwrapped
+    if not isinstance(scene, PrivilegedScene):
+        raise TypeError(
+            f"scripted experts read the scene's true state, which {type(scene).__name__} does not give: "
+            "use a sim env, or the real env on its twin (robot_host='twin'); on hardware, collect by teleop"
+        )
+    return scene
 
 
 @dataclass(frozen=True)
@@ -91,14 +119,12 @@ POSITION_GAIN = 1.0
 class ScriptedExpert(ABC):
     """Base demonstrator: runs a task script through human-like teleoperation.
 
-    :param env: the env (any wrapping of :class:`FR3TabletopEnv`).
+    :param env: the env (any wrapping of one whose scene it can read, see :class:`PrivilegedScene`).
     :param style: the imperfection knobs.
     """
 
     def __init__(self, env: gym.Env, style: TeleopStyle | None = None) -> None:
-        if not isinstance(env.unwrapped, FR3TabletopEnv):
-            raise TypeError(f"scripted experts drive FR3TabletopEnv, got {type(env.unwrapped).__name__}")
-        self.sim: FR3TabletopEnv = env.unwrapped
+        self.sim = privileged_scene(env)
         self.style = style or TeleopStyle()
         self.reset(0)
 
@@ -106,13 +132,13 @@ class ScriptedExpert(ABC):
         """Start a new episode (call after ``env.reset``); ``seed`` fixes the operator's behaviour."""
         self.rng = np.random.default_rng(seed)
         self.speed = float(self.rng.uniform(*self.style.speed_range))
-        self._home_quat = self.sim.controller.tcp_pose()[1]
+        self._home_quat = self.sim.tcp_pose()[1]
         self._script = self.script()
         self._goal: SubGoal | None = None
         self._hold_left = 0
         self._pause_left = 0
         self._closed = False
-        self._tcp = self.sim.controller.tcp_pose()[0]
+        self._tcp = self.sim.tcp_pose()[0]
 
     def act(self, observation: dict) -> np.ndarray:
         """One action, closed-loop from the current state."""
@@ -268,7 +294,7 @@ class PushExpert(ScriptedExpert):
                 break
             direction = np.append(offset / remaining, 0.0)
             behind = np.array([*(block[:2] - direction[:2] * stand_off), self.PUSH_HEIGHT])
-            tcp = self.sim.controller.tcp_pose()[0]
+            tcp = self.sim.tcp_pose()[0]
             lined_up = np.linalg.norm(tcp[:2] - behind[:2]) < 0.015 and tcp[2] < 0.05
             if not lined_up:
                 yield Reach(np.array([*tcp[:2], APPROACH_HEIGHT]), True)
@@ -277,7 +303,7 @@ class PushExpert(ScriptedExpert):
             stroke = min(self.STROKE_LENGTH, remaining)
             yield Reach(behind + direction * stroke, True, tolerance=0.006)
             yield Refresh()
-        yield Reach(self.sim.controller.tcp_pose()[0] + [0, 0, 0.05], True)
+        yield Reach(self.sim.tcp_pose()[0] + [0, 0, 0.05], True)
 
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {
@@ -289,7 +315,4 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 
 def make_expert(env: gym.Env, style: TeleopStyle | None = None) -> ScriptedExpert:
     """The scripted demonstrator for ``env``'s task."""
-    sim = env.unwrapped
-    if not isinstance(sim, FR3TabletopEnv):
-        raise TypeError(f"scripted experts drive FR3TabletopEnv, got {type(sim).__name__}")
-    return EXPERTS[sim.task.name](env, style)
+    return EXPERTS[privileged_scene(env).task.name](env, style)

@@ -165,6 +165,10 @@ class FR3TabletopEnv(gym.Env):
             gripper_width=self.gripper_width(),
         )
 
+    def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """TCP position (m) and orientation quaternion (w x y z) in the base frame."""
+        return self.controller.tcp_pose()
+
     def gripper_width(self) -> float:
         """Opening between the fingers (m)."""
         return float(self.data.qpos[self._finger_qpos].sum())

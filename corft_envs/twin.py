@@ -199,6 +199,21 @@ class TwinWorld:
         if self._simulator.is_initialized and not self._simulator.is_cleaned_up:
             self._simulator.cleanup()
 
+    def kill_server(self) -> None:
+        """Fault rehearsal: the robot server dies, as if its process crashed or the cable was pulled.
+
+        The physics thread stops and every client connection is closed; the
+        scene stays readable and renderable. :meth:`stop` still frees the rest.
+        """
+        server = self._require_server()
+        server.running = False
+        if server.async_thread is not None:
+            server.async_thread.join()
+        for robot_server in server.robot_servers:
+            robot_server.reset_state()
+            if robot_server.gripper_server is not None:
+                robot_server.gripper_server.reset_state()
+
     def __enter__(self) -> TwinWorld:
         return self.start()
 

@@ -32,7 +32,7 @@ import numpy as np
 from corft_envs.controller import CONTROL_PERIOD, CartesianCommand, compose_target
 from corft_envs.sim_env import STATE_LAYOUT
 from robots.errors import RobotConnectionError
-from robots.safety import SafetyChecker, SafetyLimits
+from robots.safety import CheckedChunk, SafetyChecker, SafetyLimits
 
 logger = logging.getLogger(__name__)
 
@@ -177,33 +177,48 @@ class Arm(ABC):
             return
         self._stop()
 
-    def send_action(self, action: np.ndarray) -> SentAction:
-        """Check and send one action, then wait out its control period (0.1 s).
+    def send_action(self, action: np.ndarray, wait: bool = True) -> SentAction:
+        """Check and send one action; with ``wait``, then wait out its control period (0.1 s).
 
-        The same as ``send_chunk([action])[0]``.
+        The same as ``send_chunk([action], wait)[0]``.
         """
-        return self.send_chunk(np.asarray(action)[None])[0]
+        return self.send_chunk(np.asarray(action)[None], wait)[0]
 
-    def send_chunk(self, chunk: np.ndarray) -> list[SentAction]:
+    def check_chunk(self, chunk: np.ndarray) -> CheckedChunk:
+        """Run the safety checks on ``chunk`` from the arm's measured TCP position; send nothing.
+
+        The jump check includes the last action sent, as :meth:`send_chunk`'s does.
+        On any exception the arm is stopped and the exception propagates.
+
+        :raises SafetyViolation: if the chunk would be rejected.
+        :raises RobotConnectionError: if the arm is not connected or the connection was lost.
+        """
+        self._require_connected()
+        with self._stopping_on_error():
+            position, _ = self._tcp_pose()
+            return self.checker.check_chunk(chunk, position, self._previous_action)
+
+    def send_chunk(self, chunk: np.ndarray, wait: bool = True) -> list[SentAction]:
         """Check a whole chunk, then send it one action per control period.
 
         Nothing is sent unless every action passes the safety checks (see
         :mod:`robots.safety`); the jump check includes the last action sent
-        before, unless the arm was stopped or sent home since. The call
-        returns at the end of the last action's control period. On any
+        before, unless the arm was stopped or sent home since. The first action
+        goes out at once. With ``wait`` the call returns at the end of the last
+        action's control period, otherwise as soon as the last action is sent
+        (the caller then keeps the pace, as the real env does). On any
         exception, Ctrl-C included, the arm is stopped and the exception
         propagates.
 
         :param chunk: ``(k, 7)`` actions of the contract.
+        :param wait: wait out the last action's control period before returning.
         :return: what was sent for each action, in order.
         :raises SafetyViolation: if the chunk was rejected (nothing was sent).
         :raises RobotConnectionError: if the arm is not connected or the connection was lost.
         :raises RobotControlError: if the arm refused or aborted a motion.
         """
-        self._require_connected()
+        checked = self.check_chunk(chunk)
         with self._stopping_on_error():
-            position, _ = self._tcp_pose()
-            checked = self.checker.check_chunk(chunk, position, self._previous_action)
             sent: list[SentAction] = []
             start = time.monotonic()
             for step, (action, command) in enumerate(zip(checked.actions, checked.commands)):
@@ -211,7 +226,8 @@ class Arm(ABC):
                 if late > CONTROL_PERIOD / 2:
                     logger.warning("step %d of the chunk goes out %.0f ms late", step, late * 1e3)
                 sent.append(self._send(action, command))
-            _sleep_until(start + len(sent) * CONTROL_PERIOD)
+            if wait:
+                _sleep_until(start + len(sent) * CONTROL_PERIOD)
         return sent
 
     def move_home(self) -> None:

@@ -210,6 +210,14 @@ class FrankaArm(Arm):
             raise RobotControlError(f"Franka robot at {self.host}: error recovery failed; {_CONTROL_HINT}")
         self._contact.clear()
 
+    @property
+    def is_moving(self) -> bool:
+        """Whether a motion is running on the robot (``False`` when not connected)."""
+        if not self.is_connected:
+            return False
+        with self._franky_errors("reading the control state"):
+            return self._robot.current_control_signal_type is not None
+
     # -- measurement --------------------------------------------------------------------------
 
     def state(self) -> ArmState:

@@ -116,6 +116,28 @@ def test_eval_prints_and_writes_json(trained, tmp_path, capsys):
     assert data["episodes"][0]["seed"] == 7 and 0 < data["episodes"][0]["steps"] <= 150
 
 
+def test_sim_trained_model_runs_unchanged_on_the_twin(trained, tmp_path, capsys):
+    """The real env's code path (franky to franky-sim, pyrealsense2 software cameras) with a sim-trained model."""
+    out, _ = trained
+    report = tmp_path / "twin.json"
+    assert main(["eval", "--model", str(out / "model.zip"), "--env", "corft/FR3Real-PickPlace-v0",
+                 "--robot-host", "twin", "--episodes", "1", "--json", str(report), "--device", "cpu",
+                 "--threads", "1", "--quiet"]) == 0, capsys.readouterr().err
+    data = json.loads(report.read_text())
+    assert data["env_id"] == "corft/FR3Real-PickPlace-v0" and data["num_episodes"] == 1
+    episode = data["episodes"][0]
+    # an episode runs to its end, or a chunk the safety layer rejects ends it as a failure
+    assert episode["steps"] == 150 or (episode["rejected"].startswith("chunk rejected, nothing was sent")
+                                       and not episode["success"])
+
+
+def test_real_env_without_a_robot_host_is_a_clear_error(trained, capsys):
+    out, _ = trained
+    assert main(["eval", "--model", str(out / "model.zip"), "--env", "corft/FR3Real-PickPlace-v0",
+                 "--episodes", "1", "--device", "cpu", "--quiet"]) == 1
+    assert "robot_host is required" in capsys.readouterr().err
+
+
 def test_rerun_of_a_finished_run_changes_nothing(trained, dataset, capsys):
     out, _ = trained
     before = (out / "model.zip").stat().st_mtime_ns

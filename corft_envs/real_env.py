@@ -1,0 +1,366 @@
+"""The physical FR3 behind the sim env's API: ``gym.make("corft/FR3Real-<Task>-v0", robot_host=...)``.
+
+:class:`FR3RealEnv` has the observation and action spaces of the sim task
+``corft/<Task>-v0`` (:func:`~corft_envs.sim_env.make_observation_space`, the
+action contract of :mod:`corft_envs.controller`), so a policy trained on sim or
+real data runs on it unchanged, behind the same
+:class:`~corft_envs.chunking.ActionChunk` wrapper.
+
+- **Arm**: :class:`~robots.franka.FrankaArm` (franky) at ``robot_host``. Every
+  chunk passes the safety layer as a whole before any of it is sent
+  (:meth:`FR3RealEnv.validate_chunk`, called by ``ActionChunk``); any exception
+  in ``reset`` or ``step``, Ctrl-C included, stops the arm before it propagates.
+  A rejected chunk or action (:class:`~robots.safety.SafetyViolation`) sent
+  nothing and the episode may go on; any other error ends it.
+- **Cameras**: ``front`` and ``wrist``, each a :class:`~robots.camera.Camera`
+  (a serial number makes a :class:`~robots.realsense.RealSenseCamera`); frames
+  are centre-cropped to a square and resized to ``image_size``.
+- **Pace**: one action per 10 Hz control period, counted between observations
+  as a real-robot loop does: ``step`` sends the action, waits for the end of
+  the period that began when the previous observation was read, then reads
+  the next one. Camera reads, policy inference and sending share the period;
+  the time each took is in ``info["timing"]``.
+- **Reset** moves the arm home (joint space) and opens the gripper.
+- **Success**: the operator's label ends an episode (:meth:`FR3RealEnv.label_episode`,
+  or the Enter / Backspace keys of ``operator_keys``; a failure label
+  truncates); otherwise ``success_fn(env)`` if given; otherwise, on the twin,
+  the task's check on the twin's state.
+
+``robot_host="twin"`` rehearses all of it on this computer: a
+:class:`~corft_envs.twin.TwinWorld` (franky-sim's server speaking the libfranka
+protocol on loopback, with the task's scene) and one
+:class:`~robots.virtual_realsense.VirtualRealSense` per camera streaming its
+renders, read through the same pyrealsense2 pipeline as real cameras. Each
+reset places the objects as the sim env does for the same seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from PIL import Image
+
+from corft_envs.chunking import make_task_env
+from corft_envs.controller import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
+from corft_envs.keyboard import SUCCESS_KEYS, EpisodeLabel, KeySource, episode_label
+from corft_envs.layouts import check_positions_mode
+from corft_envs.sim_env import CAMERAS, check_image_size, make_observation_space
+from corft_envs.tasks import get_task
+from corft_envs.twin import TwinWorld
+from robots.base import Arm
+from robots.camera import Camera, CameraFrame
+from robots.franka import FrankaArm
+from robots.realsense import RealSenseCamera
+from robots.safety import CheckedChunk, SafetyLimits, SafetyViolation
+from robots.virtual_realsense import VirtualRealSense
+
+logger = logging.getLogger(__name__)
+
+#: ``robot_host`` value that rehearses on the twin instead of a robot.
+TWIN_HOST = "twin"
+#: Frame rate the twin's virtual cameras stream at, as a RealSense's default.
+TWIN_CAMERA_FPS = 30
+
+SuccessFn = Callable[["FR3RealEnv"], bool]
+
+
+def square_image(color: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop an RGB image to a square and resize it to ``size x size`` (area-averaged when shrinking)."""
+    height, width = color.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = color[top:top + side, left:left + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    return np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BOX if side > size
+                                                      else Image.Resampling.BILINEAR))
+
+
+def _camera_from(name: str, source: str | Camera) -> Camera:
+    if isinstance(source, Camera):
+        return source
+    if isinstance(source, str) and source:
+        return RealSenseCamera(serial_number=source)
+    raise TypeError(f"cameras[{name!r}] must be a RealSense serial number or a robots.Camera, got {source!r}")
+
+
+class FR3RealEnv(gym.Env):
+    """A Franka FR3 with RealSense cameras, as the sim task's env (see the module docstring).
+
+    The twin starts with the env; hardware (or the twin's cameras and franky's
+    connection to it) is connected on the first :meth:`reset` and released by :meth:`close`.
+
+    :param task: ``"PickPlace"``, ``"Push"`` or ``"Stack"``: spaces, instruction family, step limit.
+    :param robot_host: the robot's FCI address, or ``"twin"`` to rehearse on franky-sim.
+    :param cameras: ``{"front": ..., "wrist": ...}``, each a RealSense serial number or a
+        :class:`~robots.camera.Camera`; not given on the twin, which makes virtual ones.
+    :param image_size: side of the observation images (px); the model's.
+    :param positions: on the twin, where the objects go (``"train"``, ``"unseen"``, ``"all"``);
+        on hardware the operator places them and this is only recorded.
+    :param include_instruction: add the instruction as a ``Text`` observation key.
+    :param instruction: on hardware, the instruction of every episode, unless a
+        reset's ``options={"instruction": ...}`` gives one; the twin draws it as the sim env does.
+    :param success_fn: judges success after every step, e.g. from a scale or a
+        detector; ``None``: the operator on hardware, the twin's state on the twin.
+    :param operator_keys: the operator's keys (e.g. :class:`~corft_envs.keyboard.TerminalKeys`):
+        polled every step for a label, and on hardware each reset waits for Enter
+        once the operator has set the scene up.
+    :param safety: the arm's safety limits (the defaults of :class:`~robots.safety.SafetyLimits`).
+    :param arm_options: further :class:`~robots.franka.FrankaArm` arguments (``dynamics_factor``, ...).
+    :param render_mode: ``None`` or ``"rgb_array"`` (the last front image).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+
+    def __init__(
+        self,
+        task: str = "PickPlace",
+        robot_host: str | None = None,
+        cameras: Mapping[str, str | Camera] | None = None,
+        image_size: int = 96,
+        positions: str = "train",
+        include_instruction: bool = False,
+        instruction: str | None = None,
+        success_fn: SuccessFn | None = None,
+        operator_keys: KeySource | None = None,
+        safety: SafetyLimits | None = None,
+        arm_options: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.task = get_task(task)
+        if not isinstance(robot_host, str) or not robot_host:
+            raise ValueError(
+                f"robot_host is required, got {robot_host!r}: pass the robot's FCI address "
+                f"(e.g. robot_host='172.16.0.2') or robot_host='{TWIN_HOST}' to rehearse on the simulated twin"
+            )
+        self.image_size = check_image_size(image_size)
+        self.positions = check_positions_mode(positions)
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
+        self.render_mode = render_mode
+        self.include_instruction = include_instruction
+        self.robot_host = robot_host
+        self.instruction = instruction or ""
+        self.success_fn = success_fn
+        self.operator_keys = operator_keys
+        self.observation_space = make_observation_space(self.image_size, include_instruction)
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+        self.world: TwinWorld | None = None
+        self.virtual_cameras: dict[str, VirtualRealSense] = {}
+        if self.on_twin:
+            if cameras is not None:
+                raise ValueError("the twin makes its own virtual cameras: do not pass cameras with robot_host='twin'")
+            self.world = TwinWorld(self.task.name, self.positions, self.image_size).start()
+            self.virtual_cameras = {
+                name: VirtualRealSense(self.image_size, self.image_size, TWIN_CAMERA_FPS, serial_number=f"twin-{name}")
+                for name in CAMERAS
+            }
+            cameras = {name: RealSenseCamera(device=virtual.device, width=self.image_size, height=self.image_size,
+                                             fps=TWIN_CAMERA_FPS, warmup_frames=1)
+                       for name, virtual in self.virtual_cameras.items()}
+        elif cameras is None or set(cameras) != set(CAMERAS):
+            given = "none" if cameras is None else sorted(cameras)
+            raise ValueError(
+                f"cameras must name exactly {list(CAMERAS)} (got {given}), e.g. "
+                "cameras={'front': '<RealSense serial>', 'wrist': '<RealSense serial>'}; "
+                "`rs-enumerate-devices -s` lists the serial numbers"
+            )
+        self.cameras: dict[str, Camera] = {name: _camera_from(name, cameras[name]) for name in CAMERAS}
+        self._arm_options = {"realtime": not self.on_twin, **(arm_options or {}), "safety": safety}
+        # The twin's address is known once it runs: its arm is made on the first reset.
+        self.arm: Arm | None = None if self.on_twin else FrankaArm(robot_host, **self._arm_options)
+        self._connected = False
+        self._closed = False
+        self._cycle_start: float | None = None
+        self._label: EpisodeLabel | None = None
+        self._episode_over = True
+        self._last_images: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ gym API
+    @property
+    def on_twin(self) -> bool:
+        """Whether this env rehearses on the simulated twin."""
+        return self.robot_host == TWIN_HOST
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._connect()
+        with self._stopping_arm_on_error():
+            self.arm.stop()
+            self.arm.move_home()
+            self.arm.open()
+            if self.world is not None:
+                instruction = self.world.reset(seed)["instruction"]
+            else:
+                instruction = self._instruction_for(options)
+                if self.operator_keys is not None:
+                    self.operator_keys.wait_for(
+                        SUCCESS_KEYS, f"set the scene up for '{instruction}', then press Enter to start")
+            self.instruction = instruction
+            self._label = None
+            observation, _ = self._observe()
+        self._cycle_start = time.monotonic()
+        self._episode_over = False
+        return observation, {"instruction": self.instruction, "is_success": False}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._episode_over:
+            raise RuntimeError("call reset() before step(): the episode has not started or has ended")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"an action must have shape ({ACTION_DIM},), got {action.shape}")
+        with self._stopping_arm_on_error():
+            began = time.monotonic()
+            sent = self.arm.send_action(action, wait=False)
+            sent_at = time.monotonic()
+            if self.operator_keys is not None:
+                self._label = episode_label(self.operator_keys.poll()) or self._label
+            period_end = self._cycle_start + CONTROL_PERIOD
+            time.sleep(max(0.0, period_end - time.monotonic()))
+            period = time.monotonic() - self._cycle_start
+            self._cycle_start = time.monotonic()
+            observation, read_times = self._observe()
+            success = self._judge_success()
+        failure = self._label == "failure"
+        self._episode_over = success or failure
+        info = {
+            "is_success": success,
+            "applied_action": sent.action,
+            "timing": {"command_s": sent_at - began, "period_s": period, **read_times},
+        }
+        if self._label is not None:
+            info["operator_label"] = self._label
+        return observation, float(success), success, failure, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array" and "front" in self._last_images:
+            return self._last_images["front"]
+        return None
+
+    def close(self) -> None:
+        """Stop and release the arm, the cameras and, on the twin, its simulator; safe to call twice."""
+        try:
+            if self.arm is not None and self.arm.is_connected:
+                self.arm.disconnect()
+        finally:
+            for camera in self.cameras.values():
+                camera.disconnect()
+            for virtual in self.virtual_cameras.values():
+                virtual.stop_streaming()
+            if self.world is not None:
+                self.world.stop()
+            self._connected = False
+            self._closed = True
+            self._episode_over = True
+
+    # ------------------------------------------------------------ the rest
+    def validate_chunk(self, actions: np.ndarray) -> CheckedChunk:
+        """The safety layer's whole-chunk check from the arm's current pose; nothing is sent.
+
+        :class:`~corft_envs.chunking.ActionChunk` calls it before the chunk's first action.
+
+        :raises SafetyViolation: if any action of the chunk is unsafe (the arm is stopped).
+        """
+        self._require_episode()
+        with self._stopping_arm_on_error():
+            return self.arm.check_chunk(actions)
+
+    def label_episode(self, label: EpisodeLabel) -> None:
+        """The operator's verdict: the next step ends the episode as a success or a failure."""
+        if label not in ("success", "failure"):
+            raise ValueError(f"label must be 'success' or 'failure', got {label!r}")
+        self._label = label
+
+    # ------------------------------------------------------------- helpers
+    def _connect(self) -> None:
+        """Start the twin (if any), the cameras and the arm, once; on failure release what started."""
+        if self._connected:
+            return
+        if self._closed:
+            raise RuntimeError("this env was closed: make a new one with gym.make")
+        try:
+            if self.world is not None:
+                for name, virtual in self.virtual_cameras.items():
+                    virtual.start_streaming(lambda name=name: (self.world.render(name), None))
+                self.arm = FrankaArm(self.world.hostname, **self._arm_options)
+            for camera in self.cameras.values():
+                camera.connect()
+            self.arm.connect()
+        except BaseException:
+            self.close()
+            raise
+        self._connected = True
+
+    def _instruction_for(self, options: dict[str, Any] | None) -> str:
+        instruction = (options or {}).get("instruction") or self.instruction
+        if not instruction:
+            example = self.task.templates[0].format(a="red", b="blue")
+            raise ValueError(
+                "on the real robot the env cannot see what the scene asks for: pass instruction=... to gym.make "
+                f"or reset(options={{'instruction': ...}}), e.g. {example!r}, worded as in the training data"
+            )
+        return str(instruction)
+
+    def _observe(self) -> tuple[dict[str, Any], dict[str, float]]:
+        """Read the arm's state and every camera; also return how long each read took (s)."""
+        began = time.monotonic()
+        state = self.arm.state().as_vector()
+        times = {"state_s": time.monotonic() - began}
+        observation: dict[str, Any] = {}
+        for name, camera in self.cameras.items():
+            began = time.monotonic()
+            frame: CameraFrame = camera.read()
+            observation[f"image_{name}"] = square_image(frame.color, self.image_size)
+            times[f"camera_{name}_s"] = time.monotonic() - began
+        self._last_images = {name: observation[f"image_{name}"] for name in self.cameras}
+        observation["state"] = state
+        if self.include_instruction:
+            observation["instruction"] = self.instruction
+        return observation, times
+
+    def _judge_success(self) -> bool:
+        if self._label is not None:
+            return self._label == "success"
+        if self.success_fn is not None:
+            return bool(self.success_fn(self))
+        return self.world is not None and self.world.is_success()
+
+    def _require_episode(self) -> None:
+        if self._episode_over:
+            raise RuntimeError("call reset() before step(): the episode has not started or has ended")
+
+    @contextlib.contextmanager
+    def _stopping_arm_on_error(self) -> Iterator[None]:
+        """Stop the arm if the block raises anything (Ctrl-C included), then let it propagate."""
+        try:
+            yield
+        except BaseException as error:
+            if not isinstance(error, SafetyViolation):  # a rejected command sent nothing: the episode goes on
+                self._episode_over = True
+            if self.arm is not None and self.arm.is_connected:
+                try:
+                    self.arm.stop()
+                except Exception as stop_error:
+                    logger.error("stopping the arm failed too: %s", stop_error)
+                    error.add_note(f"stopping the arm afterwards failed too: {stop_error}")
+            raise
+
+
+def make_real_env(task: str, **kwargs: Any) -> gym.Env:
+    """Entry point of ``corft/FR3Real-<Task>-v0``: :class:`FR3RealEnv`, chunked with ``chunk_size=H`` as the sim envs are.
+
+    :param kwargs: ``chunk_size``, ``gamma``, ``execute`` (see
+        :func:`~corft_envs.chunking.make_task_env`) and :class:`FR3RealEnv`
+        arguments (``robot_host``, ``cameras``, ...).
+    """
+    return make_task_env(FR3RealEnv, task, **kwargs)
