@@ -275,6 +275,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--learning-rate", type=float, metavar="LR", help="learning rate (stage 1 for corft)")
     add("--gamma", type=float, help="per-step discount")
     add("--policy-kwargs", type=_json_object, metavar="JSON", help='VLAPolicy arguments, e.g. \'{"d_model": 64}\'')
+    add("--algo-kwargs", type=_json_object, metavar="JSON", default={},
+        help='further algorithm arguments, e.g. \'{"calql_alpha": 0.0, "boundary_only": true}\' for corft')
+    add("--init-from", type=Path, metavar="MODEL",
+        help="start a new run from another model's weights where names and shapes match (e.g. a policy "
+             "pretrained on other tasks); ignored when resuming")
     add("--seed", type=int, default=0, help="random seed (default: 0)")
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     add_threads_argument(parser)
@@ -291,11 +296,15 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_train)
 
 
+def constructor_parameters(algorithm: type[OfflineAlgorithm]) -> set[str]:
+    """Names of the arguments ``algorithm``'s constructors along its MRO take."""
+    return {name for klass in algorithm.__mro__ if "__init__" in vars(klass)
+            for name in inspect.signature(klass.__init__).parameters} - {"self", "args", "kwargs"}
+
+
 def is_staged(algorithm: type[OfflineAlgorithm]) -> bool:
     """Whether ``algorithm`` trains in stages set by ``il_steps`` and ``rl_steps`` (CO-RFT and its variants)."""
-    parameters = {name for klass in algorithm.__mro__ if "__init__" in vars(klass)
-                  for name in inspect.signature(klass.__init__).parameters}
-    return {"il_steps", "rl_steps"} <= parameters
+    return {"il_steps", "rl_steps"} <= constructor_parameters(algorithm)
 
 
 def algorithm_kwargs(args: argparse.Namespace, algorithm: type[OfflineAlgorithm]) -> dict[str, Any]:
@@ -313,7 +322,14 @@ def algorithm_kwargs(args: argparse.Namespace, algorithm: type[OfflineAlgorithm]
                          f"give --algo {args.algo} its total with --steps")
     given = {"chunk_size": args.chunk_size, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
              "gamma": args.gamma, "policy_kwargs": args.policy_kwargs, "il_steps": args.il_steps}
-    return {**{key: value for key, value in given.items() if value is not None}, "seed": args.seed}
+    given = {key: value for key, value in given.items() if value is not None}
+    twice = sorted({*given, "seed", "rl_steps"} & set(args.algo_kwargs))
+    if twice:
+        raise UsageError(f"--algo-kwargs sets {', '.join(twice)}, which have flags of their own: use those")
+    unknown = sorted(set(args.algo_kwargs) - constructor_parameters(algorithm))
+    if unknown:
+        raise UsageError(f"--algo {args.algo} takes no argument {', '.join(unknown)}")
+    return {**args.algo_kwargs, **given, "seed": args.seed}
 
 
 def total_steps(model: OfflineAlgorithm, args: argparse.Namespace) -> int:
@@ -375,7 +391,13 @@ def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None
         return load_for_resume(saved[1], args, algorithm, dataset, kwargs), saved[1]
     if args.rl_steps is not None:
         kwargs["rl_steps"] = args.rl_steps
-    return algorithm(dataset=dataset, device=args.device, **kwargs), None
+    model = algorithm(dataset=dataset, device=args.device, **kwargs)
+    if args.init_from is not None:
+        if not args.init_from.is_file():
+            raise FileNotFoundError(f"--init-from {args.init_from} does not exist")
+        copied = model.init_from(args.init_from)
+        print(f"initialised {len(copied)} tensors from {args.init_from}")
+    return model, None
 
 
 def make_logger(args: argparse.Namespace, start: int) -> Logger:

@@ -243,3 +243,30 @@ def test_corft_trains_both_stages(dataset, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "corft: 3 gradient steps" in printed and "td_loss" in printed
     assert read_model_data(out / "model.zip")["num_timesteps"] == 3
+
+
+def test_algo_kwargs_reach_the_algorithm_and_unknown_ones_are_refused(dataset, tmp_path, capsys):
+    out = tmp_path / "corft_ablation"
+    common = ["train", "--algo", "corft", "--data", str(dataset), "--il-steps", "1", "--rl-steps", "1",
+              "--batch-size", "4", "--chunk-size", str(CHUNK), "--policy-kwargs", TINY_POLICY, "--device", "cpu",
+              "--threads", "1", "--quiet"]
+    assert main([*common, "--out", str(out), "--algo-kwargs", '{"calql_alpha": 0.0, "boundary_only": true}']) == 0
+    model = load_model(out / "model.zip", device="cpu")
+    assert model.calql_alpha == 0.0 and model.boundary_only is True
+    assert main([*common, "--out", str(tmp_path / "x"), "--algo-kwargs", '{"calql_alfa": 0.0}']) == 1
+    assert "takes no argument calql_alfa" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "y"), "--algo-kwargs", '{"chunk_size": 5}']) == 1
+    assert "have flags of their own" in capsys.readouterr().err
+
+
+def test_init_from_copies_every_policy_weight_of_a_model_with_the_same_architecture(trained, dataset, tmp_path,
+                                                                                     capsys):
+    source, _ = trained
+    out = tmp_path / "finetuned"
+    assert main(train_args(dataset, out, 1, "--init-from", str(source / "model.zip"))) == 0
+    printed = capsys.readouterr().out
+    source_model = load_model(source / "model.zip", device="cpu")
+    trainable = [name for name, _ in source_model.policy.named_parameters()]
+    assert f"initialised {len(trainable)} tensors from" in printed
+    assert main(train_args(dataset, tmp_path / "z", 1, "--init-from", str(tmp_path / "missing.zip"))) == 1
+    assert "does not exist" in capsys.readouterr().err
