@@ -596,6 +596,23 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     return 0
 
+# ----------------------------------------------------------------------------
+# corft bench
+# ----------------------------------------------------------------------------
+
+
+def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``corft bench paper`` (the study lives in :mod:`benchmarks.paper`)."""
+    from benchmarks import paper
+
+    parser = subparsers.add_parser("bench", help="run a benchmark study", description="Run a benchmark study.")
+    studies = parser.add_subparsers(dest="study", required=True, metavar="STUDY")
+    study = studies.add_parser("paper", help="the paper's claims in simulation: CO-RFT against BC baselines",
+                               description=paper.__doc__.split("\n\n")[0])
+    paper.add_arguments(study)
+    study.set_defaults(handler=paper.run_from_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``corft`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="corft", description="CO-RFT: chunked offline RL fine-tuning for VLAs.")
@@ -603,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_collect_parser(subparsers)
     add_train_parser(subparsers)
     add_eval_parser(subparsers)
+    add_bench_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,415 @@
+"""The paper's claims in simulation: CO-RFT against BC baselines, from 30-60 demonstrations.
+
+CO-RFT (arXiv 2508.02219) reports, on a real arm against supervised
+fine-tuning (SFT): +57% success rate (relative), 22.3% shorter cycle time and
+44.3% success at object positions never seen in the demonstrations. This
+study asks the same questions of the sim tasks, top to bottom:
+
+1. collect ``demos`` scripted teleop-like demonstrations per task on ``train``
+   positions (seed 0: attempt k uses seed k);
+2. train every method from the same initialisation with the same total
+   gradient-step budget (``steps``; the staged methods split it into
+   ``il_fraction`` imitation and the rest offline RL), for every training seed;
+3. evaluate each model on ``eval_episodes`` episodes on ``train`` and on
+   ``unseen`` positions (seeds from 10000, away from the demonstrations');
+4. write ``results.json`` (one record per task, method, demos, positions,
+   seed), ``results.md`` (mean over seeds, pooled Wilson 95% intervals, the
+   change relative to SFT), ``success.png``, ``cycle_time.png`` and a few
+   rollout videos.
+
+Every step runs the ``corft`` command line in-process, so each is a command a
+user can run, and the study resumes: collections, trainings and evaluations
+already done are kept. Methods: ``bc`` (H = 1), ``sft`` (chunked BC),
+``offline_rl_h1`` (CO-RFT's losses with H = 1) and ``corft``, plus the
+ablations ``corft_h5`` (H = 5), ``corft_boundary`` (boundary-only targets) and
+``corft_no_calql`` (no conservatism term).
+
+Run: ``corft bench paper --preset quick --out results/paper_quick`` (or
+``python -m benchmarks.paper --preset quick --out ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from corft_algos.cli import main as corft
+from corft_algos.evaluation import DEFAULT_EVAL_SEED, wilson_interval
+from corft_envs.controller import CONTROL_PERIOD
+
+#: The paper's targets (CO-RFT against SFT, on a real arm).
+PAPER_SUCCESS_GAIN = 0.57
+PAPER_CYCLE_TIME_CUT = 0.223
+PAPER_UNSEEN_SUCCESS = 0.443
+POSITIONS = ("train", "unseen")
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one row of the table is trained.
+
+    :param algo: the registered algorithm.
+    :param chunk_size: H.
+    :param algo_kwargs: further algorithm arguments (the ablations).
+    """
+
+    algo: str
+    chunk_size: int
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def staged(self) -> bool:
+        return self.algo in ("corft", "offline_rl_h1")
+
+
+CHUNK = 10
+METHODS: dict[str, Method] = {
+    "bc": Method("bc", 1),
+    "sft": Method("sft", CHUNK),
+    "offline_rl_h1": Method("offline_rl_h1", 1),
+    "corft": Method("corft", CHUNK),
+    "corft_h5": Method("corft", 5),
+    "corft_boundary": Method("corft", CHUNK, {"boundary_only": True}),
+    "corft_no_calql": Method("corft", CHUNK, {"calql_alpha": 0.0}),
+}
+BASELINES = ("bc", "sft", "offline_rl_h1", "corft")
+ABLATIONS = ("corft_h5", "corft_boundary", "corft_no_calql")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a study runs.
+
+    :param tasks: sim task names.
+    :param demos: demonstration counts.
+    :param methods: keys of :data:`METHODS`.
+    :param seeds: training seeds.
+    :param eval_episodes: episodes per evaluation and position set.
+    :param steps: gradient steps of every training.
+    :param il_fraction: share of ``steps`` the staged methods spend imitating.
+    :param batch_size: samples per gradient step.
+    :param learning_rate: imitation learning rate.
+    :param image_size: camera image side (px).
+    :param policy_kwargs: VLAPolicy arguments.
+    :param execute: actions run per chunk at evaluation (receding horizon; ``None``: all).
+    :param videos: rollout videos per (method in ``sft``, ``corft``), first task and seed.
+    """
+
+    tasks: tuple[str, ...]
+    demos: tuple[int, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    eval_episodes: int
+    steps: int
+    il_fraction: float = 0.5
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    image_size: int = 64
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    execute: int | None = None
+    videos: int = 2
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=BASELINES, seeds=(0,), eval_episodes=20,
+                    steps=1500),
+    "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=BASELINES + ABLATIONS,
+                   seeds=(0, 1, 2), eval_episodes=50, steps=6000),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training: a method on a task's demos with a seed."""
+
+    task: str
+    demos: int
+    method: str
+    seed: int
+
+    def directory(self, out: Path) -> Path:
+        return out / "runs" / self.task / f"demos_{self.demos}" / self.method / f"seed_{self.seed}"
+
+
+# ------------------------------------------------------------------------------ steps of the study
+
+
+def run_cli(args: list[str]) -> str:
+    """Run a ``corft`` command in-process; its stdout, or a ``RuntimeError`` with what it printed."""
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        status = corft(args)
+    if status != 0:
+        raise RuntimeError(f"`corft {' '.join(args)}` failed ({status}):\n{errors.getvalue()}{printed.getvalue()}")
+    return printed.getvalue()
+
+
+def dataset_dir(out: Path, task: str, demos: int) -> Path:
+    return out / "data" / f"{task}_{demos}"
+
+
+def collect_demos(out: Path, preset: Preset, task: str, demos: int) -> Path:
+    data = dataset_dir(out, task, demos)
+    run_cli(["collect", "--env", f"corft/{task}-v0", "--episodes", str(demos), "--positions", "train",
+             "--out", str(data), "--seed", "0", "--image-size", str(preset.image_size), "--quiet"])
+    return data
+
+
+def train_command(out: Path, preset: Preset, run: Run) -> list[str]:
+    method = METHODS[run.method]
+    args = ["train", "--algo", method.algo, "--data", str(dataset_dir(out, run.task, run.demos)),
+            "--out", str(run.directory(out)), "--chunk-size", str(method.chunk_size),
+            "--batch-size", str(preset.batch_size), "--learning-rate", str(preset.learning_rate),
+            "--seed", str(run.seed), "--checkpoint-every", str(max(1, preset.steps // 4)), "--quiet"]
+    if method.staged:
+        il_steps = round(preset.steps * preset.il_fraction)
+        args += ["--il-steps", str(il_steps), "--rl-steps", str(preset.steps - il_steps)]
+    else:
+        args += ["--steps", str(preset.steps)]
+    if preset.policy_kwargs:
+        args += ["--policy-kwargs", json.dumps(preset.policy_kwargs)]
+    if method.algo_kwargs:
+        args += ["--algo-kwargs", json.dumps(method.algo_kwargs)]
+    return args
+
+
+def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, Any]:
+    """The evaluation's JSON (computed once, then read back)."""
+    report = run.directory(out) / f"eval_{positions}.json"
+    if not report.is_file():
+        args = ["eval", "--model", str(run.directory(out) / "model.zip"), "--positions", positions,
+                "--episodes", str(preset.eval_episodes), "--seed", str(DEFAULT_EVAL_SEED),
+                "--json", str(report), "--device", "cpu", "--quiet"]
+        if preset.execute is not None:
+            args += ["--execute", str(preset.execute)]
+        run_cli(args)
+    return json.loads(report.read_text(encoding="utf-8"))
+
+
+def record_videos(out: Path, preset: Preset, run: Run) -> None:
+    videos = out / "videos" / f"{run.task}_{run.method}"
+    if preset.videos < 1 or videos.is_dir():
+        return
+    run_cli(["eval", "--model", str(run.directory(out) / "model.zip"), "--positions", "unseen",
+             "--episodes", str(preset.videos), "--video", str(videos), "--device", "cpu", "--quiet"])
+
+
+def record(run: Run, positions: str, result: dict[str, Any]) -> dict[str, Any]:
+    """One row of ``results.json``."""
+    return {"task": run.task, "method": run.method, "demos": run.demos, "positions": positions, "seed": run.seed,
+            "success_rate": result["success_rate"], "success_ci95": result["success_ci95"],
+            "cycle_time_steps": result["cycle_time_steps"], "cycle_time_s": result["cycle_time_s"],
+            "episodes": result["num_episodes"],
+            "successes": sum(episode["success"] for episode in result["episodes"])}
+
+
+# ------------------------------------------------------------------------------ summaries
+
+
+@dataclass(frozen=True)
+class Row:
+    """A method's results pooled over training seeds."""
+
+    task: str
+    demos: int
+    method: str
+    positions: str
+    success_rate: float
+    success_ci95: tuple[float, float]
+    cycle_time_steps: float | None
+    seeds: int
+    episodes: int
+
+
+def pooled_rows(records: list[dict[str, Any]]) -> list[Row]:
+    """Success pooled over seeds (mean rate, Wilson interval of all episodes); cycle time weighted by successes."""
+    groups: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {}
+    for item in records:
+        groups.setdefault((item["task"], item["demos"], item["method"], item["positions"]), []).append(item)
+    rows = []
+    for (task, demos, method, positions), items in groups.items():
+        episodes = sum(item["episodes"] for item in items)
+        successes = sum(item["successes"] for item in items)
+        timed = [(item["cycle_time_steps"], item["successes"]) for item in items if item["cycle_time_steps"] is not None]
+        cycle = sum(steps * count for steps, count in timed) / sum(count for _, count in timed) if timed else None
+        rows.append(Row(task, demos, method, positions, successes / episodes, wilson_interval(successes, episodes),
+                        cycle, len(items), episodes))
+    return rows
+
+
+def relative_change(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None or reference == 0:
+        return None
+    return (value - reference) / reference
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """The headline table: success (95% CI), cycle time, and the change relative to SFT."""
+    sft = {(r.task, r.demos, r.positions): r for r in rows if r.method == "sft"}
+    lines = ["| task | demos | method | positions | success (95% CI) | cycle time, steps (s) | "
+             "success vs SFT | cycle time vs SFT | seeds × episodes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r.task, r.demos, r.positions, list(METHODS).index(r.method))):
+        reference = sft.get((r.task, r.demos, r.positions))
+        gain = relative_change(r.success_rate, reference.success_rate if reference else None)
+        cut = relative_change(r.cycle_time_steps, reference.cycle_time_steps if reference else None)
+        cycle = "–" if r.cycle_time_steps is None else f"{r.cycle_time_steps:.1f} ({r.cycle_time_steps * CONTROL_PERIOD:.1f})"
+        lines.append(f"| {r.task} | {r.demos} | {r.method} | {r.positions} | {r.success_rate:.0%} "
+                     f"[{r.success_ci95[0]:.0%}, {r.success_ci95[1]:.0%}] | {cycle} | "
+                     f"{'–' if gain is None or r.method == 'sft' else f'{gain:+.0%}'} | "
+                     f"{'–' if cut is None or r.method == 'sft' else f'{cut:+.0%}'} | {r.seeds} × {r.episodes // r.seeds} |")
+    return "\n".join(lines)
+
+
+def claims(rows: list[Row]) -> list[str]:
+    """The paper's three claims checked on each (task, demos): met or missed, with the numbers."""
+    index = {(r.task, r.demos, r.method, r.positions): r for r in rows}
+    lines = []
+    for task, demos in sorted({(r.task, r.demos) for r in rows}):
+        corft_train, sft_train = index.get((task, demos, "corft", "train")), index.get((task, demos, "sft", "train"))
+        corft_unseen, sft_unseen = index.get((task, demos, "corft", "unseen")), index.get((task, demos, "sft", "unseen"))
+        if not (corft_train and sft_train and corft_unseen and sft_unseen):
+            continue
+        gain = relative_change(corft_train.success_rate, sft_train.success_rate)
+        cut = relative_change(corft_train.cycle_time_steps, sft_train.cycle_time_steps)
+        lines.append(f"{task}, {demos} demos: success vs SFT "
+                     f"{'n/a (SFT 0%)' if gain is None else f'{gain:+.0%}'} (paper +{PAPER_SUCCESS_GAIN:.0%}); "
+                     f"cycle time vs SFT {'n/a' if cut is None else f'{cut:+.0%}'} (paper -{PAPER_CYCLE_TIME_CUT:.1%}); "
+                     f"unseen positions {corft_unseen.success_rate:.0%} vs SFT {sft_unseen.success_rate:.0%} "
+                     f"(paper {PAPER_UNSEEN_SUCCESS:.1%}, above SFT)")
+    return lines
+
+
+def plot(rows: list[Row], out: Path) -> list[Path]:
+    """``success.png`` (with 95% CIs) and ``cycle_time.png``, one group of bars per (task, demos, positions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.task, r.demos, r.positions) for r in rows})
+    methods = [m for m in METHODS if any(r.method == m for r in rows)]
+    index = {(r.task, r.demos, r.positions, r.method): r for r in rows}
+    width = 0.8 / len(methods)
+    paths = []
+    for name, ylabel in (("success", "success rate"), ("cycle_time", "cycle time of successes (steps)")):
+        figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) * len(methods) / 2), 4))
+        for k, method in enumerate(methods):
+            xs, ys, low, high = [], [], [], []
+            for g, group in enumerate(groups):
+                row = index.get((*group, method))
+                value = None if row is None else (row.success_rate if name == "success" else row.cycle_time_steps)
+                if value is None:
+                    continue
+                xs.append(g + (k - (len(methods) - 1) / 2) * width)
+                ys.append(value)
+                if name == "success":
+                    low.append(value - row.success_ci95[0])
+                    high.append(row.success_ci95[1] - value)
+            errors = [low, high] if name == "success" else None
+            axes.bar(xs, ys, width, yerr=errors, capsize=3, label=method)
+        axes.set_xticks(range(len(groups)), [f"{t}\n{d} demos, {p}" for t, d, p in groups])
+        axes.set_ylabel(ylabel)
+        if name == "success":
+            axes.set_ylim(0, 1.05)
+        axes.legend(fontsize=8, ncols=min(4, len(methods)))
+        figure.tight_layout()
+        path = out / f"{name}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------ the study
+
+
+def planned_runs(preset: Preset) -> Iterator[Run]:
+    for task in preset.tasks:
+        for demos in preset.demos:
+            for seed in preset.seeds:
+                for method in preset.methods:
+                    yield Run(task, demos, method, seed)
+
+
+def run_study(preset: Preset, out: Path, log=print) -> list[dict[str, Any]]:
+    """Collect, train, evaluate and summarise into ``out``; resumes whatever ``out`` already holds."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "preset.json").write_text(json.dumps(asdict(preset), indent=2) + "\n", encoding="utf-8")
+    began = time.perf_counter()
+    for task in preset.tasks:
+        for demos in preset.demos:
+            log(f"[{time.perf_counter() - began:6.0f} s] collecting {demos} {task} demos")
+            collect_demos(out, preset, task, demos)
+    records = []
+    runs = list(planned_runs(preset))
+    for number, run in enumerate(runs, 1):
+        log(f"[{time.perf_counter() - began:6.0f} s] {number}/{len(runs)} training {run.method} on {run.task}, "
+            f"{run.demos} demos, seed {run.seed}")
+        run_cli(train_command(out, preset, run))
+        for positions in POSITIONS:
+            result = evaluate(out, preset, run, positions)
+            records.append(record(run, positions, result))
+            log(f"         {positions:6s} success {result['success_rate']:.0%} "
+                f"({records[-1]['successes']}/{result['num_episodes']})")
+        if run.method in ("sft", "corft") and run.task == preset.tasks[0] and run.seed == preset.seeds[0]:
+            record_videos(out, preset, run)
+    rows = pooled_rows(records)
+    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+    table = markdown_table(rows)
+    wall = time.perf_counter() - began
+    summary = [f"# CO-RFT study, preset written to {out / 'preset.json'}", "", table, "", *claims(rows), "",
+               f"wall time {wall:.0f} s (this run; steps already done in {out} were reused)"]
+    (out / "results.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
+    plot(rows, out)
+    log("\n".join(summary[2:]))
+    return records
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="corft bench paper", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the study's flags (also used by ``corft bench paper``)."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="what to run (default: quick)")
+    parser.add_argument("--out", type=Path, required=True, help="study directory (created, or resumed)")
+    parser.add_argument("--steps", type=int, help="override the preset's gradient steps per training")
+    parser.add_argument("--eval-episodes", type=int, help="override the preset's episodes per evaluation")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: fastest for these small models on a small CPU)")
+    parser.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming it")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the study the parsed flags describe; the exit status."""
+    preset = PRESETS[args.preset]
+    overrides = {key: value for key, value in (("steps", args.steps), ("eval_episodes", args.eval_episodes))
+                 if value is not None}
+    preset = replace(preset, **overrides)
+    torch.set_num_threads(args.threads)
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    try:
+        run_study(preset, args.out)
+    except RuntimeError as error:
+        print(f"corft bench paper: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_from_args(parse_args()))
