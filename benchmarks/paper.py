@@ -22,7 +22,9 @@ user can run, and the study resumes: collections, trainings and evaluations
 already done are kept. Methods: ``bc`` (H = 1), ``sft`` (chunked BC),
 ``offline_rl_h1`` (CO-RFT's losses with H = 1) and ``corft``, plus the
 ablations ``corft_h5`` (H = 5), ``corft_boundary`` (boundary-only targets) and
-``corft_no_calql`` (no conservatism term).
+``corft_no_calql`` (no conservatism term), and the paper's setting of fine-tuning
+a pretrained VLA: ``sft_base`` and ``corft_base`` start from a base policy,
+SFT-pretrained on the other tasks' demonstrations (language-conditioned).
 
 Run: ``corft bench paper --preset quick --out results/paper_quick`` (or
 ``python -m benchmarks.paper --preset quick --out ...``).
@@ -47,6 +49,7 @@ import torch
 from corft_algos.cli import main as corft
 from corft_algos.evaluation import DEFAULT_EVAL_SEED, wilson_interval
 from corft_envs.controller import CONTROL_PERIOD
+from corft_envs.tasks import TASKS
 
 #: The paper's targets (CO-RFT against SFT, on a real arm).
 PAPER_SUCCESS_GAIN = 0.57
@@ -62,11 +65,13 @@ class Method:
     :param algo: the registered algorithm.
     :param chunk_size: H.
     :param algo_kwargs: further algorithm arguments (the ablations).
+    :param from_base: start from the base policy, SFT-pretrained on the other tasks' demos.
     """
 
     algo: str
     chunk_size: int
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    from_base: bool = False
 
     @property
     def staged(self) -> bool:
@@ -82,9 +87,12 @@ METHODS: dict[str, Method] = {
     "corft_h5": Method("corft", 5),
     "corft_boundary": Method("corft", CHUNK, {"boundary_only": True}),
     "corft_no_calql": Method("corft", CHUNK, {"calql_alpha": 0.0}),
+    "sft_base": Method("sft", CHUNK, from_base=True),
+    "corft_base": Method("corft", CHUNK, from_base=True),
 }
 BASELINES = ("bc", "sft", "offline_rl_h1", "corft")
 ABLATIONS = ("corft_h5", "corft_boundary", "corft_no_calql")
+FROM_BASE = ("sft_base", "corft_base")
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=BASELINES, seeds=(0,), eval_episodes=20,
                     steps=1500),
-    "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=BASELINES + ABLATIONS,
+    "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=BASELINES + ABLATIONS + FROM_BASE,
                    seeds=(0, 1, 2), eval_episodes=50, steps=6000),
 }
 
@@ -140,6 +148,10 @@ class Run:
 
     def directory(self, out: Path) -> Path:
         return out / "runs" / self.task / f"demos_{self.demos}" / self.method / f"seed_{self.seed}"
+
+    def base(self) -> Run:
+        """The base policy this run fine-tunes (``method="base"``)."""
+        return replace(self, method="base")
 
 
 # ------------------------------------------------------------------------------ steps of the study
@@ -166,12 +178,19 @@ def collect_demos(out: Path, preset: Preset, task: str, demos: int) -> Path:
     return data
 
 
-def train_command(out: Path, preset: Preset, run: Run) -> list[str]:
-    method = METHODS[run.method]
-    args = ["train", "--algo", method.algo, "--data", str(dataset_dir(out, run.task, run.demos)),
-            "--out", str(run.directory(out)), "--chunk-size", str(method.chunk_size),
-            "--batch-size", str(preset.batch_size), "--learning-rate", str(preset.learning_rate),
-            "--seed", str(run.seed), "--checkpoint-every", str(max(1, preset.steps // 4)), "--quiet"]
+def other_tasks(task: str) -> list[str]:
+    return [name for name in TASKS if name != task]
+
+
+def train_command(out: Path, preset: Preset, run: Run, method: Method | None = None,
+                  data: list[Path] | None = None) -> list[str]:
+    """The ``corft train`` arguments of ``run`` (``method`` and ``data`` default to the run's)."""
+    method = method or METHODS[run.method]
+    data = data or [dataset_dir(out, run.task, run.demos)]
+    args = ["train", "--algo", method.algo, "--data", *map(str, data), "--out", str(run.directory(out)),
+            "--chunk-size", str(method.chunk_size), "--batch-size", str(preset.batch_size),
+            "--learning-rate", str(preset.learning_rate), "--seed", str(run.seed),
+            "--checkpoint-every", str(max(1, preset.steps // 4)), "--quiet"]
     if method.staged:
         il_steps = round(preset.steps * preset.il_fraction)
         args += ["--il-steps", str(il_steps), "--rl-steps", str(preset.steps - il_steps)]
@@ -181,7 +200,15 @@ def train_command(out: Path, preset: Preset, run: Run) -> list[str]:
         args += ["--policy-kwargs", json.dumps(preset.policy_kwargs)]
     if method.algo_kwargs:
         args += ["--algo-kwargs", json.dumps(method.algo_kwargs)]
+    if method.from_base:
+        args += ["--init-from", str(run.base().directory(out) / "model.zip")]
     return args
+
+
+def base_command(out: Path, preset: Preset, run: Run) -> list[str]:
+    """SFT on the other tasks' demos (as many per task as the run has): the language-conditioned base policy."""
+    data = [dataset_dir(out, task, run.demos) for task in other_tasks(run.task)]
+    return train_command(out, preset, run.base(), METHODS["sft"], data)
 
 
 def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, Any]:
@@ -348,7 +375,8 @@ def run_study(preset: Preset, out: Path, log=print) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "preset.json").write_text(json.dumps(asdict(preset), indent=2) + "\n", encoding="utf-8")
     began = time.perf_counter()
-    for task in preset.tasks:
+    needs_base = any(METHODS[method].from_base for method in preset.methods)
+    for task in TASKS if needs_base else preset.tasks:
         for demos in preset.demos:
             log(f"[{time.perf_counter() - began:6.0f} s] collecting {demos} {task} demos")
             collect_demos(out, preset, task, demos)
@@ -357,6 +385,8 @@ def run_study(preset: Preset, out: Path, log=print) -> list[dict[str, Any]]:
     for number, run in enumerate(runs, 1):
         log(f"[{time.perf_counter() - began:6.0f} s] {number}/{len(runs)} training {run.method} on {run.task}, "
             f"{run.demos} demos, seed {run.seed}")
+        if METHODS[run.method].from_base:
+            run_cli(base_command(out, preset, run))  # once per task, demos and seed; reused afterwards
         run_cli(train_command(out, preset, run))
         for positions in POSITIONS:
             result = evaluate(out, preset, run, positions)

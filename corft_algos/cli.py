@@ -40,7 +40,7 @@ from corft_algos.evaluation import (
 )
 from corft_algos.registry import available_algorithms, get_algorithm
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
-from corft_envs.episode_store import DatasetError, EpisodeDataset, episode_files
+from corft_envs.episode_store import DatasetError, EpisodeDataset, episode_files, open_episodes
 from corft_envs.keyboard import KeyScriptExhausted, ScriptedKeys, TerminalKeys
 from corft_envs.teleop import KEY_HELP, KeyboardTeleop
 from robots.errors import RobotError
@@ -264,7 +264,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add = parser.add_argument
     add("--algo", required=True, metavar="NAME", help=f"algorithm: {', '.join(available_algorithms())}")
-    add("--data", type=Path, metavar="DIR", required=True, help="episode store written by `corft collect`")
+    add("--data", type=Path, nargs="+", metavar="DIR", required=True,
+        help="episode store written by `corft collect`; several with the same spaces are read as one "
+             "(e.g. other tasks' demos, to pretrain a base policy)")
     add("--out", type=Path, metavar="DIR", required=True, help="run directory (created, or resumed)")
     add("--steps", type=_positive_int, metavar="N",
         help=f"gradient steps of a single-stage algorithm (default: {DEFAULT_STEPS})")
@@ -385,7 +387,7 @@ def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None
     """
     algorithm = get_algorithm(args.algo)
     kwargs = algorithm_kwargs(args, algorithm)
-    dataset = EpisodeDataset(args.data)
+    dataset = open_episodes(args.data)
     saved = resume_point(args.out)
     if saved is not None:
         return load_for_resume(saved[1], args, algorithm, dataset, kwargs), saved[1]
@@ -469,7 +471,7 @@ def train(args: argparse.Namespace) -> int:
             return 0
         if resumed_from is not None:
             print(f"resumed from {resumed_from} at gradient step {start}")
-        print(f"training {args.algo} on {args.data} to gradient step {target}; logs and checkpoints in {args.out}")
+        print(f"training {args.algo} on {', '.join(map(str, args.data))} to gradient step {target}; logs and checkpoints in {args.out}")
         model.set_logger(make_logger(args, start))
         began = time.perf_counter()
         model.learn(target - start, callback=callbacks, log_interval=args.log_interval,

@@ -86,7 +86,9 @@ class VLAPolicy(BasePolicy):
     :param instructions: the training instructions; their embeddings are kept in a buffer.
     :param d_model: token width.
     :param vision_model: local directory of a ``transformers`` model replacing the default tower.
-    :param vision_config: overrides of the default SigLIP config fields.
+    :param vision_arch: the tower built from a config when ``vision_model`` is ``None``:
+        ``"siglip"`` (a small vision transformer) or ``"resnet"`` (a small ResNet).
+    :param vision_config: overrides of the default config fields of ``vision_arch``.
     :param vision_tokens: pooled tokens per camera.
     :param fusion_layers: layers of the fusion transformer.
     :param heads: attention heads everywhere.
@@ -106,6 +108,7 @@ class VLAPolicy(BasePolicy):
         instructions: list[str] | tuple[str, ...] = (),
         d_model: int = 128,
         vision_model: str | None = None,
+        vision_arch: str = "siglip",
         vision_config: dict[str, Any] | None = None,
         vision_tokens: int = 4,
         fusion_layers: int = 2,
@@ -122,7 +125,8 @@ class VLAPolicy(BasePolicy):
         self.chunk_size, self.action_dim = action_space.shape
         self.normalization = normalization
         self.instructions = list(instructions)
-        self.arch = dict(d_model=d_model, vision_model=vision_model, vision_config=vision_config,
+        self.arch = dict(d_model=d_model, vision_model=vision_model, vision_arch=vision_arch,
+                         vision_config=vision_config,
                          vision_tokens=vision_tokens, fusion_layers=fusion_layers, heads=heads,
                          action_layers=action_layers, with_critic=with_critic,
                          critic_layers=critic_layers, critic_width=critic_width, n_critics=n_critics)
@@ -135,7 +139,7 @@ class VLAPolicy(BasePolicy):
 
         if self.image_keys:
             image_size = observation_space[self.image_keys[0]].shape[0]
-            tower = build_vision_model(vision_model, image_size, vision_config)
+            tower = build_vision_model(vision_model, image_size, vision_config, vision_arch)
             self.vision = VisionEncoder(tower, image_size, d_model, vision_tokens, heads)
             self.camera_embedding = nn.Parameter(torch.randn(len(self.image_keys), 1, d_model) * 0.02)
         self.language = nn.Linear(EMBEDDING_DIM, d_model)

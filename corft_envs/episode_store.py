@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import gymnasium as gym
 import h5py
@@ -968,3 +968,59 @@ class EpisodeDataset:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class ConcatEpisodeDataset(EpisodeDataset):
+    """Several stores with the same spaces read as one, e.g. other tasks' demos to pretrain a base policy.
+
+    Episodes are numbered store after store. ``root``, ``meta``, ``env_id`` and
+    ``env_kwargs`` are the first store's (``roots`` lists them all); everything
+    per episode (lengths, instructions, successes, ...) covers every store.
+
+    :param roots: store directories, at least one.
+    :raises DatasetError: if a store cannot be read, or its spaces differ from the first store's.
+    """
+
+    def __init__(self, roots: Sequence[str | os.PathLike[str]], *, validate: bool = True,
+                 max_open_files: int = 32) -> None:
+        if not roots:
+            raise DatasetError("ConcatEpisodeDataset needs at least one store directory")
+        self.parts = [EpisodeDataset(root, validate=validate, max_open_files=max_open_files) for root in roots]
+        first = self.parts[0]
+        for part in self.parts[1:]:
+            problems = space_differences(first.observation_space, part.observation_space, "observation_space")
+            problems += space_differences(first.action_space, part.action_space, "action_space")
+            if problems:
+                raise DatasetError(f"{part.root} cannot be read with {first.root}: " + "; ".join(problems)
+                                   + " ('recorded' is the first store's); collect both with the same image size")
+        self.root = first.root
+        self.roots = [part.root for part in self.parts]
+        self._index = first._index
+        self._handles = first._handles
+        self._part_of = [(number, local) for number, part in enumerate(self.parts) for local in range(len(part))]
+
+    @property
+    def records(self) -> tuple[EpisodeRecord, ...]:
+        """Index records of every store's episodes, store after store."""
+        return tuple(record for part in self.parts for record in part.records)
+
+    @property
+    def num_attempts(self) -> int:
+        """Collection attempts made over all stores."""
+        return sum(part.num_attempts for part in self.parts)
+
+    def __getitem__(self, index: int) -> Episode:
+        number, local = self._part_of[index]
+        return self.parts[number][local]
+
+    def close(self) -> None:
+        """Close the files this process has open, in every store."""
+        for part in self.parts:
+            part.close()
+
+
+def open_episodes(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> EpisodeDataset:
+    """One store as :class:`EpisodeDataset`, several as :class:`ConcatEpisodeDataset`."""
+    if isinstance(roots, (str, os.PathLike)):
+        return EpisodeDataset(roots)
+    return EpisodeDataset(roots[0]) if len(roots) == 1 else ConcatEpisodeDataset(roots)

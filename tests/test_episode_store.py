@@ -16,12 +16,14 @@ from gymnasium import spaces
 from corft_envs.collection import EpisodeRecorder
 from corft_envs.episode_store import (
     INDEX_NAME,
+    ConcatEpisodeDataset,
     DatasetError,
     DatasetMeta,
     EpisodeData,
     EpisodeDataset,
     EpisodeRecord,
     EpisodeWriter,
+    open_episodes,
     read_index,
     space_from_json,
     space_to_json,
@@ -302,3 +304,25 @@ def test_episode_must_fit_spaces(tmp_path: Path, episodes: list[EpisodeData]) ->
     with pytest.raises(ValueError, match="image_front"):
         write_episode_file(tmp_path / "episode_000000.h5", episodes[0], make_meta(image_size=16), record)
     assert not list(tmp_path.iterdir())
+
+
+def test_several_stores_read_as_one(store: Path, tmp_path: Path, episodes: list[EpisodeData]) -> None:
+    other = tmp_path / "other"
+    with EpisodeWriter(other, make_meta(env_id="test/OtherTask-v0")) as writer:
+        writer.add(episodes[2], keep=True)
+    union = open_episodes([store, other])
+    assert isinstance(union, ConcatEpisodeDataset) and len(union) == 4
+    assert union.env_id == ENV_ID and union.roots == [store, other]
+    np.testing.assert_array_equal(union.lengths, [len(e.actions) for e in [*episodes, episodes[2]]])
+    assert union.num_attempts == 4 and union.successes.tolist() == [True, False, True, True]
+    assert_same_episode(union[3].load(), episodes[2])
+    assert_same_episode(union[1].load(), episodes[1])
+    assert type(open_episodes([store])) is EpisodeDataset and type(open_episodes(store)) is EpisodeDataset
+
+
+def test_stores_with_other_spaces_cannot_be_read_as_one(store: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    with EpisodeWriter(other, make_meta(image_size=4)) as writer:
+        writer.add(record_episode(0, image_size=4), keep=True)
+    with pytest.raises(DatasetError, match=r"other cannot be read with .*store: observation_space\['image_front'\]"):
+        open_episodes([store, other])

@@ -18,8 +18,10 @@ from benchmarks.paper import (
     train_command,
 )
 from corft_algos.cli import main
+from corft_algos.evaluation import load_model
 
-TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft", "corft_no_calql"),
+TINY = Preset(tasks=("PickPlace",), demos=(3,),
+              methods=("bc", "sft", "offline_rl_h1", "corft", "corft_no_calql", "corft_base"),
               seeds=(0,), eval_episodes=1, steps=2, batch_size=4, image_size=32, videos=1,
               policy_kwargs={"d_model": 32, "fusion_layers": 1, "vision_tokens": 2,
                              "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
@@ -53,6 +55,19 @@ def test_study_writes_records_table_plots_and_videos(study):
     assert "| PickPlace | 3 | corft_no_calql | unseen |" in table and "paper +57%" in table
     assert (out / "success.png").stat().st_size > 0 and (out / "cycle_time.png").stat().st_size > 0
     assert sorted(p.name for p in (out / "videos" / "PickPlace_corft").iterdir()) == ["episode_000_seed_10000.mp4"]
+
+
+def test_base_policy_is_pretrained_on_the_other_tasks_and_fine_tuned(study, tmp_path):
+    out, _ = study
+    run = Run("PickPlace", 3, "corft_base", 0)
+    base = load_model(run.base().directory(out) / "model.zip", device="cpu")
+    assert base.dataset_env_id == "corft/Push-v0"  # the first of the other tasks' stores
+    instructions = base.policy.instructions
+    assert any("block" in text for text in instructions) and any("cube" in text for text in instructions)
+    assert not any("bowl" in text for text in instructions)  # nothing of the target task
+    command = train_command(out, TINY, run)
+    assert command[command.index("--init-from") + 1] == str(run.base().directory(out) / "model.zip")
+    assert (run.directory(out) / "model.zip").is_file()
 
 
 def test_study_resumes_without_redoing_finished_work(study):

@@ -1,12 +1,16 @@
 """The vision tower: any ``transformers`` vision model, pooled to a few tokens per camera.
 
-By default a small SigLIP-style vision transformer is built from a config
-(random init, :func:`default_vision_config`). Any vision or vision-language
+Two towers are built from a config (random init), chosen by ``vision_arch``:
+``"siglip"`` (default), a small SigLIP-style vision transformer
+(:func:`default_vision_config`), and ``"resnet"``, a small convolutional
+``transformers`` ResNet (:func:`default_resnet_config`) whose feature map keeps
+the spatial detail of small objects. Any vision or vision-language
 model that ``transformers`` loads from a local directory can replace it
 (``policy_kwargs={"vision_model": "/path/to/model"}``): for a model with a
 ``vision_model`` attribute (SigLIP, CLIP, ...) that tower is used; the
 token features are read from ``last_hidden_state``, as sequences ``(B, N, D)``
-or, for convolutional models, feature maps ``(B, D, h, w)``.
+or, for convolutional models, feature maps ``(B, D, h, w)``, which get a
+learned position embedding per cell before pooling.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel, SiglipVisionConfig, SiglipVisionModel
+from transformers import (AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig, ResNetModel, SiglipVisionConfig,
+                          SiglipVisionModel)
 
 
 def default_patch_size(image_size: int) -> int:
@@ -37,6 +42,18 @@ def default_vision_config(image_size: int, hidden_size: int = 128, layers: int =
         image_size=image_size,
         patch_size=default_patch_size(image_size),
     )
+
+
+def default_resnet_config(image_size: int) -> ResNetConfig:
+    """A small ResNet config: a stride-4 stem and two basic stages, an ``image_size / 8`` square feature map."""
+    return ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic")
+
+
+#: ``vision_arch`` name -> (default config builder, model class).
+VISION_ARCHS: dict[str, tuple] = {
+    "siglip": (default_vision_config, SiglipVisionModel),
+    "resnet": (default_resnet_config, ResNetModel),
+}
 
 
 def load_vision_model(path: str | Path) -> nn.Module:
@@ -63,19 +80,25 @@ def _model_image_size(model: nn.Module) -> int | None:
     return int(size) if isinstance(size, int) else None
 
 
-def _model_width(model: nn.Module, image_size: int) -> int:
-    """Feature width of the model's ``last_hidden_state``, found with one dummy forward pass."""
+def _feature_shape(model: nn.Module, image_size: int) -> tuple[int, int | None]:
+    """Width of the model's ``last_hidden_state`` and, for a feature map, its number of cells (else ``None``),
+    found with one dummy forward pass (in eval mode, so normalisation statistics are untouched)."""
+    training = model.training
     with torch.no_grad():
-        hidden = model(pixel_values=torch.zeros(1, 3, image_size, image_size)).last_hidden_state
-    return int(hidden.shape[1] if hidden.dim() == 4 else hidden.shape[-1])
+        hidden = model.eval()(pixel_values=torch.zeros(1, 3, image_size, image_size)).last_hidden_state
+    model.train(training)
+    if hidden.dim() == 4:
+        return int(hidden.shape[1]), int(hidden.shape[2] * hidden.shape[3])
+    return int(hidden.shape[-1]), None
 
 
 class VisionEncoder(nn.Module):
     """Images -> ``tokens`` pooled tokens of width ``d_model`` (shared across cameras).
 
     Pixels are scaled to [-1, 1] and resized to the model's input size when it
-    has one; the model's token features are projected to ``d_model`` and pooled
-    by cross-attention from ``tokens`` learned queries.
+    has one; the model's token features are projected to ``d_model`` (plus a
+    learned position embedding per cell of a convolutional feature map) and
+    pooled by cross-attention from ``tokens`` learned queries.
 
     :param model: the ``transformers`` vision model (called with ``pixel_values``).
     :param image_size: side of the observation images (px).
@@ -88,7 +111,9 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.input_size = _model_image_size(model) or image_size
-        self.projection = nn.Linear(_model_width(model, self.input_size), d_model)
+        width, cells = _feature_shape(model, self.input_size)
+        self.projection = nn.Linear(width, d_model)
+        self.positions = nn.Parameter(torch.randn(cells, d_model) * 0.02) if cells else None
         self.queries = nn.Parameter(torch.randn(tokens, d_model) * 0.02)
         self.pool = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm = nn.LayerNorm(d_model)
@@ -102,20 +127,30 @@ class VisionEncoder(nn.Module):
         if hidden.dim() == 4:  # convolutional feature map (B, D, h, w)
             hidden = hidden.flatten(2).transpose(1, 2)
         features = self.projection(hidden)
+        if self.positions is not None:
+            features = features + self.positions
         queries = self.queries.expand(features.shape[0], -1, -1)
         pooled, _ = self.pool(queries, features, features, need_weights=False)
         return self.norm(pooled)
 
 
-def build_vision_model(vision_model: str | Path | None, image_size: int, vision_config: dict | None) -> nn.Module:
-    """The default SigLIP tower (overridable by ``vision_config`` fields) or a model from a local directory."""
+def build_vision_model(vision_model: str | Path | None, image_size: int, vision_config: dict | None,
+                       vision_arch: str = "siglip") -> nn.Module:
+    """A model from a local directory, or the ``vision_arch`` tower built from its default config
+    overridden by ``vision_config`` fields.
+
+    :raises ValueError: for an unknown ``vision_arch`` or a ``vision_config`` field its config lacks.
+    """
     if vision_model is not None:
         return load_vision_model(vision_model)
-    config = default_vision_config(image_size)
+    if vision_arch not in VISION_ARCHS:
+        raise ValueError(f"vision_arch={vision_arch!r} is unknown; use one of {', '.join(map(repr, VISION_ARCHS))}")
+    default_config, model_class = VISION_ARCHS[vision_arch]
+    config = default_config(image_size)
     for key, value in (vision_config or {}).items():
         if not hasattr(config, key):
-            raise ValueError(f"vision_config has no field {key!r} (SiglipVisionConfig fields: hidden_size, "
-                             "num_hidden_layers, num_attention_heads, patch_size, intermediate_size, ...)")
+            raise ValueError(f"vision_config has no field {key!r} for vision_arch={vision_arch!r} "
+                             f"({type(config).__name__} fields: {', '.join(sorted(config.to_diff_dict()))}, ...)")
         setattr(config, key, value)
-    model: PreTrainedModel = SiglipVisionModel(config)
+    model: PreTrainedModel = model_class(config)
     return model
