@@ -112,6 +112,7 @@ class Preset:
     :param policy_kwargs: VLAPolicy arguments.
     :param execute: actions run per chunk at evaluation (receding horizon; ``None``: all).
     :param videos: rollout videos per (method in ``sft``, ``corft``), first task and seed.
+    :param eval_workers: evaluation processes (``corft eval --workers``; the same results as one).
     """
 
     tasks: tuple[str, ...]
@@ -127,6 +128,7 @@ class Preset:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     execute: int | None = None
     videos: int = 2
+    eval_workers: int = 2
 
 
 PRESETS: dict[str, Preset] = {
@@ -217,7 +219,7 @@ def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, A
     if not report.is_file():
         args = ["eval", "--model", str(run.directory(out) / "model.zip"), "--positions", positions,
                 "--episodes", str(preset.eval_episodes), "--seed", str(DEFAULT_EVAL_SEED),
-                "--json", str(report), "--device", "cpu", "--quiet"]
+                "--json", str(report), "--workers", str(preset.eval_workers), "--device", "cpu", "--quiet"]
         if preset.execute is not None:
             args += ["--execute", str(preset.execute)]
         run_cli(args)

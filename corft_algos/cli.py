@@ -39,6 +39,7 @@ from corft_algos.evaluation import (
     run_episodes,
 )
 from corft_algos.registry import available_algorithms, get_algorithm
+from corft_algos.vector_eval import evaluate_vectorized
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
 from corft_envs.episode_store import DatasetError, EpisodeDataset, episode_files, open_episodes
 from corft_envs.keyboard import KeyScriptExhausted, ScriptedKeys, TerminalKeys
@@ -530,6 +531,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--video", type=Path, metavar="DIR", help="write one mp4 of the front camera per episode here")
     add("--json", type=Path, metavar="PATH", help="write the result as JSON here")
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add("--workers", type=_positive_int, default=1, metavar="N",
+        help="sim envs: run episodes in N processes (gymnasium AsyncVectorEnv); the same result as one")
     add_robot_arguments(parser)
     add("--instruction", metavar="TEXT",
         help="real robot: the instruction of every episode, worded as in the training data")
@@ -566,28 +569,23 @@ def run_eval(args: argparse.Namespace) -> int:
         model = load_model(args.model, device=args.device)
         env_id = args.env_id or model.dataset_env_id
         env_kwargs = robot_env_kwargs(args)
+        if args.workers > 1 and (args.video is not None or "robot_host" in env_kwargs):
+            raise UsageError("--workers runs sim envs only, without --video: drop --workers for these")
         if env_kwargs.get("robot_host", "twin") != "twin":  # on hardware the operator labels the episodes
             operator_keys = TerminalKeys()
             env_kwargs["operator_keys"] = operator_keys
             print("Enter = success, Backspace = failure, Ctrl-C stops the arm", file=sys.stderr)
-        env = make_eval_env(model, env_id, positions=args.positions, execute=args.execute,
-                            record_video=args.video is not None, env_kwargs=env_kwargs)
-    except (UsageError, RuntimeError, FileNotFoundError, ValueError, DatasetError, gym.error.Error) as exc:
-        if operator_keys is not None:
-            operator_keys.close()
-        print(f"corft eval: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        result = run_episodes(model, env, env_id, args.positions, episodes=args.episodes, seed=args.seed,
-                              video_dir=args.video, progress=not args.quiet)
+        result = run_evaluation(args, model, env_id, env_kwargs)
     except KeyboardInterrupt:
         print("\ninterrupted; the arm was stopped; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except RobotError as exc:
         print(f"corft eval: error: {exc}; the arm was stopped; nothing written", file=sys.stderr)
         return EXIT_ERROR
+    except (UsageError, RuntimeError, FileNotFoundError, ValueError, DatasetError, gym.error.Error) as exc:
+        print(f"corft eval: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     finally:
-        env.close()
         if operator_keys is not None:
             operator_keys.close()
     for line in eval_report(result, args.model, model):
@@ -597,6 +595,22 @@ def run_eval(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
+
+
+def run_evaluation(args: argparse.Namespace, model: OfflineAlgorithm, env_id: str,
+                   env_kwargs: dict[str, Any]) -> EvalResult:
+    """The episodes ``corft eval`` asks for: in one env, or over ``--workers`` processes (the same result)."""
+    if args.workers > 1:
+        return evaluate_vectorized(model, env_id, args.workers, positions=args.positions, episodes=args.episodes,
+                                   seed=args.seed, execute=args.execute, progress=not args.quiet,
+                                   env_kwargs=env_kwargs)
+    env = make_eval_env(model, env_id, positions=args.positions, execute=args.execute,
+                        record_video=args.video is not None, env_kwargs=env_kwargs)
+    try:
+        return run_episodes(model, env, env_id, args.positions, episodes=args.episodes, seed=args.seed,
+                            video_dir=args.video, progress=not args.quiet)
+    finally:
+        env.close()
 
 # ----------------------------------------------------------------------------
 # corft bench

@@ -240,6 +240,23 @@ def check_model_fits_env(model: ChunkPolicy, env: gym.Env, env_id: str) -> None:
         )
 
 
+def eval_env_kwargs(
+    model: ChunkPolicy,
+    positions: str = "train",
+    image_size: int | None = None,
+    record_video: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``gym.make`` arguments of an evaluation env: positions, the instruction key, the model's image size."""
+    kwargs: dict[str, Any] = {**(env_kwargs or {}), "positions": positions, "include_instruction": True}
+    size = image_size if image_size is not None else model_image_size(model)
+    if size is not None:
+        kwargs["image_size"] = size
+    if record_video:
+        kwargs["render_mode"] = "rgb_array"
+    return kwargs
+
+
 def make_eval_env(
     model: ChunkPolicy,
     env_id: str,
@@ -260,13 +277,7 @@ def make_eval_env(
     :param env_kwargs: further ``gym.make`` keyword arguments.
     :raises ValueError: if the model does not fit the env (see :func:`check_model_fits_env`).
     """
-    kwargs: dict[str, Any] = {**(env_kwargs or {}), "positions": positions, "include_instruction": True}
-    size = image_size if image_size is not None else model_image_size(model)
-    if size is not None:
-        kwargs["image_size"] = size
-    if record_video:
-        kwargs["render_mode"] = "rgb_array"
-    env = gym.make(env_id, **kwargs)
+    env = gym.make(env_id, **eval_env_kwargs(model, positions, image_size, record_video, env_kwargs))
     if record_video:
         env = FrameRecorder(env)
     chunked = ActionChunk(env, chunk_size=model.chunk_size, execute=execute)

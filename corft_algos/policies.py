@@ -3,8 +3,10 @@
 Backbone: every camera image goes through one shared vision tower
 (:class:`~corft_algos.networks.vision.VisionEncoder`) pooled to a few tokens
 and tagged with a learned camera embedding; the instruction's frozen MiniLM
-embedding is projected to one token, the normalised proprio state to
-another; a small transformer fuses them into the context tokens ``c_t``.
+embedding is projected to one token (which, with ``language_pooling``, also
+steers the vision pooling queries towards what the instruction names), the
+normalised proprio state to another; a small transformer fuses them into the
+context tokens ``c_t``.
 The action expert maps ``c_t`` to a chunk of H actions; the optional critic
 expert (two copies, Polyak targets) gives per-prefix Q-values.
 
@@ -90,6 +92,11 @@ class VLAPolicy(BasePolicy):
         ``"siglip"`` (a small vision transformer) or ``"resnet"`` (a small ResNet).
     :param vision_config: overrides of the default config fields of ``vision_arch``.
     :param vision_tokens: pooled tokens per camera.
+    :param language_pooling: add the instruction's token to the vision pooling queries.
+    :param center_instructions: standardise instruction embeddings over the training instructions
+        (subtract their mean, divide by the RMS norm of the rest) before projecting them: sentence
+        embeddings of instructions that differ in one word are nearly parallel, and centring leaves
+        what tells them apart.
     :param fusion_layers: layers of the fusion transformer.
     :param heads: attention heads everywhere.
     :param action_layers: decoder layers of the action expert.
@@ -111,6 +118,8 @@ class VLAPolicy(BasePolicy):
         vision_arch: str = "siglip",
         vision_config: dict[str, Any] | None = None,
         vision_tokens: int = 4,
+        language_pooling: bool = False,
+        center_instructions: bool = False,
         fusion_layers: int = 2,
         heads: int = 4,
         action_layers: int = 1,
@@ -126,8 +135,9 @@ class VLAPolicy(BasePolicy):
         self.normalization = normalization
         self.instructions = list(instructions)
         self.arch = dict(d_model=d_model, vision_model=vision_model, vision_arch=vision_arch,
-                         vision_config=vision_config,
-                         vision_tokens=vision_tokens, fusion_layers=fusion_layers, heads=heads,
+                         vision_config=vision_config, vision_tokens=vision_tokens,
+                         language_pooling=language_pooling, center_instructions=center_instructions,
+                         fusion_layers=fusion_layers, heads=heads,
                          action_layers=action_layers, with_critic=with_critic,
                          critic_layers=critic_layers, critic_width=critic_width, n_critics=n_critics)
 
@@ -135,6 +145,7 @@ class VLAPolicy(BasePolicy):
         self.state_dim = observation_space["state"].shape[0] if "state" in observation_space.spaces else 0
         self._register_statistics(normalization)
         self.register_buffer("instruction_embeddings", embed_instructions(self.instructions))
+        self._register_instruction_standardisation(center_instructions)
         self._instruction_index = {text: i for i, text in enumerate(self.instructions)}
 
         if self.image_keys:
@@ -143,6 +154,7 @@ class VLAPolicy(BasePolicy):
             self.vision = VisionEncoder(tower, image_size, d_model, vision_tokens, heads)
             self.camera_embedding = nn.Parameter(torch.randn(len(self.image_keys), 1, d_model) * 0.02)
         self.language = nn.Linear(EMBEDDING_DIM, d_model)
+        self.language_pooling = language_pooling
         if self.state_dim:
             self.proprio = nn.Sequential(nn.Linear(self.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.token_type = nn.Parameter(torch.randn(2, d_model) * 0.02)  # language, proprio
@@ -182,6 +194,17 @@ class VLAPolicy(BasePolicy):
         self.register_buffer("binary_index", torch.nonzero(binary).flatten())
         self.register_buffer("state_mean", torch.as_tensor(stats.state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(stats.state_std, dtype=torch.float32))
+
+    def _register_instruction_standardisation(self, enabled: bool) -> None:
+        """Non-persistent buffers (recomputed from the saved instructions): the embeddings' mean and the
+        inverse RMS norm of the centred embeddings; identity when disabled or with one instruction."""
+        embeddings = self.instruction_embeddings
+        center, scale = torch.zeros(EMBEDDING_DIM), torch.ones(())
+        if enabled and len(embeddings) > 1:
+            center = embeddings.mean(0)
+            scale = (embeddings - center).norm(dim=-1).pow(2).mean().rsqrt()
+        self.register_buffer("instruction_center", center, persistent=False)
+        self.register_buffer("instruction_scale", scale, persistent=False)
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Raw actions ``(..., A)`` -> normalised ``(a - mean) / std``."""
@@ -231,13 +254,15 @@ class VLAPolicy(BasePolicy):
                images_are_float: bool = False) -> torch.Tensor:
         """Backbone: observation tensors (images ``(B, S, S, 3)`` uint8, or ``(B, 3, S, S)`` floats in
         [0, 1] when ``images_are_float``) and instruction embeddings -> context tokens ``(B, L, d)``."""
+        language = self.language((instruction_embedding - self.instruction_center) * self.instruction_scale)
+        condition = language if self.language_pooling else None
         tokens = []
         for camera, key in enumerate(self.image_keys):
             images = observation[key]
             if not images_are_float:
                 images = images.permute(0, 3, 1, 2).float() / 255.0
-            tokens.append(self.vision(images) + self.camera_embedding[camera])
-        tokens.append((self.language(instruction_embedding) + self.token_type[0]).unsqueeze(1))
+            tokens.append(self.vision(images, condition) + self.camera_embedding[camera])
+        tokens.append((language + self.token_type[0]).unsqueeze(1))
         if self.state_dim:
             state = (observation["state"].float() - self.state_mean) / self.state_std
             tokens.append((self.proprio(state) + self.token_type[1]).unsqueeze(1))

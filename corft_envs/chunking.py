@@ -114,3 +114,14 @@ def make_task_env(
         return env
     limited = TimeLimit(env, get_task(task).max_episode_steps)
     return ActionChunk(limited, chunk_size=chunk_size, gamma=gamma, execute=execute)
+
+
+def make_chunked_env(env_id: str, env_kwargs: dict[str, Any], chunk_size: int, execute: int | None = None) -> ActionChunk:
+    """``ActionChunk(gym.make(env_id, **env_kwargs), chunk_size, execute=execute)``: an evaluation env.
+
+    A module-level function of ``corft_envs``, so a worker process started
+    with ``spawn`` can build it after importing only this package.
+    """
+    import corft_envs  # noqa: F401  (registers the ids in a fresh worker process)
+
+    return ActionChunk(gym.make(env_id, **env_kwargs), chunk_size=chunk_size, execute=execute)

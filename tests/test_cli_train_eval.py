@@ -116,6 +116,22 @@ def test_eval_prints_and_writes_json(trained, tmp_path, capsys):
     assert data["episodes"][0]["seed"] == 7 and 0 < data["episodes"][0]["steps"] <= 150
 
 
+def test_eval_with_workers_gives_the_serial_result(trained, tmp_path, capsys):
+    out, _ = trained
+    reports = {}
+    for workers in (1, 2):
+        reports[workers] = tmp_path / f"workers_{workers}.json"
+        assert main(["eval", "--model", str(out / "model.zip"), "--env", ENV_ID, "--episodes", "3", "--seed", "3",
+                     "--workers", str(workers), "--execute", "5", "--json", str(reports[workers]), "--device", "cpu",
+                     "--threads", "1", "--quiet"]) == 0, capsys.readouterr().err
+    serial, parallel = (json.loads(reports[w].read_text()) for w in (1, 2))
+    assert parallel == serial
+    assert [episode["seed"] for episode in parallel["episodes"]] == [3, 4, 5]
+    assert main(["eval", "--model", str(out / "model.zip"), "--episodes", "1", "--workers", "2",
+                 "--video", str(tmp_path / "v")]) == 1
+    assert "--workers runs sim envs only" in capsys.readouterr().err
+
+
 def test_sim_trained_model_runs_unchanged_on_the_twin(trained, tmp_path, capsys):
     """The real env's code path (franky to franky-sim, pyrealsense2 software cameras) with a sim-trained model."""
     out, _ = trained

@@ -98,7 +98,9 @@ class VisionEncoder(nn.Module):
     Pixels are scaled to [-1, 1] and resized to the model's input size when it
     has one; the model's token features are projected to ``d_model`` (plus a
     learned position embedding per cell of a convolutional feature map) and
-    pooled by cross-attention from ``tokens`` learned queries.
+    pooled by cross-attention from ``tokens`` learned queries, to which a
+    per-image ``condition`` vector (e.g. the instruction's token) may be added,
+    so what is pooled depends on the task.
 
     :param model: the ``transformers`` vision model (called with ``pixel_values``).
     :param image_size: side of the observation images (px).
@@ -118,8 +120,10 @@ class VisionEncoder(nn.Module):
         self.pool = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """:param images: ``(B, 3, S, S)`` floats in [0, 1]. :return: ``(B, tokens, d_model)``."""
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """:param images: ``(B, 3, S, S)`` floats in [0, 1].
+        :param condition: optional ``(B, d_model)``, added to every pooling query.
+        :return: ``(B, tokens, d_model)``."""
         pixels = images * 2.0 - 1.0
         if pixels.shape[-1] != self.input_size:
             pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
@@ -130,6 +134,8 @@ class VisionEncoder(nn.Module):
         if self.positions is not None:
             features = features + self.positions
         queries = self.queries.expand(features.shape[0], -1, -1)
+        if condition is not None:
+            queries = queries + condition.unsqueeze(1)
         pooled, _ = self.pool(queries, features, features, need_weights=False)
         return self.norm(pooled)
 

@@ -1,0 +1,158 @@
+"""Evaluation episodes in several sim envs at once, on gymnasium's :class:`~gymnasium.vector.AsyncVectorEnv`.
+
+Each worker process (started with ``spawn``; it imports only ``corft_envs``)
+steps one chunked env; the model stays in this process
+and predicts one observation at a time, exactly as the serial loop of
+:func:`corft_algos.evaluation.run_episode` does, so episode ``k`` (reset with
+seed ``seed + k``) gives the same record whichever worker runs it: the results
+equal the serial run's. Autoreset is off: a worker whose episode ended is
+reset with the next episode's seed (``reset_mask``); once no episode is left
+it idles (it is still stepped, with a zero chunk, and its results ignored).
+
+Only sim envs run here; the real arm stays a single env.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+from tqdm import tqdm
+
+from corft_algos.evaluation import (
+    INSTRUCTION_KEY,
+    ChunkPolicy,
+    EpisodeRecord,
+    EvalResult,
+    eval_env_kwargs,
+    make_eval_env,
+)
+from corft_envs.chunking import make_chunked_env
+from corft_envs.controller import CONTROL_PERIOD
+
+
+class _Episode:
+    """The running totals of one episode in one worker."""
+
+    def __init__(self, number: int, seed: int, instruction: str) -> None:
+        self.number, self.seed, self.instruction = number, seed, instruction
+        self.steps, self.total, self.success, self.first = 0, 0.0, False, True
+
+
+def evaluate_vectorized(
+    model: ChunkPolicy,
+    env_id: str,
+    workers: int,
+    positions: str = "train",
+    episodes: int = 50,
+    seed: int = 10_000,
+    execute: int | None = None,
+    progress: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+) -> EvalResult:
+    """:func:`corft_algos.evaluation.evaluate` over ``workers`` processes: the same episodes, the same result.
+
+    :raises ValueError: if the model does not fit the env, or the env is not a sim env.
+    """
+    kwargs = eval_env_kwargs(model, positions, env_kwargs=env_kwargs)
+    probe = make_eval_env(model, env_id, positions=positions, env_kwargs=env_kwargs)  # checks the fit here
+    is_sim = not hasattr(probe.unwrapped, "validate_chunk")  # hardware envs check whole chunks
+    probe.close()
+    if not is_sim:
+        raise ValueError(f"{env_id} drives hardware (or its twin): evaluate it with one worker")
+    records = run_episodes_vectorized(model, env_id, kwargs, workers, episodes, seed, execute, progress)
+    return EvalResult(env_id=env_id, positions=positions, seed=seed, episodes=records)
+
+
+def run_episodes_vectorized(
+    model: ChunkPolicy,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    workers: int,
+    episodes: int,
+    seed: int,
+    execute: int | None = None,
+    progress: bool = False,
+) -> list[Any]:
+    """Episodes ``seed .. seed + episodes - 1`` over ``workers`` processes; one :class:`EpisodeRecord` each, in order.
+
+    :param model: the policy (``predict``, ``chunk_size``).
+    :param env_id: a registered sim env id.
+    :param env_kwargs: ``gym.make`` arguments of every worker's env (with ``include_instruction=True``).
+    :param workers: processes, at least 2 (fewer if there are fewer episodes).
+    :param episodes: number of episodes.
+    :param seed: seed of the first episode.
+    :param execute: run only the first ``execute`` actions of each chunk.
+    :param progress: show a progress bar.
+    """
+    count = min(workers, episodes)
+    make = functools.partial(make_chunked_env, env_id, env_kwargs, model.chunk_size, execute)
+    # spawn, not fork: a forked child inherits locks held by this process's threads (torch, EGL) and can hang
+    envs = AsyncVectorEnv([make] * count, shared_memory=False, autoreset_mode=AutoresetMode.DISABLED,
+                          context="spawn")
+    records: dict[int, EpisodeRecord] = {}
+    running: list[_Episode | None] = [None] * count
+    next_episode = 0
+    idle_chunk = np.zeros(envs.single_action_space.shape, dtype=envs.single_action_space.dtype)
+    bar = tqdm(total=episodes, desc=f"eval {env_id} ({count} workers)", unit="episode", disable=not progress,
+               dynamic_ncols=True)
+
+    def start(slots: list[int], observations: dict[str, Any] | None) -> dict[str, Any]:
+        """Reset ``slots`` with the next episodes' seeds; the batched observations with theirs in place."""
+        nonlocal next_episode
+        mask = np.zeros(count, dtype=bool)
+        seeds: list[int | None] = [None] * count
+        for slot in slots:
+            mask[slot], seeds[slot] = True, seed + next_episode
+            running[slot] = _Episode(next_episode, seed + next_episode, "")
+            next_episode += 1
+        fresh, _ = envs.reset(seed=seeds, options={"reset_mask": mask})
+        if observations is None:
+            observations = {key: list(value) for key, value in fresh.items()}
+        for slot in slots:
+            for key in observations:
+                observations[key][slot] = fresh[key][slot]
+            running[slot].instruction = str(fresh[INSTRUCTION_KEY][slot])
+        return observations
+
+    try:
+        observations = start(list(range(count)), None)
+        while any(episode is not None for episode in running):
+            chunks = []
+            for slot, episode in enumerate(running):
+                if episode is None:
+                    chunks.append(idle_chunk)
+                    continue
+                observation = {key: value[slot] for key, value in observations.items()}
+                chunk, _ = model.predict(observation, episode_start=np.array([episode.first]), deterministic=True)
+                chunks.append(chunk)
+            stepped, rewards, terminated, truncated, infos = envs.step(np.stack(chunks))
+            ended = []
+            for slot, episode in enumerate(running):
+                for key in observations:
+                    observations[key][slot] = stepped[key][slot]
+                if episode is None:
+                    continue
+                episode.steps += int(infos["chunk_len"][slot])
+                episode.total += float(rewards[slot])
+                episode.success = episode.success or bool(infos["is_success"][slot])
+                episode.first = False
+                if terminated[slot] or truncated[slot]:
+                    records[episode.number] = EpisodeRecord(
+                        seed=episode.seed, success=episode.success, steps=episode.steps,
+                        cycle_time_s=episode.steps * CONTROL_PERIOD, instruction=episode.instruction,
+                        episode_return=episode.total)
+                    running[slot] = None
+                    ended.append(slot)
+                    bar.update()
+            if ended:
+                bar.set_postfix(success=f"{sum(r.success for r in records.values())}/{len(records)}")
+                waiting = ended[:max(0, episodes - next_episode)]
+                if waiting:
+                    observations = start(waiting, observations)
+    finally:
+        bar.close()
+        envs.close()
+    return [records[k] for k in range(episodes)]
