@@ -107,6 +107,8 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--image-size", type=_positive_int, metavar="N", help="camera image side in pixels (env default: 96)")
     add("--max-attempts", type=_positive_int, metavar="N",
         help="give up after this many attempts in total (default: 10 x --episodes)")
+    add("--workers", type=_positive_int, default=1, metavar="N",
+        help="sim envs: run N attempts at once in N processes (gymnasium AsyncVectorEnv); the same store as one")
     add_robot_arguments(parser)
     add("--instruction", metavar="TEXT",
         help="real robot: the instruction of every episode, worded as in the training data")
@@ -158,7 +160,8 @@ def collect_command(config: CollectConfig) -> str:
         words.append("--keep-failures")
     optional = {"--chunk-size": config.chunk_size, "--image-size": config.image_size,
                 "--max-attempts": config.max_attempts, "--robot-host": config.robot_host,
-                "--instruction": config.env_options.get("instruction")}
+                "--instruction": config.env_options.get("instruction"),
+                "--workers": config.workers if config.workers > 1 else None}
     for flag, value in optional.items():
         if value is not None:
             words += [flag, str(value)]
@@ -182,6 +185,7 @@ def collect_config(args: argparse.Namespace) -> CollectConfig:
         max_attempts=args.max_attempts,
         robot_host=env_options.pop("robot_host", None),
         env_options=env_options,
+        workers=args.workers,
     )
 
 

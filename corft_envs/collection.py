@@ -14,6 +14,7 @@ step-level env *below* any action-chunk wrapper, so whatever a policy sends
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -24,6 +25,7 @@ from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AsyncVectorEnv
 from tqdm import tqdm
 
 from corft_envs.chunking import ActionChunk
@@ -147,6 +149,8 @@ class CollectConfig:
         address, or ``"twin"`` to rehearse on the simulated twin.
     :param env_options: further ``gym.make`` arguments (JSON values), e.g.
         ``{"cameras": {"front": "<serial>", "wrist": "<serial>"}}``.
+    :param workers: sim envs only: run this many attempts at once, each in its own
+        process (see :class:`ExpertEpisodes`); the store is the one a single worker writes.
     """
 
     env_id: str
@@ -160,6 +164,7 @@ class CollectConfig:
     max_attempts: int | None = None
     robot_host: str | None = None
     env_options: Mapping[str, Any] = field(default_factory=dict)
+    workers: int = 1
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
@@ -265,14 +270,45 @@ def _summarize(writer: EpisodeWriter) -> CollectSummary:
     )
 
 
-def _fill(
-    writer: EpisodeWriter,
-    env: gym.Env,
-    recorder: EpisodeRecorder,
-    policy: ScriptedPolicy,
-    config: CollectConfig,
-    progress: bool,
-) -> None:
+class ExpertEpisodes(gym.Wrapper):
+    """A worker of a gymnasium ``AsyncVectorEnv`` that records whole scripted-expert episodes.
+
+    The collector sets each worker's ``assigned_seed`` (``set_attr``) and
+    calls :meth:`run_assigned` on all of them (``call``): every worker runs
+    its attempt in its own process, as :func:`run_episode` runs it in one.
+
+    :param env_id: the sim env id.
+    :param env_kwargs: its ``gym.make`` arguments.
+    :param chunk_size: let the expert act in chunks of this many steps.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], chunk_size: int | None) -> None:
+        env, self.recorder = make_recording_env(env_id, env_kwargs, chunk_size)
+        super().__init__(env)
+        self.expert = make_expert(env)
+        self.chunk_size = chunk_size
+        self.assigned_seed: int | None = None
+
+    def run_assigned(self) -> EpisodeData | None:
+        """The episode of ``assigned_seed``, or ``None`` if no attempt was assigned."""
+        if self.assigned_seed is None:
+            return None
+        return run_episode(self.env, self.recorder, self.expert, self.assigned_seed, self.chunk_size)
+
+
+def _expert_worker(env_id: str, env_kwargs: dict[str, Any], chunk_size: int | None) -> ExpertEpisodes:
+    import corft_envs  # noqa: F401  (registers the ids in a freshly spawned worker)
+
+    return ExpertEpisodes(env_id, env_kwargs, chunk_size)
+
+
+def _attempts(config: CollectConfig, writer: EpisodeWriter, run_batch: Callable[[list[int]], list[EpisodeData]],
+              batch: int, progress: bool) -> None:
+    """Run attempts ``batch`` at a time and add them in order until the store is full.
+
+    Attempts computed beyond the last one needed are dropped unseen, so the
+    store is the one one attempt at a time would write.
+    """
     done = min(len(writer.episodes), config.episodes)
     with tqdm(total=config.episodes, initial=done, unit="episode", desc=config.env_id, disable=not progress) as bar:
         while len(writer.episodes) < config.episodes:
@@ -282,12 +318,39 @@ def _fill(
                     f"{config.episodes} episodes in {writer.root}: the expert rarely succeeds here. "
                     "Raise --max-attempts, or pass --keep-failures to keep unsuccessful episodes"
                 )
-            episode = run_episode(env, recorder, policy, config.seed + writer.next_attempt, config.chunk_size)
-            with _sigint_deferred():
-                record = writer.add(episode, keep=episode.success or config.keep_failures)
-            summary = _summarize(writer)
-            bar.set_postfix(attempts=summary.attempts, successes=summary.successes, refresh=False)
-            bar.update(record.file is not None)
+            first = writer.next_attempt
+            seeds = [config.seed + k for k in range(first, min(first + batch, config.attempt_limit))]
+            for episode in run_batch(seeds):
+                if len(writer.episodes) >= config.episodes:
+                    break
+                with _sigint_deferred():
+                    record = writer.add(episode, keep=episode.success or config.keep_failures)
+                summary = _summarize(writer)
+                bar.set_postfix(attempts=summary.attempts, successes=summary.successes, refresh=False)
+                bar.update(record.file is not None)
+
+
+def _fill(writer: EpisodeWriter, env: gym.Env, recorder: EpisodeRecorder, policy: ScriptedPolicy,
+          config: CollectConfig, progress: bool) -> None:
+    def one(seeds: list[int]) -> list[EpisodeData]:
+        return [run_episode(env, recorder, policy, seeds[0], config.chunk_size)]
+
+    _attempts(config, writer, one, 1, progress)
+
+
+def _fill_in_parallel(writer: EpisodeWriter, config: CollectConfig, progress: bool) -> None:
+    make = functools.partial(_expert_worker, config.env_id, config.env_kwargs, config.chunk_size)
+    # spawn, not fork: a forked child inherits locks held by this process's threads and can hang
+    envs = AsyncVectorEnv([make] * config.workers, shared_memory=False, context="spawn")
+
+    def batch(seeds: list[int]) -> list[EpisodeData]:
+        envs.set_attr("assigned_seed", seeds + [None] * (config.workers - len(seeds)))
+        return [episode for episode in envs.call("run_assigned") if episode is not None]
+
+    try:
+        _attempts(config, writer, batch, config.workers, progress)
+    finally:
+        envs.close()
 
 
 def collect(
@@ -309,6 +372,9 @@ def collect(
     :raises DatasetError: if ``config.out`` holds data collected with other settings.
     :raises CollectionError: if ``config.attempt_limit`` is reached first.
     """
+    if config.workers > 1 and (make_policy is not make_expert or config.robot_host is not None):
+        raise ValueError("workers > 1 runs the scripted expert in sim envs only: use one worker for teleoperation "
+                         "and for the real arm or its twin")
     env, recorder = make_recording_env(config.env_id, config.env_kwargs, config.chunk_size)
     try:
         meta = DatasetMeta(
@@ -321,7 +387,11 @@ def collect(
             keep_failures=config.keep_failures,
         )
         with EpisodeWriter(config.out, meta) as writer:
-            _fill(writer, env, recorder, make_policy(env), config, progress)
+            if config.workers > 1:
+                env.close()
+                _fill_in_parallel(writer, config, progress)
+            else:
+                _fill(writer, env, recorder, make_policy(env), config, progress)
             return _summarize(writer)
     finally:
         env.close()

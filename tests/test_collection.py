@@ -196,3 +196,18 @@ def test_resume_command_reproduces_the_run() -> None:
     words = shlex.split(collect_command(config))
     assert words[0] == "corft"
     assert collect_config(build_parser().parse_args(words[1:])) == config
+
+
+def test_workers_write_the_store_one_worker_writes(tmp_path):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    # 4 episodes over 3 workers: the second batch computes attempts that are never added
+    assert main(collect_args(serial, 4)) == 0
+    assert main(collect_args(parallel, 4, "--workers", "3")) == 0
+    assert_same_datasets(parallel, serial)
+    assert read_index(parallel).num_attempts == read_index(serial).num_attempts
+
+
+def test_workers_are_for_the_scripted_expert_in_sim(tmp_path, capsys):
+    assert main(["collect", "--env", "corft/FR3Real-PickPlace-v0", "--robot-host", "twin", "--episodes", "1",
+                 "--out", str(tmp_path / "x"), "--workers", "2", "--quiet"]) == 1
+    assert "use one worker" in capsys.readouterr().err
