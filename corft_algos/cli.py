@@ -282,6 +282,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--learning-rate", type=float, metavar="LR", help="learning rate (stage 1 for corft)")
     add("--gamma", type=float, help="per-step discount")
     add("--policy-kwargs", type=_json_object, metavar="JSON", help='VLAPolicy arguments, e.g. \'{"d_model": 64}\'')
+    add("--num-workers", type=_non_negative_int, metavar="N",
+        help="DataLoader worker processes sampling chunks (default 0: in this process); frames of a store "
+             "larger than the memory budget are read lazily from its files either way")
     add("--algo-kwargs", type=_json_object, metavar="JSON", default={},
         help='further algorithm arguments, e.g. \'{"calql_alpha": 0.0, "boundary_only": true}\' for corft')
     add("--init-from", type=Path, metavar="MODEL",
@@ -328,7 +331,8 @@ def algorithm_kwargs(args: argparse.Namespace, algorithm: type[OfflineAlgorithm]
         raise UsageError(f"--il-steps and --rl-steps are for staged algorithms such as corft; "
                          f"give --algo {args.algo} its total with --steps")
     given = {"chunk_size": args.chunk_size, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-             "gamma": args.gamma, "policy_kwargs": args.policy_kwargs, "il_steps": args.il_steps}
+             "gamma": args.gamma, "policy_kwargs": args.policy_kwargs, "il_steps": args.il_steps,
+             "num_workers": args.num_workers}
     given = {key: value for key, value in given.items() if value is not None}
     twice = sorted({*given, "seed", "rl_steps"} & set(args.algo_kwargs))
     if twice:

@@ -286,3 +286,10 @@ def test_init_from_copies_every_policy_weight_of_a_model_with_the_same_architect
     assert f"initialised {len(trainable)} tensors from" in printed
     assert main(train_args(dataset, tmp_path / "z", 1, "--init-from", str(tmp_path / "missing.zip"))) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_dataloader_workers_train_from_the_command_line(dataset, tmp_path, capsys):
+    out = tmp_path / "workers"
+    assert main(train_args(dataset, out, 2, "--num-workers", "2")) == 0, capsys.readouterr().err
+    model = load_model(out / "model.zip", device="cpu")
+    assert model.num_workers == 2 and model.num_timesteps == 2
