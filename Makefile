@@ -34,8 +34,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the quick study (CO-RFT against BC, SFT and single-step offline RL on 30 PickPlace demos).
+# It resumes whatever results/paper_quick holds; delete that folder to run it afresh.
 demo: install
-	$(VENV)/bin/corft collect --env corft/PickPlace-v0 --episodes 10 --positions train --out data/demo_pickplace --seed 0
+	$(VENV)/bin/corft bench paper --preset quick --out results/paper_quick
 
 test: install
 	$(PY) -m pytest -q
