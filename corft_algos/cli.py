@@ -109,6 +109,8 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         help="give up after this many attempts in total (default: 10 x --episodes)")
     add("--workers", type=_positive_int, default=1, metavar="N",
         help="sim envs: run N attempts at once in N processes (gymnasium AsyncVectorEnv); the same store as one")
+    add("--env-kwargs", type=_json_object, metavar="JSON", default={},
+        help='further gym.make arguments, e.g. \'{"distractors": false}\'')
     add_robot_arguments(parser)
     add("--instruction", metavar="TEXT",
         help="real robot: the instruction of every episode, worded as in the training data")
@@ -167,12 +169,15 @@ def collect_command(config: CollectConfig) -> str:
             words += [flag, str(value)]
     for name, serial in config.env_options.get("cameras", {}).items():
         words += ["--camera", f"{name}={serial}"]
+    extra = {key: value for key, value in config.env_options.items() if key not in ("cameras", "instruction")}
+    if extra:
+        words += ["--env-kwargs", json.dumps(extra)]
     return shlex.join(words)
 
 
 def collect_config(args: argparse.Namespace) -> CollectConfig:
     """The :class:`CollectConfig` that parsed ``corft collect`` arguments describe."""
-    env_options = robot_env_kwargs(args)
+    env_options = {**args.env_kwargs, **robot_env_kwargs(args)}
     return CollectConfig(
         env_id=args.env_id,
         episodes=args.episodes,
@@ -541,6 +546,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     add("--workers", type=_positive_int, default=1, metavar="N",
         help="sim envs: run episodes in N processes (gymnasium AsyncVectorEnv); the same result as one")
+    add("--env-kwargs", type=_json_object, metavar="JSON", default={},
+        help='further gym.make arguments, e.g. \'{"distractors": false}\'')
     add_robot_arguments(parser)
     add("--instruction", metavar="TEXT",
         help="real robot: the instruction of every episode, worded as in the training data")
@@ -576,7 +583,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, device=args.device)
         env_id = args.env_id or model.dataset_env_id
-        env_kwargs = robot_env_kwargs(args)
+        env_kwargs = {**args.env_kwargs, **robot_env_kwargs(args)}
         if args.workers > 1 and (args.video is not None or "robot_host" in env_kwargs):
             raise UsageError("--workers runs sim envs only, without --video: drop --workers for these")
         if env_kwargs.get("robot_host", "twin") != "twin":  # on hardware the operator labels the episodes

@@ -70,14 +70,25 @@ def add_task_elements(worldbody: ET.Element, task: Task) -> None:
     task.add_fixture(worldbody)
 
 
-def apply_layout(model: mujoco.MjModel, data: mujoco.MjData, task: Task, layout: EpisodeLayout) -> None:
+#: Where hidden distractors are parked (m): far from the table, out of every camera's view.
+PARKED_XY = (10.0, 10.0)
+
+
+def apply_layout(model: mujoco.MjModel, data: mujoco.MjData, task: Task, layout: EpisodeLayout,
+                 distractors: bool = True) -> None:
     """Colour and place ``obj0..obj2`` (at rest, upright, on the table) and the fixture as ``layout`` says.
 
     Works on any model built with :func:`add_task_elements` (the sim env's, the twin's); calls ``mj_forward``.
+    With ``distractors=False`` the objects the task does not use (index ``>= task.objects_in_play``)
+    are made invisible and contact-free and parked at :data:`PARKED_XY`.
     """
     height = task.object_half_size[2]
     for index, (colour, (x, y)) in enumerate(zip(layout.colours, layout.object_xy)):
-        model.geom(f"obj{index}_geom").rgba[:] = COLOURS[colour]
+        geom = model.geom(f"obj{index}_geom")
+        geom.rgba[:] = COLOURS[colour]
+        if not distractors and index >= task.objects_in_play:
+            geom.rgba[3], geom.contype[0], geom.conaffinity[0] = 0.0, 0, 0
+            x, y = PARKED_XY
         joint = model.joint(f"obj{index}_joint")
         data.qpos[joint.qposadr[0] : joint.qposadr[0] + 7] = (x, y, height, 1.0, 0.0, 0.0, 0.0)
         data.qvel[joint.dofadr[0] : joint.dofadr[0] + 6] = 0.0

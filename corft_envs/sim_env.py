@@ -86,6 +86,8 @@ class FR3TabletopEnv(gym.Env):
     :param image_size: side of both camera images in pixels, 16 to 1024.
     :param include_instruction: add the instruction as a ``Text`` observation key.
     :param render_mode: ``None`` or ``"rgb_array"`` (the front camera).
+    :param distractors: ``False`` hides the objects the task does not use (a diagnostic:
+        the instruction's colour then no longer has to be told apart from others).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -97,8 +99,10 @@ class FR3TabletopEnv(gym.Env):
         image_size: int = 96,
         include_instruction: bool = False,
         render_mode: str | None = None,
+        distractors: bool = True,
     ) -> None:
         self.task = get_task(task)
+        self.distractors = bool(distractors)
         self.positions = check_positions_mode(positions)
         self.image_size = check_image_size(image_size)
         if render_mode not in (None, *self.metadata["render_modes"]):
@@ -137,7 +141,7 @@ class FR3TabletopEnv(gym.Env):
 
         layout = sample_layout(rng, self.task, self.positions)
         self.colours, self.instruction = layout.colours, layout.instruction
-        apply_layout(model, data, self.task, layout)
+        apply_layout(model, data, self.task, layout, self.distractors)
         mujoco.mj_step(model, data, nstep=SETTLE_STEPS)
         return self._observation(), {"instruction": self.instruction, "is_success": False}
 

@@ -53,6 +53,8 @@ class Task(ABC):
     object_half_size: tuple[float, float, float] = (0.02, 0.02, 0.02)
     #: Instruction templates; ``{a}`` is obj0's colour, ``{b}`` obj1's.
     templates: tuple[str, ...]
+    #: Objects with a role (``obj0``, and ``obj1`` in Stack); the others are distractors.
+    objects_in_play: int = 1
 
     def instruction(self, rng: np.random.Generator, colours: list[str]) -> str:
         """Draw an instruction from the family for the episode's colours."""
@@ -134,6 +136,7 @@ class Stack(Task):
 
     name = "Stack"
     max_episode_steps = 200
+    objects_in_play = 2
     templates = (
         "stack the {a} cube on the {b} cube",
         "put the {a} cube on top of the {b} cube",

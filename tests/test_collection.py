@@ -211,3 +211,12 @@ def test_workers_are_for_the_scripted_expert_in_sim(tmp_path, capsys):
     assert main(["collect", "--env", "corft/FR3Real-PickPlace-v0", "--robot-host", "twin", "--episodes", "1",
                  "--out", str(tmp_path / "x"), "--workers", "2", "--quiet"]) == 1
     assert "use one worker" in capsys.readouterr().err
+
+
+def test_env_kwargs_reach_the_env_and_the_resume_command(tmp_path):
+    out = tmp_path / "hidden"
+    args = collect_args(out, 1, "--env-kwargs", '{"distractors": false}')
+    assert main(args) == 0
+    assert read_index(out).meta.env_kwargs["distractors"] is False
+    config = collect_config(build_parser().parse_args(args))
+    assert collect_config(build_parser().parse_args(shlex.split(collect_command(config))[1:])) == config

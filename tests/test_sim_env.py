@@ -171,3 +171,25 @@ def test_rgb_array_render_is_the_front_camera(make_env):
     env = make_env(image_size=32, render_mode="rgb_array")
     obs, _ = env.reset(seed=2)
     np.testing.assert_array_equal(env.render(), obs["image_front"])
+
+
+@pytest.mark.parametrize("env_id, in_play", [("corft/PickPlace-v0", 1), ("corft/Stack-v0", 2)])
+def test_distractors_can_be_hidden(env_id, in_play, make_env):
+    from corft_envs.experts import make_expert
+    from corft_envs.scene import PARKED_XY
+
+    shown, hidden = make_env(env_id, image_size=32), make_env(env_id, image_size=32, distractors=False)
+    shown_obs, shown_info = shown.reset(seed=4)
+    hidden_obs, hidden_info = hidden.reset(seed=4)
+    assert shown_info["instruction"] == hidden_info["instruction"]
+    shown_state, hidden_state = shown.unwrapped.scene_state(), hidden.unwrapped.scene_state()
+    np.testing.assert_allclose(hidden_state.object_positions[:in_play], shown_state.object_positions[:in_play])
+    np.testing.assert_allclose(hidden_state.object_positions[in_play:, :2], np.full((3 - in_play, 2), PARKED_XY))
+    assert not np.array_equal(hidden_obs["image_wrist"], shown_obs["image_wrist"])  # the distractors are gone
+    expert = make_expert(hidden)
+    expert.reset(4)
+    observation, done, info = hidden_obs, False, {}
+    while not done:
+        observation, _, terminated, truncated, info = hidden.step(expert.act(observation))
+        done = terminated or truncated
+    assert info["is_success"]
