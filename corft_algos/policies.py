@@ -97,6 +97,9 @@ class VLAPolicy(BasePolicy):
         (subtract their mean, divide by the RMS norm of the rest) before projecting them: sentence
         embeddings of instructions that differ in one word are nearly parallel, and centring leaves
         what tells them apart.
+    :param proprio_dims: the ``state`` dimensions the policy reads (``None``: all; ``[]``: none; ``[7]``:
+        the gripper opening). With a few demonstrations the full state lets the policy tell the
+        episodes apart and copy them instead of looking at the scene.
     :param fusion_layers: layers of the fusion transformer.
     :param heads: attention heads everywhere.
     :param action_layers: decoder layers of the action expert.
@@ -120,6 +123,7 @@ class VLAPolicy(BasePolicy):
         vision_tokens: int = 4,
         language_pooling: bool = False,
         center_instructions: bool = False,
+        proprio_dims: list[int] | None = None,
         fusion_layers: int = 2,
         heads: int = 4,
         action_layers: int = 1,
@@ -134,7 +138,7 @@ class VLAPolicy(BasePolicy):
         self.chunk_size, self.action_dim = action_space.shape
         self.normalization = normalization
         self.instructions = list(instructions)
-        self.arch = dict(d_model=d_model, vision_model=vision_model, vision_arch=vision_arch,
+        self.arch = dict(d_model=d_model, vision_model=vision_model, vision_arch=vision_arch, proprio_dims=proprio_dims,
                          vision_config=vision_config, vision_tokens=vision_tokens,
                          language_pooling=language_pooling, center_instructions=center_instructions,
                          fusion_layers=fusion_layers, heads=heads,
@@ -142,7 +146,12 @@ class VLAPolicy(BasePolicy):
                          critic_layers=critic_layers, critic_width=critic_width, n_critics=n_critics)
 
         self.image_keys = image_keys(observation_space)
-        self.state_dim = observation_space["state"].shape[0] if "state" in observation_space.spaces else 0
+        full_state_dim = observation_space["state"].shape[0] if "state" in observation_space.spaces else 0
+        dims = list(range(full_state_dim)) if proprio_dims is None else [int(d) for d in proprio_dims]
+        if any(not 0 <= d < full_state_dim for d in dims):
+            raise ValueError(f"proprio_dims must index the {full_state_dim}-D state, got {proprio_dims}")
+        self.register_buffer("proprio_index", torch.as_tensor(dims, dtype=torch.long), persistent=False)
+        self.state_dim = len(dims)
         self._register_statistics(normalization)
         self.register_buffer("instruction_embeddings", embed_instructions(self.instructions))
         self._register_instruction_standardisation(center_instructions)
@@ -264,7 +273,8 @@ class VLAPolicy(BasePolicy):
             tokens.append(self.vision(images, condition) + self.camera_embedding[camera])
         tokens.append((language + self.token_type[0]).unsqueeze(1))
         if self.state_dim:
-            state = (observation["state"].float() - self.state_mean) / self.state_std
+            index = self.proprio_index
+            state = (observation["state"].float()[:, index] - self.state_mean[index]) / self.state_std[index]
             tokens.append((self.proprio(state) + self.token_type[1]).unsqueeze(1))
         return self.fusion(torch.cat(tokens, dim=1))
 

@@ -214,3 +214,18 @@ def test_vision_tower_from_a_local_transformers_directory(tiny_dataset, observat
     assert model.predict(observation)[0].shape == (4, 7)
     with pytest.raises(FileNotFoundError, match="models are never downloaded by name"):
         SFT(dataset=tiny_dataset, policy_kwargs={"vision_model": "google/siglip-base"})
+
+
+def test_proprio_dims_choose_the_state_the_policy_reads(tiny_dataset, observation, tmp_path):
+    model = make("sft", tiny_dataset, policy_kwargs={**TINY_POLICY, "proprio_dims": [7]})
+    chunk, _ = model.predict(observation, deterministic=True)
+    moved = {**observation, "state": observation["state"].copy()}
+    moved["state"][:7] += 0.1  # TCP pose: not read
+    np.testing.assert_array_equal(model.predict(moved, deterministic=True)[0], chunk)
+    moved["state"][7] += 0.01  # gripper opening: read
+    assert not np.array_equal(model.predict(moved, deterministic=True)[0], chunk)
+    model.save(tmp_path / "model.zip")
+    loaded = type(model).load(tmp_path / "model.zip", device="cpu")
+    np.testing.assert_array_equal(loaded.predict(observation, deterministic=True)[0], chunk)
+    with pytest.raises(ValueError, match="proprio_dims must index the 15-D state"):
+        make("sft", tiny_dataset, policy_kwargs={**TINY_POLICY, "proprio_dims": [15]})
