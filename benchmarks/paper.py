@@ -111,7 +111,8 @@ class Preset:
     :param image_size: camera image side (px).
     :param policy_kwargs: VLAPolicy arguments.
     :param algo_kwargs: algorithm arguments of every method (a method's own win).
-    :param execute: actions run per chunk at evaluation (receding horizon; ``None``: all).
+    :param execute: actions run per chunk at evaluation (receding horizon; ``None``: all; methods with
+        shorter chunks run theirs whole).
     :param videos: rollout videos per (method in ``sft``, ``corft``), first task and seed.
     :param eval_workers: evaluation processes (``corft eval --workers``; the same results as one).
     """
@@ -133,10 +134,14 @@ class Preset:
     eval_workers: int = 2
 
 
-#: The policy and optimisation both presets use: a small ResNet tower whose pooling queries are steered
-#: by the instruction, 1e-3 with a 100-step warm-up and a cosine decay (the best of the settings measured
-#: on 30 PickPlace demos; see benchmarks/RESULTS.md for what was tried).
-RECIPE = dict(learning_rate=1e-3, policy_kwargs={"vision_arch": "resnet", "language_pooling": True},
+#: The policy, optimisation and rollout both presets use, the best measured on 30 PickPlace demos (see
+#: benchmarks/RESULTS.md for what was tried): a small ResNet tower whose pooling queries are steered by
+#: the instruction; of the state only the TCP height and the gripper opening (the full state lets the
+#: policy tell the demos apart instead of looking at the scene); 1e-3 with a 100-step warm-up and a
+#: cosine decay; three quarters of a staged method's budget on imitation; 5 actions of each chunk
+#: executed before predicting again.
+RECIPE = dict(learning_rate=1e-3, il_fraction=0.75, execute=5,
+              policy_kwargs={"vision_arch": "resnet", "language_pooling": True, "proprio_dims": [2, 7]},
               algo_kwargs={"lr_schedule_kind": "cosine", "lr_warmup_steps": 100})
 
 PRESETS: dict[str, Preset] = {
@@ -229,10 +234,15 @@ def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, A
         args = ["eval", "--model", str(run.directory(out) / "model.zip"), "--positions", positions,
                 "--episodes", str(preset.eval_episodes), "--seed", str(DEFAULT_EVAL_SEED),
                 "--json", str(report), "--workers", str(preset.eval_workers), "--device", "cpu", "--quiet"]
-        if preset.execute is not None:
-            args += ["--execute", str(preset.execute)]
-        run_cli(args)
+        run_cli(args + execute_flags(preset, run))
     return json.loads(report.read_text(encoding="utf-8"))
+
+
+def execute_flags(preset: Preset, run: Run) -> list[str]:
+    """``--execute K`` when the preset executes fewer actions than the method's chunk holds."""
+    if preset.execute is not None and preset.execute < METHODS[run.method].chunk_size:
+        return ["--execute", str(preset.execute)]
+    return []
 
 
 def record_videos(out: Path, preset: Preset, run: Run) -> None:
@@ -240,7 +250,8 @@ def record_videos(out: Path, preset: Preset, run: Run) -> None:
     if preset.videos < 1 or videos.is_dir():
         return
     run_cli(["eval", "--model", str(run.directory(out) / "model.zip"), "--positions", "unseen",
-             "--episodes", str(preset.videos), "--video", str(videos), "--device", "cpu", "--quiet"])
+             "--episodes", str(preset.videos), "--video", str(videos), "--device", "cpu", "--quiet",
+             *execute_flags(preset, run)])
 
 
 def record(run: Run, positions: str, result: dict[str, Any]) -> dict[str, Any]:

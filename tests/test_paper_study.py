@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from benchmarks.paper import (
+    PRESETS,
     Preset,
+    execute_flags,
     Run,
     claims,
     markdown_table,
@@ -111,3 +113,10 @@ def test_bench_command_line_refuses_an_unknown_preset(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["bench", "paper", "--preset", "huge", "--out", str(tmp_path)])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_receding_horizon_applies_to_methods_with_longer_chunks():
+    quick = PRESETS["quick"]
+    assert execute_flags(quick, Run("PickPlace", 30, "corft", 0)) == ["--execute", str(quick.execute)]
+    assert execute_flags(quick, Run("PickPlace", 30, "bc", 0)) == []  # H = 1 runs its whole chunk
+    assert execute_flags(TINY, Run("PickPlace", 30, "corft", 0)) == []  # no receding horizon asked
