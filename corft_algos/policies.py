@@ -4,7 +4,9 @@ Backbone: every camera image goes through one shared vision tower
 (:class:`~corft_algos.networks.vision.VisionEncoder`) pooled to a few tokens
 and tagged with a learned camera embedding; the instruction's frozen MiniLM
 embedding is projected to one token (which, with ``language_pooling``, also
-steers the vision pooling queries towards what the instruction names), the
+steers the vision pooling queries towards what the instruction names, and
+with ``language_film`` scales and shifts the ResNet tower's channels after
+each stage, FiLM as in RT-1), the
 normalised proprio state to another; a small transformer fuses them into the
 context tokens ``c_t``.
 The action expert maps ``c_t`` to a chunk of H actions; the optional critic
@@ -93,6 +95,12 @@ class VLAPolicy(BasePolicy):
     :param vision_config: overrides of the default config fields of ``vision_arch``.
     :param vision_tokens: pooled tokens per camera.
     :param language_pooling: add the instruction's token to the vision pooling queries.
+    :param language_film: condition the ResNet tower's features on the instruction's token with FiLM
+        (per-channel scale and shift after each stage, identity at initialisation); needs
+        ``vision_arch="resnet"`` (or a ResNet ``vision_model``).
+    :param vision_pooling: how the tower's features become ``vision_tokens`` tokens: ``"attention"``
+        (learned queries) or ``"spatial_softmax"`` (one softmax keypoint per channel of a convolutional
+        feature map, then a linear map; not with ``language_pooling``).
     :param center_instructions: standardise instruction embeddings over the training instructions
         (subtract their mean, divide by the RMS norm of the rest) before projecting them: sentence
         embeddings of instructions that differ in one word are nearly parallel, and centring leaves
@@ -122,6 +130,8 @@ class VLAPolicy(BasePolicy):
         vision_config: dict[str, Any] | None = None,
         vision_tokens: int = 4,
         language_pooling: bool = False,
+        language_film: bool = False,
+        vision_pooling: str = "attention",
         center_instructions: bool = False,
         proprio_dims: list[int] | None = None,
         fusion_layers: int = 2,
@@ -135,12 +145,17 @@ class VLAPolicy(BasePolicy):
         super().__init__(observation_space, action_space)
         if normalization is None:
             raise ValueError("VLAPolicy needs the dataset's NormalizationStats")
+        if language_pooling and vision_pooling == "spatial_softmax":
+            raise ValueError("language_pooling steers attention pooling; vision_pooling='spatial_softmax' has no "
+                             "queries (condition the tower with language_film instead)")
         self.chunk_size, self.action_dim = action_space.shape
         self.normalization = normalization
         self.instructions = list(instructions)
         self.arch = dict(d_model=d_model, vision_model=vision_model, vision_arch=vision_arch, proprio_dims=proprio_dims,
                          vision_config=vision_config, vision_tokens=vision_tokens,
-                         language_pooling=language_pooling, center_instructions=center_instructions,
+                         language_pooling=language_pooling, language_film=language_film,
+                         vision_pooling=vision_pooling,
+                         center_instructions=center_instructions,
                          fusion_layers=fusion_layers, heads=heads,
                          action_layers=action_layers, with_critic=with_critic,
                          critic_layers=critic_layers, critic_width=critic_width, n_critics=n_critics)
@@ -160,10 +175,12 @@ class VLAPolicy(BasePolicy):
         if self.image_keys:
             image_size = observation_space[self.image_keys[0]].shape[0]
             tower = build_vision_model(vision_model, image_size, vision_config, vision_arch)
-            self.vision = VisionEncoder(tower, image_size, d_model, vision_tokens, heads)
+            self.vision = VisionEncoder(tower, image_size, d_model, vision_tokens, heads,
+                                        film_dim=d_model if language_film else None, pooling=vision_pooling)
             self.camera_embedding = nn.Parameter(torch.randn(len(self.image_keys), 1, d_model) * 0.02)
         self.language = nn.Linear(EMBEDDING_DIM, d_model)
         self.language_pooling = language_pooling
+        self.language_film = language_film and bool(self.image_keys)
         if self.state_dim:
             self.proprio = nn.Sequential(nn.Linear(self.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.token_type = nn.Parameter(torch.randn(2, d_model) * 0.02)  # language, proprio
@@ -265,12 +282,13 @@ class VLAPolicy(BasePolicy):
         [0, 1] when ``images_are_float``) and instruction embeddings -> context tokens ``(B, L, d)``."""
         language = self.language((instruction_embedding - self.instruction_center) * self.instruction_scale)
         condition = language if self.language_pooling else None
+        film = language if self.language_film else None
         tokens = []
         for camera, key in enumerate(self.image_keys):
             images = observation[key]
             if not images_are_float:
                 images = images.permute(0, 3, 1, 2).float() / 255.0
-            tokens.append(self.vision(images, condition) + self.camera_embedding[camera])
+            tokens.append(self.vision(images, condition, film) + self.camera_embedding[camera])
         tokens.append((language + self.token_type[0]).unsqueeze(1))
         if self.state_dim:
             index = self.proprio_index

@@ -11,6 +11,14 @@ model that ``transformers`` loads from a local directory can replace it
 token features are read from ``last_hidden_state``, as sequences ``(B, N, D)``
 or, for convolutional models, feature maps ``(B, D, h, w)``, which get a
 learned position embedding per cell before pooling.
+
+With ``film_dim`` (a ResNet tower only), the instruction conditions the
+convolutional features *inside* the tower, as in RT-1: after each ResNet
+stage every channel is scaled and shifted, ``h <- (1 + gamma(z)) h + beta(z)``,
+with ``gamma, beta`` linear in a per-image condition ``z`` (the instruction's
+token) and initialised to zero, so the tower starts as the plain one
+(:class:`ResNetFiLM`). ``pooling="spatial_softmax"`` replaces the
+cross-attention pooling of a feature map by keypoints (:class:`SpatialSoftmax`).
 """
 
 from __future__ import annotations
@@ -92,6 +100,76 @@ def _feature_shape(model: nn.Module, image_size: int) -> tuple[int, int | None]:
     return int(hidden.shape[-1]), None
 
 
+def is_resnet(model: nn.Module) -> bool:
+    """Whether ``model`` is laid out like ``transformers``' ``ResNetModel`` (an ``embedder`` and ``encoder.stages``)."""
+    return hasattr(model, "embedder") and hasattr(getattr(model, "encoder", None), "stages")
+
+
+class ResNetFiLM(nn.Module):
+    """FiLM layers for a ``transformers`` ResNet: runs its embedder and stages, each stage followed by FiLM.
+
+    After stage ``i`` (``C_i`` channels) the feature map becomes
+    ``(1 + gamma_i(z)) * h + beta_i(z)`` with ``[gamma_i, beta_i] = W_i z + b_i``
+    per channel. ``W_i`` and ``b_i`` start at zero, so at initialisation the
+    output equals the plain ResNet's for any condition (and gradients still
+    reach ``W_i`` through ``z``). Only the FiLM layers are held here; the
+    ResNet is passed to :meth:`forward` (it stays registered with its owner).
+
+    :param model: the ResNet (``ResNetModel``, or any model with its ``embedder``, ``encoder.stages`` and
+        ``config.hidden_sizes``).
+    :param condition_dim: width of the condition vectors.
+    :raises ValueError: if ``model`` is not a ResNet.
+    """
+
+    def __init__(self, model: nn.Module, condition_dim: int) -> None:
+        super().__init__()
+        if not is_resnet(model):
+            raise ValueError("language_film needs a ResNet vision tower (vision_arch='resnet'), "
+                             f"got {type(model).__name__}")
+        self.layers = nn.ModuleList()
+        for channels in model.config.hidden_sizes[:len(model.encoder.stages)]:
+            layer = nn.Linear(condition_dim, 2 * channels)
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            self.layers.append(layer)
+
+    def forward(self, model: nn.Module, pixel_values: torch.Tensor,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
+        """:param model: the ResNet these layers were built for.
+        :param pixel_values: ``(B, 3, S, S)`` in the model's input range.
+        :param condition: ``(B, condition_dim)``; ``None`` skips FiLM (the plain ResNet).
+        :return: the last feature map ``(B, C, h, w)``."""
+        hidden = model.embedder(pixel_values)
+        for stage, layer in zip(model.encoder.stages, self.layers):
+            hidden = stage(hidden)
+            if condition is not None:
+                gamma, beta = layer(condition)[:, :, None, None].chunk(2, dim=1)
+                hidden = hidden * (1.0 + gamma) + beta
+        return hidden
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map ``(B, C, h, w)`` -> keypoints ``(B, C, 2)``: per channel, the mean ``(x, y)`` cell position
+    in [-1, 1] under the softmax of its activations over the cells (Levine et al., 2016), with a learned
+    temperature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        height, width = features.shape[-2:]
+        weights = torch.softmax(features.flatten(2) * torch.exp(-self.log_temperature), dim=-1)  # (B, C, h*w)
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height, device=features.device),
+                                torch.linspace(-1.0, 1.0, width, device=features.device), indexing="ij")
+        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(features.dtype)  # (h*w, 2)
+        return weights @ grid
+
+
+#: ``pooling`` names of :class:`VisionEncoder`.
+POOLINGS = ("attention", "spatial_softmax")
+
+
 class VisionEncoder(nn.Module):
     """Images -> ``tokens`` pooled tokens of width ``d_model`` (shared across cameras).
 
@@ -100,34 +178,73 @@ class VisionEncoder(nn.Module):
     learned position embedding per cell of a convolutional feature map) and
     pooled by cross-attention from ``tokens`` learned queries, to which a
     per-image ``condition`` vector (e.g. the instruction's token) may be added,
-    so what is pooled depends on the task.
+    so what is pooled depends on the task. With ``film_dim`` a per-image
+    ``film`` vector also modulates the ResNet's stages (:class:`ResNetFiLM`),
+    so what is *seen* depends on the task. With ``pooling="spatial_softmax"``
+    (feature maps only) the projected feature map is reduced to one keypoint
+    per channel (:class:`SpatialSoftmax`) and the keypoints are mapped to the
+    ``tokens`` tokens by a linear layer; ``condition`` is then not accepted.
 
     :param model: the ``transformers`` vision model (called with ``pixel_values``).
     :param image_size: side of the observation images (px).
     :param d_model: width of the output tokens.
     :param tokens: pooled tokens per image.
     :param heads: attention heads of the pooling.
+    :param film_dim: width of the FiLM condition; ``None`` (default): no FiLM.
+    :param pooling: ``"attention"`` (default) or ``"spatial_softmax"``.
+    :raises ValueError: if ``film_dim`` is given and ``model`` is not a ResNet, for an unknown ``pooling``, or
+        for ``"spatial_softmax"`` on a model without a feature map.
     """
 
-    def __init__(self, model: nn.Module, image_size: int, d_model: int, tokens: int = 4, heads: int = 4) -> None:
+    def __init__(self, model: nn.Module, image_size: int, d_model: int, tokens: int = 4, heads: int = 4,
+                 film_dim: int | None = None, pooling: str = "attention") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"vision_pooling={pooling!r} is unknown; use one of {', '.join(map(repr, POOLINGS))}")
         self.model = model
+        self.film = ResNetFiLM(model, film_dim) if film_dim is not None else None
         self.input_size = _model_image_size(model) or image_size
         width, cells = _feature_shape(model, self.input_size)
         self.projection = nn.Linear(width, d_model)
-        self.positions = nn.Parameter(torch.randn(cells, d_model) * 0.02) if cells else None
-        self.queries = nn.Parameter(torch.randn(tokens, d_model) * 0.02)
-        self.pool = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.tokens, self.d_model = tokens, d_model
+        if pooling == "spatial_softmax":
+            if cells is None:
+                raise ValueError("vision_pooling='spatial_softmax' needs a convolutional tower (a feature map), "
+                                 f"got {type(model).__name__}")
+            self.keypoints = SpatialSoftmax()
+            self.keypoint_tokens = nn.Linear(2 * d_model, tokens * d_model)
+            self.positions = self.queries = self.pool = None
+        else:
+            self.keypoints = self.keypoint_tokens = None
+            self.positions = nn.Parameter(torch.randn(cells, d_model) * 0.02) if cells else None
+            self.queries = nn.Parameter(torch.randn(tokens, d_model) * 0.02)
+            self.pool = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None,
+                film: torch.Tensor | None = None) -> torch.Tensor:
         """:param images: ``(B, 3, S, S)`` floats in [0, 1].
         :param condition: optional ``(B, d_model)``, added to every pooling query.
-        :return: ``(B, tokens, d_model)``."""
+        :param film: optional ``(B, film_dim)``, the FiLM condition of the ResNet stages (needs
+            ``film_dim``).
+        :return: ``(B, tokens, d_model)``.
+        :raises ValueError: if ``film`` is given to an encoder built without ``film_dim``, or ``condition`` to
+            one with spatial-softmax pooling."""
         pixels = images * 2.0 - 1.0
         if pixels.shape[-1] != self.input_size:
             pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        hidden = self.model(pixel_values=pixels).last_hidden_state
+        if film is not None and self.film is None:
+            raise ValueError("a FiLM condition was given to a VisionEncoder built without film_dim")
+        if self.film is not None:
+            hidden = self.film(self.model, pixels, film)
+        else:
+            hidden = self.model(pixel_values=pixels).last_hidden_state
+        if self.keypoints is not None:
+            if condition is not None:
+                raise ValueError("spatial-softmax pooling takes no condition (language_pooling); use FiLM")
+            features = self.projection(hidden.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, d_model, h, w)
+            keypoints = self.keypoints(features).flatten(1)  # (B, 2 * d_model)
+            return self.norm(self.keypoint_tokens(keypoints).view(-1, self.tokens, self.d_model))
         if hidden.dim() == 4:  # convolutional feature map (B, D, h, w)
             hidden = hidden.flatten(2).transpose(1, 2)
         features = self.projection(hidden)
