@@ -109,11 +109,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         help="give up after this many attempts in total (default: 10 x --episodes)")
     add("--workers", type=_positive_int, default=1, metavar="N",
         help="sim envs: run N attempts at once in N processes (gymnasium AsyncVectorEnv); the same store as one")
-    add("--env-kwargs", type=_json_object, metavar="JSON", default={},
-        help='further gym.make arguments, e.g. \'{"distractors": false}\'')
-    add_robot_arguments(parser)
-    add("--instruction", metavar="TEXT",
-        help="real robot: the instruction of every episode, worded as in the training data")
+    add_env_arguments(parser)
     add("--teleop", choices=("keyboard",),
         help="record a teleoperator instead of the scripted expert (real envs; the twin with --robot-host twin)")
     add("--teleop-script", type=Path, metavar="FILE",
@@ -123,8 +119,12 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_collect)
 
 
-def add_robot_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare ``--robot-host`` and ``--camera``, read by :func:`robot_env_kwargs`."""
+def add_env_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--env-kwargs``, ``--robot-host``, ``--camera`` and ``--instruction``, read by :func:`env_kwargs_of`."""
+    parser.add_argument("--env-kwargs", type=_json_object, metavar="JSON", default={},
+                        help='further gym.make arguments, e.g. \'{"distractors": false}\'')
+    parser.add_argument("--instruction", metavar="TEXT",
+                        help="real robot: the instruction of every episode, worded as in the training data")
     parser.add_argument("--robot-host", metavar="HOST",
                         help="real envs (corft/FR3Real-<Task>-v0): the robot's FCI address, or 'twin' to rehearse "
                              "on the simulated twin")
@@ -133,12 +133,12 @@ def add_robot_arguments(parser: argparse.ArgumentParser) -> None:
                              "--camera wrist=456")
 
 
-def robot_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``gym.make`` arguments from ``--robot-host``, ``--camera`` (and ``--instruction``, where declared).
+def env_kwargs_of(args: argparse.Namespace) -> dict[str, Any]:
+    """``gym.make`` arguments from ``--env-kwargs``, ``--robot-host``, ``--camera`` and ``--instruction``.
 
     :raises UsageError: for a ``--camera`` that is not ``NAME=SERIAL``.
     """
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(args.env_kwargs)
     if args.robot_host is not None:
         kwargs["robot_host"] = args.robot_host
     cameras = {}
@@ -149,7 +149,7 @@ def robot_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         cameras[name] = serial
     if cameras:
         kwargs["cameras"] = cameras
-    if getattr(args, "instruction", None):
+    if args.instruction:
         kwargs["instruction"] = args.instruction
     return kwargs
 
@@ -177,7 +177,7 @@ def collect_command(config: CollectConfig) -> str:
 
 def collect_config(args: argparse.Namespace) -> CollectConfig:
     """The :class:`CollectConfig` that parsed ``corft collect`` arguments describe."""
-    env_options = {**args.env_kwargs, **robot_env_kwargs(args)}
+    env_options = env_kwargs_of(args)
     return CollectConfig(
         env_id=args.env_id,
         episodes=args.episodes,
@@ -546,11 +546,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     add("--workers", type=_positive_int, default=1, metavar="N",
         help="sim envs: run episodes in N processes (gymnasium AsyncVectorEnv); the same result as one")
-    add("--env-kwargs", type=_json_object, metavar="JSON", default={},
-        help='further gym.make arguments, e.g. \'{"distractors": false}\'')
-    add_robot_arguments(parser)
-    add("--instruction", metavar="TEXT",
-        help="real robot: the instruction of every episode, worded as in the training data")
+    add_env_arguments(parser)
     add_threads_argument(parser)
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_eval)
@@ -583,7 +579,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, device=args.device)
         env_id = args.env_id or model.dataset_env_id
-        env_kwargs = {**args.env_kwargs, **robot_env_kwargs(args)}
+        env_kwargs = env_kwargs_of(args)
         if args.workers > 1 and (args.video is not None or "robot_host" in env_kwargs):
             raise UsageError("--workers runs sim envs only, without --video: drop --workers for these")
         if env_kwargs.get("robot_host", "twin") != "twin":  # on hardware the operator labels the episodes

@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import corft_envs  # noqa: E402,F401  (registers the env ids)
+from corft_envs.collection import CollectConfig, collect  # noqa: E402
 
 # Tests run small models; on a 2-core machine shared with other work, torch's
 # intra-op threads cost far more than they give (measured: 3 tiny CO-RFT steps
@@ -29,3 +30,20 @@ def make_env():
     yield factory
     for env in made:
         env.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Two scripted PickPlace demos at 32 px, for the algorithm tests."""
+    out = tmp_path_factory.mktemp("data") / "pickplace"
+    collect(CollectConfig(env_id="corft/PickPlace-v0", episodes=2, out=out, image_size=32, seed=0), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def observation(tiny_dataset):
+    """One PickPlace observation at 32 px, with the instruction."""
+    env = gym.make("corft/PickPlace-v0", image_size=32, include_instruction=True)
+    obs, _ = env.reset(seed=123)
+    env.close()
+    return obs

@@ -16,7 +16,6 @@ from stable_baselines3.common.logger import configure
 from corft_algos import BC, CORFT, SFT, OfflineRLH1
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.registry import available_algorithms, get_algorithm
-from corft_envs.collection import CollectConfig, collect
 
 TINY_POLICY = {
     "d_model": 32,
@@ -32,21 +31,6 @@ ALGORITHM_KWARGS = {
     "offline_rl_h1": {"il_steps": 2, "critic_warmup_steps": 0, "policy_delay": 1},
     "corft": {"chunk_size": 4, "il_steps": 2, "critic_warmup_steps": 0, "policy_delay": 1},
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "pickplace"
-    collect(CollectConfig(env_id="corft/PickPlace-v0", episodes=2, out=out, image_size=32, seed=0), progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def observation(tiny_dataset):
-    env = gym.make("corft/PickPlace-v0", image_size=32, include_instruction=True)
-    obs, _ = env.reset(seed=123)
-    env.close()
-    return obs
 
 
 def make(name, dataset, **overrides):

@@ -3,14 +3,12 @@ the SFT lr schedule."""
 
 import math
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from corft_algos import CORFT, SFT
 from corft_algos.networks.vision import SpatialSoftmax, VisionEncoder, build_vision_model
-from corft_envs.collection import CollectConfig, collect
 
 RESNET_POLICY = {
     "d_model": 32,
@@ -22,21 +20,6 @@ RESNET_POLICY = {
     "heads": 2,
     "critic_layers": 1,
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "pickplace"
-    collect(CollectConfig(env_id="corft/PickPlace-v0", episodes=3, out=out, image_size=32, seed=0), progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def observation(tiny_dataset):
-    env = gym.make("corft/PickPlace-v0", image_size=32, include_instruction=True)
-    obs, _ = env.reset(seed=123)
-    env.close()
-    return obs
 
 
 def test_resnet_tower_gives_a_feature_map_with_position_embeddings():
