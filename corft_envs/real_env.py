@@ -214,8 +214,7 @@ class FR3RealEnv(gym.Env):
         return observation, {"instruction": self.instruction, "is_success": False}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        if self._episode_over:
-            raise RuntimeError("call reset() before step(): the episode has not started or has ended")
+        self._require_episode()
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"an action must have shape ({ACTION_DIM},), got {action.shape}")
