@@ -29,7 +29,8 @@ from corft_algos.callbacks import (
     latest_checkpoint,
     save_atomically,
 )
-from corft_algos.common.base import OfflineAlgorithm, TrainingDivergedError
+from corft_algos.common.base import PRECISIONS, OfflineAlgorithm, TrainingDivergedError
+from corft_algos.distributed import Rank, barrier, distributed_session, shard_of
 from corft_algos.evaluation import (
     DEFAULT_EVAL_SEED,
     EvalResult,
@@ -296,7 +297,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         help="start a new run from another model's weights where names and shapes match (e.g. a policy "
              "pretrained on other tasks); ignored when resuming")
     add("--seed", type=int, default=0, help="random seed (default: 0)")
-    add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add("--device", default="auto",
+        help="cpu, cuda or auto (default: auto); under torchrun, cuda is each process's cuda:LOCAL_RANK")
+    add("--precision", choices=PRECISIONS,
+        help="auto (the default: bf16 autocast on a GPU for a policy of 50 M parameters or more, else fp32), "
+             "bf16 or fp32")
     add_threads_argument(parser)
     add("--checkpoint-every", type=_positive_int, default=500, metavar="K", help="gradient steps between checkpoints")
     add("--keep-checkpoints", type=_positive_int, default=5, metavar="N",
@@ -391,6 +396,8 @@ def load_for_resume(path: Path, args: argparse.Namespace, algorithm: type[Offlin
             from None
     if args.rl_steps is not None:
         model.rl_steps = args.rl_steps
+    if args.precision is not None:  # a run may resume on other hardware
+        model.precision = args.precision
     return model
 
 
@@ -407,6 +414,8 @@ def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None
         return load_for_resume(saved[1], args, algorithm, dataset, kwargs), saved[1]
     if args.rl_steps is not None:
         kwargs["rl_steps"] = args.rl_steps
+    if args.precision is not None:
+        kwargs["precision"] = args.precision
     model = algorithm(dataset=dataset, device=args.device, **kwargs)
     if args.init_from is not None:
         if not args.init_from.is_file():
@@ -449,10 +458,15 @@ def train_summary(model: OfflineAlgorithm, start: int, seconds: float, metrics: 
     return lines
 
 
-def make_callbacks(args: argparse.Namespace, model: OfflineAlgorithm) -> tuple[list[Any], LastMetrics,
-                                                                                SimEvalCallback | None]:
-    """Checkpoints, last metrics and, with ``--eval-env``, evaluation (its env is made now, so a bad id fails early)."""
+def make_callbacks(args: argparse.Namespace, model: OfflineAlgorithm,
+                   rank: Rank) -> tuple[list[Any], LastMetrics, SimEvalCallback | None]:
+    """Checkpoints, last metrics and, with ``--eval-env``, evaluation (its env is made now, so a bad id fails early).
+
+    Under torchrun only rank 0 writes checkpoints and evaluates; the others keep the last metrics alone.
+    """
     metrics = LastMetrics()
+    if not rank.is_main:
+        return [metrics], metrics, None
     callbacks: list[Any] = [GradientStepCheckpoint(args.checkpoint_every, args.out / CHECKPOINT_DIR,
                                                    keep_last=args.keep_checkpoints), metrics]
     evaluation = None
@@ -464,15 +478,19 @@ def make_callbacks(args: argparse.Namespace, model: OfflineAlgorithm) -> tuple[l
     return callbacks, metrics, evaluation
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
     """Build or resume the model, train it to the requested steps, save model.zip; returns the exit status.
+
+    Under torchrun every rank runs this; rank 0 alone prints, logs, evaluates and saves.
 
     :raises UsageError: for input that cannot work (missing dataset, unfitting checkpoint or eval env, ...).
     """
+    say = print if rank.is_main else _silent
     try:
         model, resumed_from = build_model(args)
         start, target = model.num_timesteps, total_steps(model, args)
-        callbacks, metrics, evaluation = make_callbacks(args, model)
+        shard_of(model.batch_size, rank)  # the global batch must split evenly across the processes
+        callbacks, metrics, evaluation = make_callbacks(args, model, rank)
     except (DatasetError, FileNotFoundError, ValueError, gym.error.Error) as exc:
         raise UsageError(str(exc)) from None
     final = args.out / MODEL_NAME
@@ -481,40 +499,55 @@ def train(args: argparse.Namespace) -> int:
             raise UsageError(f"{resumed_from} is at gradient step {start}, past the requested {target}; "
                              "ask for at least that many steps or choose a new --out")
         if resumed_from == final and start == target:
-            print(f"already trained: {final} is at gradient step {start}")
+            say(f"already trained: {final} is at gradient step {start}")
             return 0
         if resumed_from is not None:
-            print(f"resumed from {resumed_from} at gradient step {start}")
-        print(f"training {args.algo} on {', '.join(map(str, args.data))} to gradient step {target}; logs and checkpoints in {args.out}")
-        model.set_logger(make_logger(args, start))
+            say(f"resumed from {resumed_from} at gradient step {start}")
+        processes = f" in {rank.world_size} processes" if rank.world_size > 1 else ""
+        say(f"training {args.algo} on {', '.join(map(str, args.data))} to gradient step {target}{processes}; "
+            f"logs and checkpoints in {args.out}")
+        model.set_logger(make_logger(args, start) if rank.is_main else Logger(folder=None, output_formats=[]))
         began = time.perf_counter()
         model.learn(target - start, callback=callbacks, log_interval=args.log_interval,
                     reset_num_timesteps=start == 0, progress_bar=not args.quiet)
     except TrainingDivergedError as exc:
-        print(f"corft train: error: training diverged at gradient step {model.num_timesteps + 1}: {exc} "
-              f"({resume_note(args.out, args.checkpoint_every)})", file=sys.stderr)
+        if rank.is_main:
+            print(f"corft train: error: training diverged at gradient step {model.num_timesteps + 1}: {exc} "
+                  f"({resume_note(args.out, args.checkpoint_every)})", file=sys.stderr)
         return EXIT_ERROR
     finally:
         if evaluation is not None:
             evaluation.close()
     if model.num_timesteps % args.log_interval:
         model.dump_training_logs()
-    save_atomically(model, final)
+    if rank.is_main:
+        save_atomically(model, final)
+    barrier()
     for line in train_summary(model, start, time.perf_counter() - began, metrics, evaluation, final):
-        print(line)
+        say(line)
     return 0
 
 
+def _silent(*_: Any, **__: Any) -> None:
+    """``print`` for the ranks other than 0."""
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """Run ``corft train``; one error line and exit status 1 for bad input or divergence, 130 after Ctrl-C."""
+    """Run ``corft train`` (also as one of torchrun's processes); one error line and exit status 1 for bad input
+    or divergence, 130 after Ctrl-C."""
     apply_threads(args)
+    rank = Rank()
     try:
-        return train(args)
+        with distributed_session(args.device) as (rank, device):
+            args.device = str(device)
+            return train(args, rank)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; {resume_note(args.out, args.checkpoint_every)}", file=sys.stderr)
+        if rank.is_main:
+            print(f"\ninterrupted; {resume_note(args.out, args.checkpoint_every)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except UsageError as exc:
-        print(f"corft train: error: {exc}", file=sys.stderr)
+    except (UsageError, ValueError) as exc:
+        if rank.is_main:
+            print(f"corft train: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -40,7 +40,9 @@ from typing import Any, ClassVar
 import torch
 
 from corft_algos.common.base import OfflineAlgorithm
-from corft_algos.losses import actor_q_term, calql_penalty, last_valid_index, masked_mse, per_prefix_targets
+from corft_algos.distributed import average_over_ranks
+from corft_algos.losses import (actor_q_term, calql_penalty, last_valid_index, masked_mean, masked_mse,
+                                per_prefix_targets)
 from corft_algos.registry import register_algorithm
 from corft_algos.sft import SFT
 
@@ -119,9 +121,9 @@ class CORFT(SFT):
         actor_groups = [{"params": list(self.policy.actor_parameters()), "lr": self.actor_lr}]
         if self.backbone_lr > 0:
             actor_groups.append({"params": list(self.policy.backbone_parameters()), "lr": self.backbone_lr})
-        self.actor_optimizer = torch.optim.AdamW(actor_groups, weight_decay=self.weight_decay)
-        self.critic_optimizer = torch.optim.AdamW(self.policy.critic_parameters(), lr=self.critic_lr,
-                                                  weight_decay=self.weight_decay)
+        self.actor_optimizer = self.make_optimizer(actor_groups, weight_decay=self.weight_decay)
+        self.critic_optimizer = self.make_optimizer(list(self.policy.critic_parameters()), lr=self.critic_lr,
+                                                    weight_decay=self.weight_decay)
         self._contexts = None
 
     def optimizer_names(self) -> list[str]:
@@ -132,7 +134,7 @@ class CORFT(SFT):
         """1 during imitation learning, 2 during offline RL."""
         return 1 if self.num_timesteps < self.il_steps else 2
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
         if self.stage == 1:
             return self.imitation_step(self.optimizer)
         if not self.rl_started:
@@ -183,41 +185,44 @@ class CORFT(SFT):
         """The critic's normalised actions of ``expert``'s chunks for ``context``."""
         return self.policy.critic_actions(*expert(context))
 
-    def rl_step(self) -> dict[str, float]:
+    def rl_step(self) -> dict[str, Any]:
         """One critic step and, every ``policy_delay`` steps after the warm-up, one actor step."""
         policy = self.policy
         batch = self.next_batch(with_observations=self.backbone_lr > 0, oversample_success=True)
         context, next_context = self._contexts_for(batch)
-        critic_context = context.detach()
-        size, horizon = batch["rewards"].shape
+        critic_loss, metrics = self.run_loss(self.critic_loss, context.detach(), next_context, batch)
+        metrics["critic_grad_norm"] = self.optimizer_step(self.critic_optimizer, critic_loss,
+                                                          list(policy.critic_parameters()))
+        polyak_update(policy.critic_target, policy.critic, self.tau)
+        rl_step = self.num_timesteps - self.il_steps
+        if rl_step >= self.critic_warmup_steps and rl_step % self.policy_delay == 0:
+            metrics.update(self._actor_step(context, batch))
+        return metrics
 
+    def critic_loss(self, context: torch.Tensor, next_context: torch.Tensor,
+                    batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The critic loss (per-prefix TD + α · Cal-QL) and its detached statistics, without host-device syncs."""
+        policy = self.policy
+        size, horizon = batch["rewards"].shape
         with torch.no_grad():
             flat_next = next_context.flatten(0, 1)
             next_actions = self._noisy(self._policy_chunks(flat_next, policy.actor_target))
             next_values = policy.critic_target(flat_next, next_actions)[:, :, -1].min(0).values.view(size, horizon)
             targets, mask = per_prefix_targets(batch["rewards"], batch["done"], batch["valid"], next_values,
                                                self.gamma, self.boundary_only)
-
-        data_actions = policy.normalize_actions(batch["actions"])
-        data_q = policy.critic(critic_context, data_actions)  # (K, B, H)
+        data_q = policy.critic(context, policy.normalize_actions(batch["actions"]))  # (K, B, H)
         td_loss = sum(masked_mse(q, targets, mask) for q in data_q)
-        metrics = {"td_loss": td_loss.item()}
         critic_loss = td_loss
+        metrics = {"td_loss": td_loss.detach()}
         if self.calql_alpha > 0:
-            penalty = self._calql_penalty(critic_context, next_context[:, 0].detach(), data_q, batch)
+            penalty = self._calql_penalty(context, next_context[:, 0].detach(), data_q, batch)
             critic_loss = critic_loss + self.calql_alpha * penalty
-            metrics["calql_penalty"] = penalty.item()
-        self.check_finite(critic_loss=critic_loss)
-        metrics["critic_grad_norm"] = self.optimizer_step(self.critic_optimizer, critic_loss,
-                                                          list(policy.critic_parameters()))
-        polyak_update(policy.critic_target, policy.critic, self.tau)
-        valid_q = data_q.detach()[:, batch["valid"]]
-        metrics.update(q_mean=valid_q.mean().item(), q_max=valid_q.max().item(), target_mean=targets[mask].mean().item())
-
-        rl_step = self.num_timesteps - self.il_steps
-        if rl_step >= self.critic_warmup_steps and rl_step % self.policy_delay == 0:
-            metrics.update(self._actor_step(context, batch))
-        return metrics
+            metrics["calql_penalty"] = penalty.detach()
+        valid = batch["valid"].expand_as(data_q)
+        q = data_q.detach().float()
+        metrics.update(q_mean=masked_mean(q, valid), q_max=q.masked_fill(~valid, float("-inf")).max(),
+                       target_mean=masked_mean(targets.float(), mask))
+        return critic_loss, metrics
 
     def _calql_penalty(self, context: torch.Tensor, next_context: torch.Tensor, data_q: torch.Tensor,
                        batch: dict[str, Any]) -> torch.Tensor:
@@ -239,20 +244,23 @@ class CORFT(SFT):
         head_q = data_q.gather(-1, head.view(1, size, 1).expand(len(data_q), size, 1)).squeeze(-1)
         return sum(calql_penalty(sample_q[k], head_q[k], batch["mc_return"]) for k in range(len(data_q)))
 
-    def _actor_step(self, context: torch.Tensor, batch: dict[str, Any]) -> dict[str, float]:
+    def _actor_step(self, context: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]:
+        q_term, bc_term = self.run_loss(self.actor_loss_terms, context, batch)
+        parameters = [p for group in self.actor_optimizer.param_groups for p in group["params"]]
+        norm = self.optimizer_step(self.actor_optimizer, q_term + bc_term, parameters)
+        self.policy.critic.zero_grad(set_to_none=True)
+        polyak_update(self.policy.actor_target, self.policy.action_expert, self.tau)
+        return {"actor_q_term": q_term.detach(), "actor_bc_loss": bc_term.detach(), "actor_grad_norm": norm}
+
+    def actor_loss_terms(self, context: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor's TD3+BC terms: ``(−λ · mean_j Q_1^{(j)} / mean|Q|, L_IL)``."""
         policy = self.policy
         continuous, logits = policy.action_expert(context)
         prefix_q = policy.critic.q_networks[0](context.detach() if self.backbone_lr == 0 else context,
                                                policy.critic_actions(continuous, logits))
-        q_term = actor_q_term(prefix_q, batch["valid"], self.actor_q_weight)
-        bc_term = policy.imitation_loss(continuous, logits, batch["actions"], batch["valid"])
-        actor_loss = q_term + bc_term
-        self.check_finite(actor_loss=actor_loss)
-        parameters = [p for group in self.actor_optimizer.param_groups for p in group["params"]]
-        norm = self.optimizer_step(self.actor_optimizer, actor_loss, parameters)
-        policy.critic.zero_grad(set_to_none=True)
-        polyak_update(policy.actor_target, policy.action_expert, self.tau)
-        return {"actor_q_term": q_term.item(), "actor_bc_loss": bc_term.item(), "actor_grad_norm": norm}
+        scale = average_over_ranks(masked_mean(prefix_q.detach().abs(), batch["valid"]))  # the global batch's
+        q_term = actor_q_term(prefix_q, batch["valid"], self.actor_q_weight, scale)
+        return q_term, policy.imitation_loss(continuous, logits, batch["actions"], batch["valid"])
 
     @classmethod
     def from_sft(cls, sft: SFT | str | Path, dataset: Any, **kwargs: Any) -> CORFT:

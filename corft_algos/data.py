@@ -23,12 +23,12 @@ from __future__ import annotations
 import operator
 import os
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from torch.utils.data import BatchSampler, DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from corft_envs.episode_store import EpisodeDataset
 
@@ -239,6 +239,19 @@ class _BatchFetcher(Dataset):
         return self.dataset.sample_batch(np.asarray(indices, dtype=np.int64), self.with_observations)
 
 
+class _BatchShards(Sampler[list[int]]):
+    """The same slice of every batch of index lists."""
+
+    def __init__(self, batches: BatchSampler, shard: slice) -> None:
+        self.batches, self.shard = batches, shard
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (batch[self.shard] for batch in self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class ChunkDataset(Dataset):
     """One sample per start step ``(e, t)``, ``0 <= t < T_e``, in episode then step order.
 
@@ -380,6 +393,7 @@ class ChunkDataset(Dataset):
         pin_memory: bool = False,
         num_samples: int | None = None,
         with_observations: bool = True,
+        shard: slice | None = None,
     ) -> DataLoader:
         """A DataLoader of weighted batches of torch tensors, fetched with :meth:`sample_batch`.
 
@@ -395,6 +409,8 @@ class ChunkDataset(Dataset):
         :param pin_memory: put batches in pinned memory (for GPU transfer).
         :param num_samples: samples drawn per pass.
         :param with_observations: include ``"observation"`` (``o_t``'s arrays).
+        :param shard: fetch only this slice of each batch (a data-parallel rank's share of the global
+            batch: every rank draws the same batches from the same ``seed``).
         :raises ValueError: if a pass would yield no batch.
         """
         draws = len(self) if num_samples is None else num_samples
@@ -404,7 +420,9 @@ class ChunkDataset(Dataset):
                 "use batch_size >= 1 and num_samples >= batch_size"
             )
         generator = torch.Generator().manual_seed(seed)
-        batches = BatchSampler(self.make_sampler(draws, generator), batch_size, drop_last)
+        batches: Iterable[list[int]] = BatchSampler(self.make_sampler(draws, generator), batch_size, drop_last)
+        if shard is not None:
+            batches = _BatchShards(batches, shard)
         return DataLoader(
             _BatchFetcher(self, with_observations),
             batch_size=None,

@@ -59,10 +59,15 @@ def per_prefix_targets(
     return targets, mask
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the entries where ``mask`` is True (0 if none), without a host-device sync."""
+    weights = mask.float()
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``(prediction - target)²`` over the entries where ``mask`` is True."""
-    weights = mask.float()
-    return (((prediction - target) ** 2) * weights).sum() / weights.sum().clamp(min=1.0)
+    return masked_mean((prediction - target) ** 2, mask)
 
 
 def calql_penalty(sample_q: torch.Tensor, data_q: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:
@@ -76,14 +81,16 @@ def calql_penalty(sample_q: torch.Tensor, data_q: torch.Tensor, mc_return: torch
     return (torch.logsumexp(floored, dim=-1) - data_q).mean()
 
 
-def actor_q_term(prefix_q: torch.Tensor, valid: torch.Tensor, weight: float) -> torch.Tensor:
+def actor_q_term(prefix_q: torch.Tensor, valid: torch.Tensor, weight: float,
+                 scale: torch.Tensor | None = None) -> torch.Tensor:
     """TD3+BC's Q term: ``−λ · mean_valid Q^{(j)} / mean|Q|`` (the scale is not differentiated).
 
     :param prefix_q: ``(B, H)`` ``Q_1^{(j)}(c, π(c)_{0:j+1})``.
     :param valid: ``(B, H)`` bool.
     :param weight: λ.
+    :param scale: ``mean|Q|`` if it is computed elsewhere (over a data-parallel global batch);
+        default: over this batch's valid entries.
     """
-    weights = valid.float()
-    mean_q = (prefix_q * weights).sum() / weights.sum().clamp(min=1.0)
-    scale = ((prefix_q.abs() * weights).sum() / weights.sum().clamp(min=1.0)).detach().clamp(min=1e-6)
-    return -weight * mean_q / scale
+    if scale is None:
+        scale = masked_mean(prefix_q.abs(), valid)
+    return -weight * masked_mean(prefix_q, valid) / scale.detach().clamp(min=1e-6)

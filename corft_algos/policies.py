@@ -237,9 +237,10 @@ class VLAPolicy(BasePolicy):
         return (actions - self.action_mean) / self.action_std
 
     def critic_actions(self, continuous: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Action-expert outputs -> the critic's normalised actions ``(B, H, A)`` (differentiable)."""
-        actions = continuous.new_zeros(*continuous.shape[:-1], self.action_dim)
-        actions[..., self.continuous_index] = continuous
+        """Action-expert outputs -> the critic's normalised actions ``(B, H, A)`` (differentiable; float32,
+        also when the expert ran under bf16 autocast)."""
+        actions = continuous.new_zeros(*continuous.shape[:-1], self.action_dim, dtype=torch.float32)
+        actions[..., self.continuous_index] = continuous.float()
         binary = torch.tanh(logits)
         actions[..., self.binary_index] = (binary - self.action_mean[self.binary_index]) / self.action_std[self.binary_index]
         return actions

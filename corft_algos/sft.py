@@ -48,8 +48,8 @@ class SFT(OfflineAlgorithm):
         super().__init__(*args, **kwargs)
 
     def _setup_optimizers(self) -> None:
-        self.optimizer = torch.optim.AdamW(self.imitation_parameters(), lr=self.lr_schedule(1.0),
-                                           weight_decay=self.weight_decay)
+        self.optimizer = self.make_optimizer(self.imitation_parameters(), lr=self.lr_schedule(1.0),
+                                             weight_decay=self.weight_decay)
 
     def optimizer_names(self) -> list[str]:
         return ["optimizer"]
@@ -58,7 +58,7 @@ class SFT(OfflineAlgorithm):
         """Backbone and action expert: everything stage 1 trains."""
         return [*self.policy.backbone_parameters(), *self.policy.actor_parameters()]
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
         return self.imitation_step(self.optimizer)
 
     def imitation_learning_rate(self, step: int) -> float:
@@ -72,18 +72,20 @@ class SFT(OfflineAlgorithm):
         progress = min(1.0, (step - self.lr_warmup_steps) / max(1, horizon - self.lr_warmup_steps))
         return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def imitation_step(self, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    def imitation_step(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """One gradient step of the imitation loss on all of :meth:`imitation_parameters`."""
         learning_rate = self.imitation_learning_rate(self.num_timesteps)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
-        batch = self.next_batch()
+        loss = self.run_loss(self.imitation_loss, self.next_batch())
+        norm = self.optimizer_step(optimizer, loss, self.imitation_parameters())
+        return {"imitation_loss": loss.detach(), "grad_norm": norm, "learning_rate": learning_rate}
+
+    def imitation_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The imitation loss ``L_IL`` of a batch (images augmented if ``image_augmentation``)."""
         context = self.encode_batch(batch["observation"], batch["instruction"], augment=self.image_augmentation)
         continuous, logits = self.policy.action_expert(context)
-        loss = self.policy.imitation_loss(continuous, logits, batch["actions"], batch["valid"])
-        self.check_finite(imitation_loss=loss)
-        norm = self.optimizer_step(optimizer, loss, self.imitation_parameters())
-        return {"imitation_loss": loss.item(), "grad_norm": norm, "learning_rate": learning_rate}
+        return self.policy.imitation_loss(continuous, logits, batch["actions"], batch["valid"])
 
 
 class BC(SFT):

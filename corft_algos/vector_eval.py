@@ -152,7 +152,10 @@ def run_episodes_vectorized(
                 waiting = ended[:max(0, episodes - next_episode)]
                 if waiting:
                     observations = start(waiting, observations)
-    finally:
+    except BaseException:
         bar.close()
-        envs.close()
+        envs.close(terminate=True)  # a worker may be mid-step: waiting for it could hang
+        raise
+    bar.close()
+    envs.close()
     return [records[k] for k in range(episodes)]

@@ -21,8 +21,10 @@ class ActionChunk(gym.Wrapper):
     first terminated or truncated step (whose observation it returns). The
     reward is the discounted sum ``Σ_i γ^i r_i`` over executed steps (``gamma=1``:
     the plain sum). ``info`` is the last step's, plus ``chunk_len`` (steps
-    executed), ``chunk_rewards`` (their rewards) and ``is_success`` (true if any
-    executed step succeeded).
+    executed), ``chunk_rewards`` (their rewards, zero-padded to the ``min(k, execute)``
+    actions the chunk offered, so the infos of vectorized envs stack when an
+    episode ends inside a chunk) and ``is_success`` (true if any executed step
+    succeeded).
 
     If the base env has a ``validate_chunk(actions)`` method (the real arm's
     whole-chunk safety check), it is called with the actions to execute before
@@ -81,7 +83,7 @@ class ActionChunk(gym.Wrapper):
         info = {
             **info,
             "chunk_len": len(rewards),
-            "chunk_rewards": np.asarray(rewards),
+            "chunk_rewards": np.pad(np.asarray(rewards), (0, count - len(rewards))),
             "is_success": success,
         }
         return observation, float(discounts @ np.asarray(rewards)), terminated, truncated, info

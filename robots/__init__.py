@@ -1,32 +1,42 @@
-"""Hardware layer: the arm and cameras behind small base classes, and the arm's safety layer."""
+"""Hardware layer: the arm and cameras behind small base classes, and the arm's safety layer.
 
-from robots.base import Arm, ArmState, SentAction
-from robots.camera import Camera, CameraConnectionError, CameraError, CameraFrame, CameraIntrinsics, CameraTimeoutError
-from robots.errors import RobotConnectionError, RobotContactError, RobotControlError, RobotError
-from robots.franka import FrankaArm
-from robots.realsense import RealSenseCamera
-from robots.safety import CheckedChunk, SafetyChecker, SafetyLimits, SafetyViolation
-from robots.virtual_realsense import VirtualRealSense
+Names are imported on first use (PEP 562), so ``import robots.errors`` or
+``robots.safety`` loads neither driver: ``corft train`` runs on a GPU node
+that has no ``franky`` and no ``libusb`` for ``pyrealsense2``.
+"""
 
-__all__ = [
-    "Arm",
-    "ArmState",
-    "Camera",
-    "CameraConnectionError",
-    "CameraError",
-    "CameraFrame",
-    "CameraIntrinsics",
-    "CameraTimeoutError",
-    "CheckedChunk",
-    "FrankaArm",
-    "RealSenseCamera",
-    "RobotConnectionError",
-    "RobotContactError",
-    "RobotControlError",
-    "RobotError",
-    "SafetyChecker",
-    "SafetyLimits",
-    "SafetyViolation",
-    "SentAction",
-    "VirtualRealSense",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    "Arm": "robots.base",
+    "ArmState": "robots.base",
+    "SentAction": "robots.base",
+    "Camera": "robots.camera",
+    "CameraConnectionError": "robots.camera",
+    "CameraError": "robots.camera",
+    "CameraFrame": "robots.camera",
+    "CameraIntrinsics": "robots.camera",
+    "CameraTimeoutError": "robots.camera",
+    "RobotConnectionError": "robots.errors",
+    "RobotContactError": "robots.errors",
+    "RobotControlError": "robots.errors",
+    "RobotError": "robots.errors",
+    "FrankaArm": "robots.franka",
+    "RealSenseCamera": "robots.realsense",
+    "CheckedChunk": "robots.safety",
+    "SafetyChecker": "robots.safety",
+    "SafetyLimits": "robots.safety",
+    "SafetyViolation": "robots.safety",
+    "VirtualRealSense": "robots.virtual_realsense",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'robots' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -50,7 +50,19 @@ def test_early_termination_inside_a_chunk():
     obs, reward, terminated, truncated, info = env.step(np.zeros((4, 2)))
     assert terminated and obs[0] == 6
     assert info["chunk_len"] == 2 and reward == pytest.approx(5 + 0.9 * 6)
+    assert list(info["chunk_rewards"]) == [5, 6, 0, 0]  # zero-padded to the chunk's 4 actions
     assert info["is_success"] is True
+
+
+def test_vectorized_infos_stack_when_one_episode_ends_inside_a_chunk():
+    envs = gym.vector.SyncVectorEnv([lambda: ActionChunk(RewardIsStepIndex(end=6), chunk_size=4),
+                                     lambda: ActionChunk(RewardIsStepIndex(end=100), chunk_size=4)],
+                                    autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    envs.reset()
+    envs.step(np.zeros((2, 4, 2)))
+    _, _, terminated, _, info = envs.step(np.zeros((2, 4, 2)))
+    assert list(terminated) == [True, False] and list(info["chunk_len"]) == [2, 4]
+    assert info["chunk_rewards"].tolist() == [[5, 6, 0, 0], [5, 6, 7, 8]]
 
 
 def test_short_chunks_and_execute_prefix():

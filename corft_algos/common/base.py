@@ -8,8 +8,15 @@ What it adds to SB3 for offline learning from an episode store:
   dataset and are saved with the model, so a loaded model predicts without it;
 - ``learn(total_timesteps)`` counts *gradient steps*; callbacks are called once
   per step; losses, Q statistics and gradient norms go to the SB3 logger;
-- a non-finite loss stops training with :class:`TrainingDivergedError` before
-  any parameter is touched, so the last checkpoint stays good;
+- a non-finite loss or gradient skips its optimizer step on the device (a
+  :class:`~torch.amp.GradScaler` with fused AdamW, so no host-device sync) and
+  stops training with :class:`TrainingDivergedError` at the next check (every
+  step on CPU, every ``log_interval`` steps on a GPU): no parameter is ever
+  updated with it, so every checkpoint stays good;
+- bf16 autocast on GPUs (``precision``), pinned-memory batches copied without
+  blocking, and metrics kept on the device until the logs are written;
+- under ``torchrun``, DistributedDataParallel: each rank trains on its shard
+  of the global batch (:mod:`corft_algos.distributed`);
 - ``load`` refuses keyword arguments that conflict with the saved ones and a
   zip saved by another algorithm.
 
@@ -19,9 +26,10 @@ Subclasses set :attr:`algorithm_name`, build their optimizers in
 
 from __future__ import annotations
 
+import math
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -36,8 +44,9 @@ from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import configure_logger
 from tqdm import tqdm
 
-from corft_algos.augmentation import random_shift
+from corft_algos.augmentation import random_offsets, shift_images
 from corft_algos.data import ChunkDataset, to_torch
+from corft_algos.distributed import average_over_ranks, current_rank, data_parallel, shard_of
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
 from corft_envs.episode_store import EpisodeDataset, space_differences
 
@@ -46,6 +55,14 @@ SelfOfflineAlgorithm = TypeVar("SelfOfflineAlgorithm", bound="OfflineAlgorithm")
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN or infinite; no parameter was updated with it."""
+
+
+#: Values of ``precision``: "auto" is bf16 autocast on a CUDA device with bf16 for a policy of at least
+#: :data:`BF16_MIN_PARAMETERS` parameters, else fp32.
+PRECISIONS = ("auto", "bf16", "fp32")
+#: Below this size the policy's GPU step is bound by kernel launches and bf16's casts only cost time
+#: (measured on an H100: README, Benchmarks).
+BF16_MIN_PARAMETERS = 50_000_000
 
 
 class GradientStepProgressBar(BaseCallback):
@@ -86,6 +103,8 @@ class OfflineAlgorithm(BaseAlgorithm):
     :param verbose: 0 silent, 1 training logs.
     :param seed: random seed.
     :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    :param precision: ``"auto"`` (bf16 autocast on a CUDA device with bf16 for a policy of at least
+        :data:`BF16_MIN_PARAMETERS` parameters, else fp32), ``"bf16"`` or ``"fp32"``.
     """
 
     algorithm_name: ClassVar[str] = ""
@@ -111,8 +130,12 @@ class OfflineAlgorithm(BaseAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: torch.device | str = "auto",
+        precision: str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is unknown; use one of {PRECISIONS}")
+        self.precision = precision
         super().__init__(policy=policy, env=None, learning_rate=learning_rate, policy_kwargs=policy_kwargs,
                          tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed)
         self.algorithm_name = type(self).algorithm_name
@@ -180,7 +203,26 @@ class OfflineAlgorithm(BaseAlgorithm):
         self._rng = np.random.default_rng(self.seed)
         self._torch_generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         self._batches: Iterator[dict[str, Any]] | None = None
+        self._data_parallel: torch.nn.Module | None = None
+        self._metric_sums: dict[str, Any] = {}
+        self._metric_counts: dict[str, int] = {}
+        # Scale 1 and no growth: the scaler only finds non-finite gradients and skips their steps on the device.
+        self._grad_scaler = torch.amp.GradScaler(self.device.type, init_scale=1.0, growth_interval=2**31 - 1)
         self._setup_optimizers()
+
+    def make_optimizer(self, groups: Any, lr: float = 0.0, weight_decay: float = 0.0) -> torch.optim.AdamW:
+        """AdamW, fused, so a step whose gradients are not finite is skipped on the device without a sync."""
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 when training runs under autocast, else ``None`` (fp32)."""
+        if self.precision == "bf16":
+            return torch.bfloat16
+        if self.precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported() \
+                and sum(p.numel() for p in self.policy.parameters()) >= BF16_MIN_PARAMETERS:
+            return torch.bfloat16
+        return None
 
     @abstractmethod
     def _setup_optimizers(self) -> None:
@@ -191,8 +233,8 @@ class OfflineAlgorithm(BaseAlgorithm):
         """Attribute names of the optimizers, saved and restored with the model."""
 
     @abstractmethod
-    def train_step(self) -> dict[str, float]:
-        """One gradient step; returns scalar metrics to log under ``train/``."""
+    def train_step(self) -> dict[str, Any]:
+        """One gradient step; returns scalar metrics (floats, or 0-d tensors left on the device) for ``train/``."""
 
     # ------------------------------------------------------------- data
     def next_batch(self, with_observations: bool = True, oversample_success: bool = False) -> dict[str, Any]:
@@ -205,25 +247,33 @@ class OfflineAlgorithm(BaseAlgorithm):
         """
         if self.dataset is None:
             raise ValueError("no dataset to train on: pass dataset=... to the constructor or to load()")
+        shard = shard_of(self.batch_size, current_rank())
+        pin = self.device.type == "cuda"
         if self.num_workers > 0:
             if self._batches is None:
                 loader = self.dataset.make_loader(self.batch_size, num_workers=self.num_workers,
-                                                  seed=self.seed or 0, with_observations=with_observations)
+                                                  seed=self.seed or 0, with_observations=with_observations,
+                                                  pin_memory=pin, shard=shard)
                 self._batches = (batch for _ in iter(int, 1) for batch in loader)
             batch = next(self._batches)
         else:
             weights = self.dataset.sample_weights if oversample_success else None
             probabilities = None if weights is None else weights / weights.sum()
             indices = self._rng.choice(len(self.dataset), size=self.batch_size, p=probabilities)
-            batch = to_torch(self.dataset.sample_batch(indices, with_observations))
-        return {key: _to_device(value, self.device) for key, value in batch.items()}
+            batch = to_torch(self.dataset.sample_batch(indices[shard], with_observations))
+        return {key: _to_device(value, self.device, pin) for key, value in batch.items()}
 
     def image_tensors(self, observation: dict[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
         """uint8 HWC images -> float CHW in [0, 1] (randomly shifted if ``augment``); other keys unchanged."""
         tensors = dict(observation)
         for key in self.policy.image_keys:
             images = observation[key].permute(0, 3, 1, 2).float() / 255.0
-            tensors[key] = random_shift(images, generator=self._torch_generator) if augment else images
+            if augment:  # the global batch's shifts, so every rank shifts its shard as one process would
+                rank = current_rank()
+                offsets = random_offsets(len(images) * rank.world_size, generator=self._torch_generator)
+                offsets = offsets[shard_of(len(offsets), rank)]
+                images = shift_images(images, _to_device(offsets, self.device, self.device.type == "cuda"))
+            tensors[key] = images
         return tensors
 
     def encode_batch(self, observation: dict[str, torch.Tensor], instruction_ids: torch.Tensor,
@@ -250,8 +300,9 @@ class OfflineAlgorithm(BaseAlgorithm):
         :param log_interval: dump the logger every this many steps.
         :param tb_log_name: TensorBoard run name (default: the algorithm's name).
         :param reset_num_timesteps: start counting from 0.
-        :param progress_bar: show a tqdm bar over gradient steps.
-        :raises TrainingDivergedError: if a loss is NaN or infinite.
+        :param progress_bar: show a tqdm bar over gradient steps (on rank 0 only under torchrun).
+        :raises TrainingDivergedError: if a loss or gradient is NaN or infinite (checked every step on
+            CPU, every ``log_interval`` steps and at the end on a GPU; the offending steps were skipped).
         """
         self.start_time = time.time_ns()
         if reset_num_timesteps:
@@ -264,17 +315,23 @@ class OfflineAlgorithm(BaseAlgorithm):
             self._logger = configure_logger(self.verbose, self.tensorboard_log,
                                             tb_log_name or self.algorithm_name, reset_num_timesteps)
         callbacks = [callback] if isinstance(callback, BaseCallback) else list(callback or [])
-        if progress_bar:
+        if progress_bar and current_rank().is_main:
             callbacks.append(GradientStepProgressBar())
         callback = self._init_callback(CallbackList(callbacks), progress_bar=False)
         callback.on_training_start(locals(), globals())
         self.policy.set_training_mode(True)
+        unchecked_from = self.num_timesteps + 1
         while self.num_timesteps < total_timesteps:
             metrics = self.train_step()
-            self.num_timesteps += 1
+            step = self.num_timesteps + 1
+            if self.device.type == "cpu" or step == total_timesteps or (log_interval and step % log_interval == 0):
+                self.raise_if_diverged(metrics, unchecked_from)
+                unchecked_from = step + 1
+            self.num_timesteps = step
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            for name, value in metrics.items():
-                self.logger.record_mean(f"train/{name}", value)
+            for name, value in metrics.items():  # summed where they are (the GPU): no sync per step
+                self._metric_sums[name] = self._metric_sums.get(name, 0.0) + value
+                self._metric_counts[name] = self._metric_counts.get(name, 0) + 1
             callback.update_locals(locals())
             if not callback.on_step():
                 break
@@ -283,31 +340,77 @@ class OfflineAlgorithm(BaseAlgorithm):
         callback.on_training_end()
         return self
 
+    def metric_means(self) -> dict[str, Any]:
+        """Mean of each training metric since the last log dump (floats or device tensors)."""
+        return {name: total / self._metric_counts[name] for name, total in self._metric_sums.items()}
+
     def dump_training_logs(self) -> None:
-        """Write the averaged training metrics with step counts and speed."""
+        """Write the training metrics averaged since the last dump (and over the ranks), step counts and speed.
+
+        Every rank must call it (the averaging is a collective); the metrics leave the device here only.
+        """
         elapsed = max((time.time_ns() - self.start_time) / 1e9, 1e-9)
         self.logger.record("time/gradient_steps", self.num_timesteps)
         self.logger.record("time/steps_per_second", (self.num_timesteps - self._num_timesteps_at_start) / elapsed)
+        means = self.metric_means()
+        names = sorted(means)
+        if names:
+            stacked = torch.stack([torch.as_tensor(means[name], dtype=torch.float32, device=self.device)
+                                   for name in names])
+            for name, value in zip(names, average_over_ranks(stacked).tolist()):
+                self.logger.record(f"train/{name}", value)
+        self._metric_sums, self._metric_counts = {}, {}
         self.logger.dump(step=self.num_timesteps)
 
-    def check_finite(self, **losses: torch.Tensor) -> None:
-        """Raise :class:`TrainingDivergedError` if any loss is NaN or infinite."""
-        for name, value in losses.items():
-            if not torch.isfinite(value):
-                raise TrainingDivergedError(
-                    f"{type(self).__name__}: {name} is {value.item()} at gradient step {self.num_timesteps + 1}; "
-                    "no parameter was updated with it. Lower the learning rate or check the dataset; "
-                    "the last saved checkpoint is intact."
-                )
+    def raise_if_diverged(self, metrics: dict[str, Any], first_step: int) -> None:
+        """Raise :class:`TrainingDivergedError` if a step since ``first_step`` met non-finite gradients.
+
+        Such a step was skipped on the device by the gradient scaler (its scale
+        halves from 1), so no parameter was updated with it. The error names the
+        losses that are not finite in ``metrics`` or in the averages since the last log dump.
+        """
+        if self._grad_scaler.get_scale() >= 1.0:
+            return
+        losses = [f"{name} is {float(value)}" for name, value in {**self.metric_means(), **metrics}.items()
+                  if name.endswith(("loss", "penalty")) and not math.isfinite(float(value))]
+        last = self.num_timesteps + 1
+        where = f"at gradient step {last}" if first_step == last else f"in gradient steps {first_step}..{last}"
+        raise TrainingDivergedError(
+            f"{type(self).__name__}: {', '.join(losses) or 'a gradient is not finite'} {where}; those steps were "
+            "skipped, so no parameter was updated with it. Lower the learning rate or check the dataset; "
+            "the last saved checkpoint is intact."
+        )
+
+    def run_loss(self, loss_fn: Callable[..., Any], *args: Any) -> Any:
+        """``loss_fn(*args)`` under bf16 autocast when enabled, and through DistributedDataParallel under torchrun.
+
+        Every loss that :meth:`optimizer_step` backpropagates must be computed here,
+        so that DDP all-reduces its gradients.
+        """
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            rank = current_rank()
+            if rank.world_size == 1:
+                return loss_fn(*args)
+            if self._data_parallel is None:
+                self._data_parallel = data_parallel(self.policy, self.device)  # broadcasts rank 0's parameters
+                torch.manual_seed(torch.initial_seed() + rank.rank)  # independent noise draws per rank
+            return self._data_parallel(loss_fn, *args)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                       parameters: list[torch.nn.Parameter]) -> float:
-        """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping."""
+                       parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+        """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping (on the device).
+
+        A step whose gradients are not finite is skipped on the device, without a
+        host-device sync; :meth:`raise_if_diverged` reports it.
+        """
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self._grad_scaler.scale(loss).backward()
+        self._grad_scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
-        optimizer.step()
-        return float(norm)
+        self._grad_scaler.step(optimizer)
+        self._grad_scaler.update()
+        return norm.detach()
 
     # ------------------------------------------------------------- transfer
     def init_from(self, source: OfflineAlgorithm | str | Path) -> list[str]:
@@ -331,7 +434,8 @@ class OfflineAlgorithm(BaseAlgorithm):
     # ------------------------------------------------------------- save / load
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "dataset", "_spaces_env", "_batches", "_rng",
-                "_torch_generator", *self._transient_attributes()]
+                "_torch_generator", "_data_parallel", "_grad_scaler", "_metric_sums", "_metric_counts",
+                *self._transient_attributes()]
 
     def _transient_attributes(self) -> list[str]:
         """Attributes recomputed after loading (caches); not saved."""
@@ -379,9 +483,14 @@ def _same(saved: Any, given: Any) -> bool:
         return False
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
+def _to_device(value: Any, device: torch.device, pin: bool = False) -> Any:
+    """Arrays and tensors (also inside dicts) on ``device``; ``pin`` copies through pinned memory without blocking."""
     if isinstance(value, dict):
-        return {key: _to_device(item, device) for key, item in value.items()}
+        return {key: _to_device(item, device, pin) for key, item in value.items()}
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
-    return value.to(device) if isinstance(value, torch.Tensor) else value
+    if not isinstance(value, torch.Tensor):
+        return value
+    if pin and not value.is_pinned():
+        value = value.pin_memory()
+    return value.to(device, non_blocking=pin)
