@@ -15,7 +15,7 @@ import pytest
 import torch
 from stable_baselines3.common.save_util import load_from_zip_file
 
-from corft_algos import SFT
+from corft_algos import CORFT, SFT
 from corft_algos.augmentation import random_offsets, shift_images
 from corft_algos.data import ChunkDataset
 from corft_algos.distributed import Rank, shard_of
@@ -146,3 +146,20 @@ def test_training_imports_neither_hardware_driver():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["[]", "False"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU path needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_gpu_training_steps_make_no_host_device_sync(tiny_dataset, precision):
+    policy_kwargs = json.loads(TINY_POLICY)
+    for algorithm, kwargs in ((SFT, {}), (CORFT, {"il_steps": 1, "critic_warmup_steps": 0, "policy_delay": 1})):
+        model = algorithm(dataset=tiny_dataset, chunk_size=4, batch_size=8, seed=0, device="cuda",
+                          precision=precision, policy_kwargs=policy_kwargs, **kwargs)
+        model.learn(3)  # optimizer states, CO-RFT's context cache and first critic step
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(3):
+                metrics = model.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        assert all(torch.isfinite(torch.as_tensor(value)) for value in metrics.values())

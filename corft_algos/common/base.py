@@ -21,7 +21,9 @@ What it adds to SB3 for offline learning from an episode store:
   zip saved by another algorithm.
 
 Subclasses set :attr:`algorithm_name`, build their optimizers in
-:meth:`_setup_optimizers` and implement one gradient step in :meth:`train_step`.
+:meth:`_setup_optimizers` (with :meth:`make_optimizer`) and implement one
+gradient step in :meth:`train_step`, computing each loss through
+:meth:`run_loss` and applying it with :meth:`optimizer_step`.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class ChunkQNetwork(nn.Module):
     def forward(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """:param context: ``(B, L, d)``. :param actions: ``(B, H, A)``. :return: ``Q^{(j)}``, ``(B, H)``."""
         tokens = torch.cat([self.context_projection(context), self.action_embedding(actions) + self.positions], dim=1)
-        hidden = self.encoder(tokens, mask=self.attention_mask)
+        hidden = self.encoder(tokens, mask=self.attention_mask, is_causal=False)  # an explicit mask; no check (a sync)
         return self.head(self.norm(hidden[:, self.context_tokens:])).squeeze(-1)
 
 
