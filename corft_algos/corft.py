@@ -150,16 +150,25 @@ class CORFT(SFT):
 
     @torch.no_grad()
     def frame_contexts(self) -> torch.Tensor:
-        """Context tokens of every frame of the dataset, ``(N_frames, L, d)`` (frozen backbone)."""
+        """Context tokens of every frame of the dataset, ``(N_frames, L, d)`` (frozen backbone).
+
+        Computed in evaluation mode, as the backbone runs at inference: a BatchNorm layer (the ResNet
+        tower's) normalises with its running statistics and leaves them untouched.
+        """
         if self._contexts is None:
             frames = self.dataset.frames
             contexts = []
-            for start in range(0, frames.num_frames, 256):
-                indices = torch.arange(start, min(start + 256, frames.num_frames))
-                observation = {key: torch.from_numpy(value).to(self.device)
-                               for key, value in frames.get(indices.numpy()).items()}
-                instruction = torch.from_numpy(frames.instruction_ids[indices.numpy()]).to(self.device)
-                contexts.append(self.encode_batch(observation, instruction, augment=False))
+            training = self.policy.training
+            self.policy.set_training_mode(False)
+            try:
+                for start in range(0, frames.num_frames, 256):
+                    indices = torch.arange(start, min(start + 256, frames.num_frames))
+                    observation = {key: torch.from_numpy(value).to(self.device)
+                                   for key, value in frames.get(indices.numpy()).items()}
+                    instruction = torch.from_numpy(frames.instruction_ids[indices.numpy()]).to(self.device)
+                    contexts.append(self.encode_batch(observation, instruction, augment=False))
+            finally:
+                self.policy.set_training_mode(training)
             self._contexts = torch.cat(contexts)
         return self._contexts
 

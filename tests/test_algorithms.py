@@ -213,3 +213,40 @@ def test_proprio_dims_choose_the_state_the_policy_reads(tiny_dataset, observatio
     np.testing.assert_array_equal(loaded.predict(observation, deterministic=True)[0], chunk)
     with pytest.raises(ValueError, match="proprio_dims must index the 15-D state"):
         make("sft", tiny_dataset, policy_kwargs={**TINY_POLICY, "proprio_dims": [15]})
+
+
+def test_cached_contexts_use_batchnorm_running_statistics_and_leave_them(tiny_dataset):
+    """Stage 2's frozen backbone must see frames as at inference (eval-mode BatchNorm), not update it."""
+    policy_kwargs = {key: value for key, value in TINY_POLICY.items() if key != "vision_config"}
+    model = make("corft", tiny_dataset, il_steps=1, policy_kwargs={**policy_kwargs, "vision_arch": "resnet"})
+    model.learn(1)  # stage 1 moves BatchNorm's running statistics away from their initial values
+    statistics = {name: value.clone() for name, value in model.policy.named_buffers() if "running" in name}
+    assert statistics
+    model.policy.set_training_mode(True)
+    contexts = model.frame_contexts()
+    assert model.policy.training  # the mode is restored
+    for name, value in model.policy.named_buffers():
+        if name in statistics:
+            torch.testing.assert_close(value, statistics[name])
+    frames = model.dataset.frames
+    indices = np.arange(3)
+    observation = {key: torch.from_numpy(value) for key, value in frames.get(indices).items()}
+    model.policy.set_training_mode(False)
+    with torch.no_grad():
+        expected = model.encode_batch(observation, torch.from_numpy(frames.instruction_ids[indices]), augment=False)
+    torch.testing.assert_close(contexts[:3], expected)
+
+
+def test_init_from_copies_batchnorm_statistics_but_keeps_the_dataset_buffers(tiny_dataset, tmp_path):
+    policy_kwargs = {key: value for key, value in TINY_POLICY.items() if key != "vision_config"}
+    source = make("sft", tiny_dataset, policy_kwargs={**policy_kwargs, "vision_arch": "resnet"})
+    source.learn(2)
+    with torch.no_grad():
+        source.policy.action_mean.add_(1.0)  # as if another dataset's statistics
+    target = make("corft", tiny_dataset, il_steps=0, policy_kwargs={**policy_kwargs, "vision_arch": "resnet"})
+    copied = target.init_from(source)
+    assert any("running_mean" in name for name in copied) and "action_mean" not in copied
+    for name, value in source.policy.state_dict().items():
+        if "running" in name:
+            torch.testing.assert_close(target.policy.state_dict()[name], value)
+    assert not torch.equal(target.policy.action_mean, source.policy.action_mean)

@@ -418,8 +418,10 @@ class OfflineAlgorithm(BaseAlgorithm):
     def init_from(self, source: OfflineAlgorithm | str | Path) -> list[str]:
         """Copy the weights of another model (e.g. a pretrained SFT policy) where names and shapes match.
 
-        Normalisation statistics and instruction embeddings stay this model's
-        (they describe its dataset). Returns the names of the tensors copied.
+        The policy's own buffers (normalisation statistics, instruction
+        embeddings, the state dims read) stay this model's: they describe its
+        dataset. Its layers' buffers (BatchNorm's running statistics) are copied
+        with their weights. Returns the names of the tensors copied.
         """
         if not isinstance(source, OfflineAlgorithm):
             _, params, _ = load_from_zip_file(source, device=self.device)
@@ -427,7 +429,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         else:
             state = source.policy.state_dict()
         own = self.policy.state_dict()
-        skipped = {name for name, _ in self.policy.named_buffers()}
+        skipped = {name for name, _ in self.policy.named_buffers(recurse=False)}
         copied = {name: value for name, value in state.items()
                   if name in own and name not in skipped and own[name].shape == value.shape}
         self.policy.load_state_dict(copied, strict=False)
