@@ -30,7 +30,7 @@ from corft_algos.callbacks import (
     save_atomically,
 )
 from corft_algos.common.base import PRECISIONS, OfflineAlgorithm, TrainingDivergedError
-from corft_algos.distributed import Rank, barrier, distributed_session, shard_of
+from corft_algos.distributed import Rank, barrier, distributed_session, resolve_device, shard_of
 from corft_algos.evaluation import (
     DEFAULT_EVAL_SEED,
     EvalResult,
@@ -538,14 +538,18 @@ def run_train(args: argparse.Namespace) -> int:
     apply_threads(args)
     rank = Rank()
     try:
-        with distributed_session(args.device) as (rank, device):
-            args.device = str(device)
+        try:
+            device = resolve_device(args.device)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        args.device = str(device)
+        with distributed_session(device) as rank:
             return train(args, rank)
     except KeyboardInterrupt:
         if rank.is_main:
             print(f"\ninterrupted; {resume_note(args.out, args.checkpoint_every)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         if rank.is_main:
             print(f"corft train: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -77,24 +77,23 @@ def resolve_device(device: str) -> torch.device:
 
 
 @contextmanager
-def distributed_session(device: str) -> Iterator[tuple[Rank, torch.device]]:
+def distributed_session(resolved: torch.device) -> Iterator[Rank]:
     """Join torchrun's process group for the duration of the block (no-op when not launched by torchrun).
 
     The backend is NCCL on CUDA devices and gloo on CPU. Yields this process's
-    :class:`Rank` and device; the group is destroyed on exit, also after an error.
+    :class:`Rank`; the group is destroyed on exit, also after an error.
 
-    :param device: ``cpu``, ``cuda`` or ``auto``.
+    :param resolved: this process's device, from :func:`resolve_device`.
     """
-    resolved = resolve_device(device)
     if not launched_by_torchrun() or dist.is_initialized():
-        yield current_rank(), resolved
+        yield current_rank()
         return
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo",
                             device_id=resolved if resolved.type == "cuda" else None)
     try:
-        yield current_rank(), resolved
+        yield current_rank()
     finally:
         dist.destroy_process_group()
 

@@ -206,6 +206,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         self._torch_generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         self._batches: Iterator[dict[str, Any]] | None = None
         self._data_parallel: torch.nn.Module | None = None
+        self._num_policy_parameters = sum(p.numel() for p in self.policy.parameters())
         self._metric_sums: dict[str, Any] = {}
         self._metric_counts: dict[str, int] = {}
         # Scale 1 and no growth: the scaler only finds non-finite gradients and skips their steps on the device.
@@ -222,7 +223,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         if self.precision == "bf16":
             return torch.bfloat16
         if self.precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported() \
-                and sum(p.numel() for p in self.policy.parameters()) >= BF16_MIN_PARAMETERS:
+                and self._num_policy_parameters >= BF16_MIN_PARAMETERS:
             return torch.bfloat16
         return None
 
@@ -396,7 +397,8 @@ class OfflineAlgorithm(BaseAlgorithm):
                 return loss_fn(*args)
             if self._data_parallel is None:
                 self._data_parallel = data_parallel(self.policy, self.device)  # broadcasts rank 0's parameters
-                torch.manual_seed(torch.initial_seed() + rank.rank)  # independent noise draws per rank
+                if rank.rank:  # independent noise draws per rank; rank 0 keeps one process's stream
+                    torch.manual_seed(torch.initial_seed() + rank.rank)
             return self._data_parallel(loss_fn, *args)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
@@ -438,7 +440,7 @@ class OfflineAlgorithm(BaseAlgorithm):
     # ------------------------------------------------------------- save / load
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "dataset", "_spaces_env", "_batches", "_rng",
-                "_torch_generator", "_data_parallel", "_grad_scaler", "_metric_sums", "_metric_counts",
+                "_torch_generator", "_data_parallel", "_grad_scaler", "_metric_sums", "_metric_counts", "_num_policy_parameters",
                 *self._transient_attributes()]
 
     def _transient_attributes(self) -> list[str]:
