@@ -11,9 +11,12 @@ from benchmarks.paper import (
     PRESETS,
     Preset,
     execute_flags,
+    in_parallel,
     Run,
     claims,
     markdown_table,
+    needed_datasets,
+    planned_runs,
     pooled_rows,
     relative_change,
     run_study,
@@ -22,8 +25,8 @@ from benchmarks.paper import (
 from corft_algos.cli import main
 from corft_algos.evaluation import load_model
 
-TINY = Preset(tasks=("PickPlace",), demos=(3,),
-              methods=("bc", "sft", "offline_rl_h1", "corft", "corft_no_calql", "corft_base"),
+TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
+              ablations=("corft_no_calql", "corft_base"), rl_kwargs={"actor_q_weight": 0.5},
               seeds=(0,), eval_episodes=1, steps=2, batch_size=4, image_size=32, videos=1,
               policy_kwargs={"d_model": 32, "fusion_layers": 1, "vision_tokens": 2,
                              "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
@@ -35,7 +38,7 @@ KEYS = {"task", "method", "demos", "positions", "seed", "success_rate", "success
 def study(tmp_path_factory):
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("study")
-    records = run_study(TINY, out, log=lambda line: None)
+    records = run_study(TINY, out, log=lambda line: None, jobs=2)  # trainings in two worker processes
     yield out, records
     torch.set_num_threads(threads)
 
@@ -48,8 +51,9 @@ def record(method: str, positions: str, successes: int, episodes: int, cycle: fl
 
 def test_study_writes_records_table_plots_and_videos(study):
     out, records = study
-    assert len(records) == len(TINY.methods) * 2
-    assert {r["method"] for r in records} == set(TINY.methods) and {r["positions"] for r in records} == {"train",
+    assert len(records) == (len(TINY.methods) + len(TINY.ablations)) * 2
+    assert [r["method"] for r in records[::2]] == [*TINY.methods, *TINY.ablations]  # the planned order
+    assert {r["method"] for r in records} == {*TINY.methods, *TINY.ablations} and {r["positions"] for r in records} == {"train",
                                                                                                          "unseen"}
     saved = json.loads((out / "results.json").read_text())
     assert saved == records and all(set(r) == KEYS for r in saved)
@@ -76,16 +80,34 @@ def test_study_resumes_without_redoing_finished_work(study):
     out, records = study
     model = Run("PickPlace", 3, "corft", 0).directory(out) / "model.zip"
     before = model.stat().st_mtime_ns
-    assert run_study(TINY, out, log=lambda line: None) == records
+    assert run_study(TINY, out, log=lambda line: None, jobs=1) == records
     assert model.stat().st_mtime_ns == before
 
 
 def test_methods_share_the_budget_and_ablations_reach_the_algorithm(tmp_path):
     corft = train_command(tmp_path, TINY, Run("PickPlace", 3, "corft_no_calql", 0))
     assert corft[corft.index("--il-steps") + 1] == "1" and corft[corft.index("--rl-steps") + 1] == "1"
-    assert json.loads(corft[corft.index("--algo-kwargs") + 1]) == {"calql_alpha": 0.0}
+    assert json.loads(corft[corft.index("--algo-kwargs") + 1]) == {"calql_alpha": 0.0, "actor_q_weight": 0.5}
+    no_q = train_command(tmp_path, TINY, Run("PickPlace", 3, "corft_no_q", 0))
+    assert json.loads(no_q[no_q.index("--algo-kwargs") + 1]) == {"actor_q_weight": 0.0}  # the method's own wins
     bc = train_command(tmp_path, TINY, Run("PickPlace", 3, "bc", 0))
     assert bc[bc.index("--steps") + 1] == "2" and bc[bc.index("--chunk-size") + 1] == "1"
+    assert "--algo-kwargs" not in bc  # the staged methods' arguments stay theirs
+
+
+def test_ablations_run_on_the_first_task_and_demo_count_only():
+    full = PRESETS["full"]
+    runs = planned_runs(full)
+    baseline_runs = len(full.tasks) * len(full.demos) * len(full.seeds) * len(full.methods)
+    assert len(runs) == baseline_runs + len(full.seeds) * len(full.ablations)
+    ablated = {(run.task, run.demos) for run in runs if run.method in full.ablations}
+    assert ablated == {(full.tasks[0], full.demos[0])}
+    assert {run.method for run in runs if run.task == "Stack"} == set(full.methods)
+    # the base rows of PickPlace pretrain on the other tasks' demos of the same count
+    assert needed_datasets(runs) == [(task, demos) for task in ("PickPlace", "Push", "Stack") for demos in (30, 60)]
+    one_task = planned_runs(Preset(tasks=("Push",), demos=(30,), methods=("sft",), ablations=("sft_base",),
+                                   seeds=(0,), eval_episodes=1, steps=1))
+    assert needed_datasets(one_task) == [("PickPlace", 30), ("Push", 30), ("Stack", 30)]
 
 
 def test_pooling_over_seeds_by_hand():
@@ -120,3 +142,9 @@ def test_receding_horizon_applies_to_methods_with_longer_chunks():
     assert execute_flags(quick, Run("PickPlace", 30, "corft", 0)) == ["--execute", str(quick.execute)]
     assert execute_flags(quick, Run("PickPlace", 30, "bc", 0)) == []  # H = 1 runs its whole chunk
     assert execute_flags(TINY, Run("PickPlace", 30, "corft", 0)) == []  # no receding horizon asked
+
+
+def test_parallel_calls_return_every_result_and_raise_the_first_error():
+    assert sorted(result for _, result in in_parallel(int, [("1",), ("2",), ("3",)], jobs=2)) == [1, 2, 3]
+    with pytest.raises(ValueError, match="invalid literal"):
+        list(in_parallel(int, [("1",), ("x",)], jobs=2))
