@@ -446,7 +446,8 @@ def in_parallel(work: Callable[..., Any], calls: list[tuple[Any, ...]], jobs: in
     """``(arguments, work(*arguments))`` for every call, in the order they finish, ``jobs`` processes at a time.
 
     ``jobs=1`` runs the calls here, in order. Otherwise each runs in a fresh (spawned) process with this
-    process's torch thread count; the first error cancels the calls not yet started and is raised.
+    process's torch thread count; the first error cancels the calls not yet started and is raised once
+    the running ones have finished (their work is kept, so the study resumes with it).
     """
     if jobs == 1:
         for arguments in calls:
