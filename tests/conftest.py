@@ -1,6 +1,7 @@
 """Test configuration: headless MuJoCo rendering, one torch thread, small shared fixtures."""
 
 import os
+import signal
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -15,6 +16,10 @@ from corft_envs.collection import CollectConfig, collect  # noqa: E402
 # intra-op threads cost far more than they give (measured: 3 tiny CO-RFT steps
 # 10.2 s with 2 threads under load, 0.2 s with 1).
 torch.set_num_threads(1)
+
+# The Ctrl-C tests need Python's SIGINT handler. A process started with SIGINT ignored (a background job
+# of a script, nohup) does not install it, and its children inherit the ignoring; restore both.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
