@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -36,10 +37,12 @@ from corft_algos.evaluation import (
     EvalResult,
     load_model,
     make_eval_env,
+    model_image_size,
     read_model_data,
     run_episodes,
 )
 from corft_algos.registry import available_algorithms, get_algorithm
+from corft_algos.rollouts import PolicyActor
 from corft_algos.vector_eval import evaluate_vectorized
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
 from corft_envs.episode_store import DatasetError, EpisodeDataset, episode_files, open_episodes
@@ -90,11 +93,12 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``corft collect``."""
     parser = subparsers.add_parser(
         "collect",
-        help="record demonstrations (scripted expert or keyboard teleop) into an episode store",
+        help="record demonstrations (scripted expert, keyboard teleop or a trained policy) into an episode store",
         description=(
             "Record episodes, one HDF5 file each plus index.json, by the task's scripted expert (sim envs and "
-            "the twin) or by keyboard teleoperation (--teleop keyboard; real envs and the twin). Attempt k uses "
-            "seed SEED + k. Re-running an interrupted command resumes it; the result equals an uninterrupted run."
+            "the twin), by keyboard teleoperation (--teleop keyboard; real envs and the twin) or by a trained "
+            "policy (--policy MODEL). Attempt k uses seed SEED + k. Re-running an interrupted command resumes it; "
+            "the result equals an uninterrupted run."
         ),
     )
     add = parser.add_argument
@@ -116,6 +120,10 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--teleop-script", type=Path, metavar="FILE",
         help="replay key presses from FILE instead of the terminal, one line of keys per control step "
              "(<enter> and <backspace> stand for those keys): rehearsals and tests")
+    add("--policy", type=Path, metavar="MODEL",
+        help="record a trained model's rollouts instead of the scripted expert (with --keep-failures: offline RL "
+             "data with failures); it replans every --chunk-size actions (default: its whole chunk), and "
+             "--image-size defaults to its own")
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_collect)
 
@@ -220,12 +228,30 @@ def teleop_policy(args: argparse.Namespace) -> Iterator[Callable[[gym.Env], Scri
             keys.close()
 
 
+def with_model_policy(args: argparse.Namespace,
+                      config: CollectConfig) -> tuple[CollectConfig, Callable[[gym.Env], ScriptedPolicy] | None]:
+    """With ``--policy``: the config with the model's chunk and image sizes as defaults, and a
+    :class:`~corft_algos.rollouts.PolicyActor` factory; else ``config`` and ``None``.
+
+    :raises UsageError: for ``--policy`` together with ``--teleop``.
+    """
+    if args.policy is None:
+        return config, None
+    if args.teleop is not None:
+        raise UsageError("--policy and --teleop both choose who acts: pass one of them")
+    model = load_model(args.policy, device="cpu")
+    config = dataclasses.replace(config, chunk_size=config.chunk_size or model.chunk_size,
+                                 image_size=config.image_size or model_image_size(model))
+    return config, lambda env: PolicyActor(model, env)
+
+
 def run_collect(args: argparse.Namespace) -> int:
     """Run ``corft collect``; print a summary, or how to resume after Ctrl-C or a hardware fault."""
     try:
-        config = collect_config(args)
+        config, make_actor = with_model_policy(args, collect_config(args))
         with teleop_policy(args) as make_teleop:
-            options = {} if make_teleop is None else {"make_policy": make_teleop}
+            make_policy = make_actor or make_teleop
+            options = {} if make_policy is None else {"make_policy": make_policy}
             summary = collect(config, progress=not args.quiet, **options)
     except KeyboardInterrupt:
         saved = len(episode_files(config.out)) if config.out.is_dir() else 0
@@ -237,7 +263,8 @@ def run_collect(args: argparse.Namespace) -> int:
         print(f"corft collect: error: {exc}\n{saved} episodes saved in {config.out}; the arm was stopped. "
               f"Resume with:\n  {collect_command(config)}", file=sys.stderr)
         return EXIT_ERROR
-    except (UsageError, DatasetError, CollectionError, TypeError, ValueError, gym.error.Error) as exc:
+    except (UsageError, DatasetError, CollectionError, FileNotFoundError, TypeError, ValueError,
+            gym.error.Error) as exc:
         print(f"corft collect: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(summary.line())

@@ -220,15 +220,20 @@ def model_image_size(model: ChunkPolicy) -> int | None:
     return None if space is None else int(space.shape[0])
 
 
+def observation_differences(model: ChunkPolicy, env: gym.Env) -> list[str]:
+    """How the model's observation space differs from the env's, less the instruction (empty: none)."""
+    env_observation = spaces.Dict({key: space for key, space in env.observation_space.spaces.items()
+                                   if key != INSTRUCTION_KEY})
+    return space_differences(model.observation_space, env_observation, "observation space")
+
+
 def check_model_fits_env(model: ChunkPolicy, env: gym.Env, env_id: str) -> None:
     """Raise a ``ValueError`` naming both sides if ``model`` cannot act in ``env``.
 
     Compares the model's observation space with the env's (less the
     instruction) and the model's chunk action space with the env's.
     """
-    env_observation = spaces.Dict({key: space for key, space in env.observation_space.spaces.items()
-                                   if key != INSTRUCTION_KEY})
-    problems = space_differences(model.observation_space, env_observation, "observation space")
+    problems = observation_differences(model, env)
     problems += space_differences(model.action_space, env.action_space, "action space")
     if problems:
         trained_on = getattr(model, "dataset_env_id", None)

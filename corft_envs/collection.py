@@ -373,10 +373,11 @@ def collect(
     :raises CollectionError: if ``config.attempt_limit`` is reached first.
     """
     if config.workers > 1 and (make_policy is not make_expert or config.robot_host is not None):
-        raise ValueError("workers > 1 runs the scripted expert in sim envs only: use one worker for teleoperation "
-                         "and for the real arm or its twin")
+        raise ValueError("workers > 1 runs the scripted expert in sim envs only: use one worker for teleoperation, "
+                         "a trained policy, and the real arm or its twin")
     env, recorder = make_recording_env(config.env_id, config.env_kwargs, config.chunk_size)
     try:
+        policy = make_policy(env) if config.workers == 1 else None  # refuses before anything is written
         meta = DatasetMeta(
             env_id=config.env_id,
             env_kwargs=config.env_kwargs,
@@ -387,11 +388,11 @@ def collect(
             keep_failures=config.keep_failures,
         )
         with EpisodeWriter(config.out, meta) as writer:
-            if config.workers > 1:
+            if policy is None:
                 env.close()
                 _fill_in_parallel(writer, config, progress)
             else:
-                _fill(writer, env, recorder, make_policy(env), config, progress)
+                _fill(writer, env, recorder, policy, config, progress)
             return _summarize(writer)
     finally:
         env.close()

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from gymnasium.wrappers import FilterObservation
@@ -18,6 +19,7 @@ from corft_algos.cli import main
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model, read_model_data
 from corft_algos.sft import SFT
+from corft_envs.episode_store import EpisodeDataset
 from corft_envs.sim_env import FR3TabletopEnv
 
 ENV_ID = "corft/PickPlace-v0"
@@ -145,6 +147,43 @@ def test_sim_trained_model_runs_unchanged_on_the_twin(trained, tmp_path, capsys)
     # an episode runs to its end, or a chunk the safety layer rejects ends it as a failure
     assert episode["steps"] == 150 or (episode["rejected"].startswith("chunk rejected, nothing was sent")
                                        and not episode["success"])
+
+
+def test_collect_records_a_trained_policys_rollouts_with_their_failures(trained, dataset, tmp_path, capsys):
+    out, _ = trained
+    store = tmp_path / "rollouts"
+    assert main(["collect", "--env", ENV_ID, "--policy", str(out / "model.zip"), "--episodes", "2", "--keep-failures",
+                 "--chunk-size", "5", "--seed", "3", "--out", str(store), "--quiet"]) == 0, capsys.readouterr().err
+    model = load_model(out / "model.zip", device="cpu")
+    with EpisodeDataset(store) as rollouts, EpisodeDataset(dataset) as demos:
+        assert len(rollouts) == 2 and rollouts.seeds == [3, 4] and rollouts.meta.keep_failures
+        assert rollouts.observation_space == demos.observation_space  # the model's image size, by default
+        episode = rollouts[0]
+        low, high = rollouts.action_space.low, rollouts.action_space.high
+        for start, first in ((0, True), (5, False)):  # it predicts a chunk, runs 5 actions, predicts again
+            observation = {key: value[start] for key, value in episode.observations.items()}
+            chunk, _ = model.predict({**observation, "instruction": episode.instruction},
+                                     episode_start=np.array([first]))
+            np.testing.assert_allclose(episode.actions[start:start + 5], np.clip(chunk[:5], low, high), atol=1e-5)
+    # the rollouts train together with the demonstrations
+    args = train_args(dataset, tmp_path / "run", 2)
+    data = args.index("--data") + 2
+    assert main(args[:data] + [str(store)] + args[data:]) == 0, capsys.readouterr().err
+
+
+def test_collect_policy_errors_are_clear(trained, tmp_path, capsys):
+    model = str(trained[0] / "model.zip")
+    store = tmp_path / "store"
+    base = ["collect", "--env", ENV_ID, "--episodes", "1", "--out", str(store), "--quiet"]
+    assert main(base + ["--policy", model, "--chunk-size", str(CHUNK + 1)]) == 1
+    assert f"pass --chunk-size {CHUNK} or less" in capsys.readouterr().err
+    assert main(base + ["--policy", model, "--image-size", "48"]) == 1
+    assert "does not fit the env" in capsys.readouterr().err
+    assert main(base + ["--policy", model, "--teleop", "keyboard"]) == 1
+    assert "--policy and --teleop both choose who acts" in capsys.readouterr().err
+    assert main(base + ["--policy", str(tmp_path / "missing.zip")]) == 1
+    assert "missing.zip" in capsys.readouterr().err
+    assert not store.exists()  # refused before anything was written
 
 
 def test_real_env_without_a_robot_host_is_a_clear_error(trained, capsys):

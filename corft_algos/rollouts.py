@@ -1,0 +1,61 @@
+"""A trained model as the acting policy of ``corft collect --policy``.
+
+Offline RL learns only from what the data show. Demonstrations show successes
+only, so a critic trained on them never sees what a failed grasp costs. Recording
+a trained policy's own rollouts, failures kept (``--keep-failures``), gives the
+next training those outcomes, with their sparse rewards, in the same store
+format as the demonstrations (``corft train --data demos rollouts`` reads both).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from corft_algos.evaluation import ChunkPolicy, observation_differences
+from corft_algos.policies import INSTRUCTION_KEY
+from corft_envs.chunking import ActionChunk
+
+
+class PolicyActor:
+    """The scripted-policy interface of :func:`corft_envs.collection.collect` over a trained model.
+
+    Each :meth:`act_chunk` predicts a chunk from the observation and the
+    episode's instruction (``env.unwrapped.instruction``) and returns its first
+    ``horizon`` actions: collecting with ``chunk_size`` K below the model's H
+    replans every K actions, as ``corft eval --execute K`` does.
+
+    :param model: a trained corft model.
+    :param env: the env the collector acts in (its observations must be the model's).
+    :raises ValueError: if the env's observations differ from the model's.
+    """
+
+    def __init__(self, model: ChunkPolicy, env: gym.Env) -> None:
+        problems = observation_differences(model, env)
+        if problems:
+            raise ValueError("the policy does not fit the env: " + "; ".join(problems)
+                             + " ('recorded' is the model's, 'now' the env's). Collect with the model's image size")
+        horizon = env.chunk_size if isinstance(env, ActionChunk) else 1
+        if horizon > model.chunk_size:
+            raise ValueError(f"the policy predicts {model.chunk_size} actions per chunk, the collector asks for "
+                             f"{horizon}: pass --chunk-size {model.chunk_size} or less")
+        self.model, self.env = model, env
+        self._episode_start = True
+
+    def reset(self, seed: int) -> None:
+        """A new episode: the next prediction starts it (the model's state, if any, is reset)."""
+        self._episode_start = True
+
+    def act_chunk(self, observation: dict[str, np.ndarray], horizon: int) -> np.ndarray:
+        """The first ``horizon`` actions of the model's chunk for ``observation``, ``(horizon, A)``."""
+        with_instruction: dict[str, Any] = {**observation, INSTRUCTION_KEY: self.env.unwrapped.instruction}
+        chunk, _ = self.model.predict(with_instruction, episode_start=np.array([self._episode_start]),
+                                      deterministic=True)
+        self._episode_start = False
+        return np.asarray(chunk)[:horizon]
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The first action of the model's chunk (a step-level collector replans every step)."""
+        return self.act_chunk(observation, 1)[0]
