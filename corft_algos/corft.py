@@ -20,7 +20,8 @@ chunks with a critic expert beside the action expert (DESIGN.md section 4):
   discounted Monte-Carlo return. For a chunk cut by the episode's end the last
   valid head stands in for the full-chunk head.
 - **actor** (TD3+BC): ``−λ · mean_j Q_1^{(j)}(c, π(c)_{0:j+1}) / mean|Q| + L_IL``
-  over valid steps, updated every ``policy_delay`` critic steps after
+  over valid steps (``L_IL`` over those of successful episodes only: failed
+  rollouts in the data teach the critic what fails, not the actor), updated every ``policy_delay`` critic steps after
   ``critic_warmup_steps`` with the actor frozen.
 - **targets**: Polyak averages (τ) of both critics and of the action expert.
 - **backbone**: frozen in stage 2 by default (``backbone_lr=0``): context tokens
@@ -269,7 +270,7 @@ class CORFT(SFT):
                                                policy.critic_actions(continuous, logits))
         scale = average_over_ranks(masked_mean(prefix_q.detach().abs(), batch["valid"]))  # the global batch's
         q_term = actor_q_term(prefix_q, batch["valid"], self.actor_q_weight, scale)
-        return q_term, policy.imitation_loss(continuous, logits, batch["actions"], batch["valid"])
+        return q_term, policy.imitation_loss(continuous, logits, batch["actions"], batch["imitate"])
 
     @classmethod
     def from_sft(cls, sft: SFT | str | Path, dataset: Any, **kwargs: Any) -> CORFT:

@@ -263,6 +263,9 @@ class ChunkDataset(Dataset):
     * ``rewards`` (float32, ``(H,)``): ``r_{t+j}``, zeros where ``t+j >= T``;
     * ``valid`` (bool, ``(H,)``): ``t + j < T``; invalid steps are masked out of
       every loss, never padded into targets;
+    * ``imitate`` (bool, ``(H,)``): ``valid`` in a successful episode, else all
+      False: the imitation losses' mask, so a policy's failed rollouts
+      (``corft collect --policy --keep-failures``) teach the critic, not the actor;
     * ``done`` (bool, ``(H,)``): ``d_{t+j} = 1`` iff the episode terminated and
       ``t + j >= T - 1`` (terminated at or before ``t+j``); always 0 for
       truncated episodes, which bootstrap;
@@ -332,6 +335,7 @@ class ChunkDataset(Dataset):
         self._frame = self.frames.frame_offsets[episode] + step
         self._next_frames = self.frames.frame_offsets[episode][:, None] + np.minimum(window + 1, length)
         self._valid = window < length
+        self._imitate = self._valid & self.episodes.successes[episode][:, None]
         self._steps = np.where(self._valid, step_offsets[episode][:, None] + window, total_steps)
         self._done = self.episodes.terminated[episode][:, None] & (window >= length - 1)
         self._mc_return = discounted_returns(self._step_rewards[:-1], lengths, self.gamma).astype(np.float32)
@@ -364,6 +368,7 @@ class ChunkDataset(Dataset):
             "actions": self._step_actions[steps],
             "rewards": self._step_rewards[steps],
             "valid": self._valid[indices],
+            "imitate": self._imitate[indices],
             "done": self._done[indices],
             "mc_return": self._mc_return[indices],
             "instruction": self._instruction[indices],

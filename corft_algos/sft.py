@@ -82,10 +82,11 @@ class SFT(OfflineAlgorithm):
         return {"imitation_loss": loss.detach(), "grad_norm": norm, "learning_rate": learning_rate}
 
     def imitation_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The imitation loss ``L_IL`` of a batch (images augmented if ``image_augmentation``)."""
+        """The imitation loss ``L_IL`` of a batch (images augmented if ``image_augmentation``), over the
+        valid steps of successful episodes: failed ones (a policy's rollouts) are not imitated."""
         context = self.encode_batch(batch["observation"], batch["instruction"], augment=self.image_augmentation)
         continuous, logits = self.policy.action_expert(context)
-        return self.policy.imitation_loss(continuous, logits, batch["actions"], batch["valid"])
+        return self.policy.imitation_loss(continuous, logits, batch["actions"], batch["imitate"])
 
 
 class BC(SFT):

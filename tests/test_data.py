@@ -98,6 +98,7 @@ def test_terminated_episode_chunks_by_hand(two_episodes: Path) -> None:
         sample = data[t]
         assert sample["frame"] == t
         np.testing.assert_array_equal(sample["valid"], np.array(valid[t], dtype=bool))
+        np.testing.assert_array_equal(sample["imitate"], np.array(valid[t], dtype=bool))  # a success: imitated
         np.testing.assert_array_equal(sample["done"], np.array(done[t], dtype=bool))
         np.testing.assert_array_equal(sample["rewards"], np.array(rewards[t], dtype=np.float32))
         np.testing.assert_array_equal(sample["next_frames"], next_frames[t])
@@ -122,6 +123,7 @@ def test_truncated_episode_bootstraps_and_masks(two_episodes: Path) -> None:
         assert sample["frame"] == 6 + t
         np.testing.assert_array_equal(sample["done"], np.zeros(3, dtype=bool))
         np.testing.assert_array_equal(sample["valid"], np.array(valid[t], dtype=bool))
+        np.testing.assert_array_equal(sample["imitate"], np.zeros(3, dtype=bool))  # a failure: critic data only
         np.testing.assert_array_equal(sample["next_frames"], next_frames[t])
         assert sample["mc_return"] == 0.0
     np.testing.assert_array_equal(data[8]["actions"], [ACTIONS_1[3], [0, 0], [0, 0]])
@@ -255,7 +257,7 @@ def test_loader_with_a_worker_yields_tensor_batches(two_episodes: Path) -> None:
     batch = batches[0]
     shapes = {key: tuple(value.shape) for key, value in batch.items() if key != "observation"}
     assert shapes == {"frame": (4,), "next_frames": (4, 3), "actions": (4, 3, 2), "rewards": (4, 3),
-                      "valid": (4, 3), "done": (4, 3), "mc_return": (4,), "instruction": (4,)}
+                      "valid": (4, 3), "imitate": (4, 3), "done": (4, 3), "mc_return": (4,), "instruction": (4,)}
     assert batch["observation"]["image_front"].shape == (4, 8, 8, 3)
     assert batch["observation"]["image_front"].dtype == torch.uint8
     assert batch["observation"]["state"].shape == (4, 3)
