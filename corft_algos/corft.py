@@ -21,8 +21,9 @@ chunks with a critic expert beside the action expert (DESIGN.md section 4):
   valid head stands in for the full-chunk head.
 - **actor** (TD3+BC): ``−λ · mean_j Q_1^{(j)}(c, π(c)_{0:j+1}) / mean|Q| + L_IL``
   over valid steps (``L_IL`` over those of successful episodes only: failed
-  rollouts in the data teach the critic what fails, not the actor), updated every ``policy_delay`` critic steps after
-  ``critic_warmup_steps`` with the actor frozen.
+  rollouts in the data teach the critic what fails, not the actor), updated
+  every ``policy_delay`` critic steps after ``critic_warmup_steps`` with the
+  actor frozen.
 - **targets**: Polyak averages (τ) of both critics and of the action expert.
 - **backbone**: frozen in stage 2 by default (``backbone_lr=0``): context tokens
   are computed once per frame and reused; ``backbone_lr > 0`` fine-tunes it
