@@ -12,7 +12,8 @@ chunks with a critic expert beside the action expert (DESIGN.md section 4):
       ã = π̄(c_{t+j+1}) + clip(N(0, σ²), −c, c),
 
   over valid steps (``boundary_only=True`` keeps only the last valid prefix,
-  Q-chunking's target), plus the Cal-QL term on the full-chunk head
+  Q-chunking's target; ``value_bounds=(low, high)`` clips the bootstrapped
+  ``min_k Q̄`` to the range returns can take), plus the Cal-QL term on the full-chunk head
 
       α · E[ logsumexp_{a ∈ samples} max(Q(c, a), G(c)) − Q(c, a_data) ],
 
@@ -77,6 +78,9 @@ class CORFT(SFT):
     :param n_action_samples: chunks of each kind (uniform, π(c_t), π(c_{t+1})) in Cal-QL's logsumexp.
     :param boundary_only: train only the last valid prefix (Q-chunking's target).
     :param success_oversample: stage-2 oversampling of chunks that hold the success step.
+    :param value_bounds: ``(low, high)`` clip of the bootstrapped value ``min_k Q̄`` in the critic's
+        targets, the range the returns can take: ``(0, 1)`` for a sparse reward of 1 that ends the
+        episode (no value above it can be real); ``None`` (the default) does not clip.
     """
 
     algorithm_name: ClassVar[str] = "corft"
@@ -100,14 +104,18 @@ class CORFT(SFT):
         n_action_samples: int = 3,
         boundary_only: bool = False,
         success_oversample: float = 2.0,
+        value_bounds: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
+        if value_bounds is not None and not (len(value_bounds) == 2 and value_bounds[0] < value_bounds[1]):
+            raise ValueError(f"value_bounds must be (low, high) with low < high, got {value_bounds!r}")
         self.il_steps, self.rl_steps = il_steps, rl_steps
         self.actor_lr, self.critic_lr, self.backbone_lr = actor_lr, critic_lr, backbone_lr
         self.tau, self.policy_delay, self.critic_warmup_steps = tau, policy_delay, critic_warmup_steps
         self.calql_alpha, self.actor_q_weight = calql_alpha, actor_q_weight
         self.target_noise, self.noise_clip, self.n_action_samples = target_noise, noise_clip, n_action_samples
         self.boundary_only, self.success_oversample = boundary_only, success_oversample
+        self.value_bounds = None if value_bounds is None else (float(value_bounds[0]), float(value_bounds[1]))
         self.rl_started = False
         self._contexts: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
@@ -214,11 +222,8 @@ class CORFT(SFT):
                     batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The critic loss (per-prefix TD + α · Cal-QL) and its detached statistics, without host-device syncs."""
         policy = self.policy
-        size, horizon = batch["rewards"].shape
         with torch.no_grad():
-            flat_next = next_context.flatten(0, 1)
-            next_actions = self._noisy(self._policy_chunks(flat_next, policy.actor_target))
-            next_values = policy.critic_target(flat_next, next_actions)[:, :, -1].min(0).values.view(size, horizon)
+            next_values = self.bootstrap_values(next_context)
             targets, mask = per_prefix_targets(batch["rewards"], batch["done"], batch["valid"], next_values,
                                                self.gamma, self.boundary_only)
         data_q = policy.critic(context, policy.normalize_actions(batch["actions"]))  # (K, B, H)
@@ -234,6 +239,20 @@ class CORFT(SFT):
         metrics.update(q_mean=masked_mean(q, valid), q_max=q.masked_fill(~valid, float("-inf")).max(),
                        target_mean=masked_mean(targets.float(), mask))
         return critic_loss, metrics
+
+    @torch.no_grad()
+    def bootstrap_values(self, next_context: torch.Tensor) -> torch.Tensor:
+        """``min_k Q̄_k^{(H−1)}(c_{t+j+1}, π̄(c_{t+j+1}) + clip(N(0, σ²), −c, c))``, clipped to ``value_bounds``.
+
+        :param next_context: ``(B, H, L, d)`` contexts ``c_{t+j+1}``.
+        :return: ``(B, H)``.
+        """
+        policy = self.policy
+        size, horizon = next_context.shape[:2]
+        flat_next = next_context.flatten(0, 1)
+        next_actions = self._noisy(self._policy_chunks(flat_next, policy.actor_target))
+        values = policy.critic_target(flat_next, next_actions)[:, :, -1].min(0).values.view(size, horizon)
+        return values if self.value_bounds is None else values.clamp(*self.value_bounds)
 
     def _calql_penalty(self, context: torch.Tensor, next_context: torch.Tensor, data_q: torch.Tensor,
                        batch: dict[str, Any]) -> torch.Tensor:

@@ -250,3 +250,20 @@ def test_init_from_copies_batchnorm_statistics_but_keeps_the_dataset_buffers(tin
         if "running" in name:
             torch.testing.assert_close(target.policy.state_dict()[name], value)
     assert not torch.equal(target.policy.action_mean, source.policy.action_mean)
+
+
+def test_value_bounds_clip_the_bootstrapped_values(tiny_dataset):
+    def bootstrap(bounds):
+        model = make("corft", tiny_dataset, il_steps=0, value_bounds=bounds)
+        model._start_rl()
+        for network in model.policy.critic_target.q_networks:  # every target Q is 5 (head: no weights, bias 5)
+            torch.nn.init.zeros_(network.head.weight)
+            torch.nn.init.constant_(network.head.bias, 5.0)
+        batch = model.next_batch(with_observations=False)
+        return model.bootstrap_values(model._contexts_for(batch)[1])
+
+    assert torch.allclose(bootstrap(None), torch.full((4, 4), 5.0))
+    assert torch.allclose(bootstrap((0.0, 1.0)), torch.ones(4, 4))  # a sparse reward of 1: no value above 1
+    assert torch.allclose(bootstrap((6.0, 9.0)), torch.full((4, 4), 6.0))
+    with pytest.raises(ValueError, match=r"value_bounds must be \(low, high\) with low < high"):
+        make("corft", tiny_dataset, value_bounds=(1.0, 0.0))
