@@ -44,7 +44,7 @@ import torch
 
 from corft_algos.common.base import OfflineAlgorithm
 from corft_algos.distributed import average_over_ranks
-from corft_algos.losses import (actor_q_term, calql_penalty, last_valid_index, masked_mean, masked_mse,
+from corft_algos.losses import (actor_q_term, calql_penalty, last_valid_index, masked_mean, prefix_td_loss,
                                 per_prefix_targets)
 from corft_algos.registry import register_algorithm
 from corft_algos.sft import SFT
@@ -227,7 +227,7 @@ class CORFT(SFT):
             targets, mask = per_prefix_targets(batch["rewards"], batch["done"], batch["valid"], next_values,
                                                self.gamma, self.boundary_only)
         data_q = policy.critic(context, policy.normalize_actions(batch["actions"]))  # (K, B, H)
-        td_loss = sum(masked_mse(q, targets, mask) for q in data_q)
+        td_loss = sum(prefix_td_loss(q, targets, mask) for q in data_q)
         critic_loss = td_loss
         metrics = {"td_loss": td_loss.detach()}
         if self.calql_alpha > 0:

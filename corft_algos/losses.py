@@ -65,9 +65,17 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``(prediction - target)²`` over the entries where ``mask`` is True."""
-    return masked_mean((prediction - target) ** 2, mask)
+def prefix_td_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(1/B) Σ_b Σ_j mask_bj (Q_bj − y_bj)²``: the squared TD errors of a sample's valid prefixes, summed,
+    averaged over the ``B`` samples.
+
+    Each prefix head then weighs as a single-step critic's TD loss does, whatever H. A mean over all
+    ``B·H`` entries instead would weaken the full-chunk head's TD pull H-fold against the per-sample
+    Cal-QL term, whose push on ``Q(c, a_data)`` would then hold that head ``α·H/2`` above its target.
+
+    :param prediction: ``(B, H)`` Q-values. :param target: ``(B, H)``. :param mask: ``(B, H)`` bool.
+    """
+    return (((prediction - target) ** 2) * mask.float()).sum() / prediction.shape[0]
 
 
 def calql_penalty(sample_q: torch.Tensor, data_q: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:

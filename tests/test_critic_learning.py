@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from corft_algos.corft import polyak_update
-from corft_algos.losses import masked_mse, per_prefix_targets
+from corft_algos.losses import per_prefix_targets, prefix_td_loss
 from corft_algos.networks.experts import CriticExpert
 
 N_STATES, HORIZON, GAMMA = 5, 3, 0.9
@@ -69,7 +69,7 @@ def test_critic_recovers_true_chunk_q_values_of_a_chain():
             next_values = target(next_context, right)[:, :, -1].min(0).values.view(-1, HORIZON)
             targets, mask = per_prefix_targets(rewards.float(), done, valid, next_values, GAMMA)
         q = critic(context(states), actions)
-        loss = sum(masked_mse(q_k, targets, mask) for q_k in q)
+        loss = sum(prefix_td_loss(q_k, targets, mask) for q_k in q)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

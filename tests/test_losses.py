@@ -11,8 +11,8 @@ from corft_algos.losses import (
     calql_penalty,
     discounted_prefix_sums,
     last_valid_index,
-    masked_mse,
     per_prefix_targets,
+    prefix_td_loss,
 )
 
 GAMMA = 0.5
@@ -58,11 +58,21 @@ def test_boundary_only_keeps_the_last_valid_prefix():
     assert last_valid_index(valid).tolist() == [2, 0]
 
 
-def test_masked_mse_ignores_masked_entries():
+def test_prefix_td_loss_sums_the_valid_prefixes_and_averages_the_samples():
     prediction = torch.tensor([[1.0, 5.0], [3.0, 100.0]])
     target = torch.tensor([[0.0, 5.0], [1.0, 0.0]])
     mask = torch.tensor([[True, True], [True, False]])
-    assert masked_mse(prediction, target, mask).item() == pytest.approx((1 + 0 + 4) / 3)
+    # sample 0: 1 + 0, sample 1: 4 (the masked entry ignored); over 2 samples
+    assert prefix_td_loss(prediction, target, mask).item() == pytest.approx((1 + 0 + 4) / 2)
+
+
+@pytest.mark.parametrize("horizon", [1, 10])
+def test_the_full_chunk_heads_td_pull_does_not_depend_on_the_chunk_length(horizon):
+    # one sample, every prefix valid, Q = 3 against targets of 1: d/dQ_head = 2 (3 - 1) = 4 for every H,
+    # the balance a per-sample Cal-QL push of α on Q(c, a_data) meets (equilibrium Q_head = y + α/2)
+    prediction = torch.full((1, horizon), 3.0, requires_grad=True)
+    prefix_td_loss(prediction, torch.ones(1, horizon), torch.ones(1, horizon, dtype=torch.bool)).backward()
+    assert prediction.grad[0, -1].item() == pytest.approx(4.0)
 
 
 def test_calql_floor_lifts_sampled_q_to_the_monte_carlo_return():
