@@ -155,11 +155,12 @@ class Preset:
 #: policy tell the demos apart instead of looking at the scene); 1e-3 with a 100-step warm-up and a
 #: cosine decay; three quarters of a staged method's budget on imitation; 5 actions of each chunk
 #: executed before predicting again; a critic weight λ of 0.25 in the actor loss (TD3+BC's 2.5 undid
-#: the stage-2 gain on single_object: the critic overestimates, and the actor followed it).
+#: the stage-2 gain on single_object: the critic overestimates, and the actor followed it); bootstrapped
+#: values clipped to [0, 1], the range of the tasks' returns (a sparse reward of 1 that ends the episode).
 RECIPE = dict(learning_rate=1e-3, il_fraction=0.75, execute=5,
               policy_kwargs={"vision_arch": "resnet", "language_pooling": True, "proprio_dims": [2, 7]},
               algo_kwargs={"lr_schedule_kind": "cosine", "lr_warmup_steps": 100},
-              rl_kwargs={"actor_q_weight": 0.25})
+              rl_kwargs={"actor_q_weight": 0.25, "value_bounds": [0.0, 1.0]})
 #: Only the object the task names (and in Stack the one to stack on) on the table: the setting where SFT
 #: leaves room. With distractors, 30 demos do not teach the colour words and every method fails.
 ONE_OBJECT = {"distractors": False}
