@@ -13,7 +13,9 @@ chunks with a critic expert beside the action expert (DESIGN.md section 4):
 
   over valid steps (``boundary_only=True`` keeps only the last valid prefix,
   Q-chunking's target; ``value_bounds=(low, high)`` clips the bootstrapped
-  ``min_k Q̄`` to the range returns can take), plus the Cal-QL term on the full-chunk head
+  ``min_k Q̄`` to the range returns can take), each sample's squared errors
+  summed over its prefixes and averaged over samples, plus the Cal-QL term on
+  the full-chunk head
 
       α · E[ logsumexp_{a ∈ samples} max(Q(c, a), G(c)) − Q(c, a_data) ],
 
