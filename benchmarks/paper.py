@@ -30,6 +30,8 @@ other tasks' demonstrations (language-conditioned). Ablations and base rows run
 on the preset's first task and demonstration count.
 
 Independent trainings run ``--jobs`` at a time, each in its own process.
+``--report`` summarises a study still running (or interrupted) from the
+trainings evaluated so far.
 
 Run: ``corft bench paper --preset quick --out results/paper_quick`` (or
 ``python -m benchmarks.paper --preset quick --out ...``).
@@ -494,16 +496,44 @@ def run_study(preset: Preset, out: Path, log: Callable[[str], None] = print, job
         if run.method in ("sft", "corft") and run.task == preset.tasks[0] and run.seed == preset.seeds[0]:
             record_videos(out, preset, run)
     records = [item for run in runs for item in finished[run]]
+    wall = time.perf_counter() - began
+    summarise(records, out, f"# CO-RFT study, preset written to {out / 'preset.json'}",
+              f"wall time {wall:.0f} s with {jobs} job(s) (this run; steps already done in {out} were reused)", log)
+    return records
+
+
+def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Summarise the trainings of ``out`` already evaluated on every position set, training nothing.
+
+    For a study still running or interrupted: the same files as :func:`run_study`, from the finished runs
+    only, the summary's header saying how many of the planned trainings that is.
+    """
+    saved = out / "preset.json"
+    if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(asdict(preset))):
+        raise RuntimeError(f"{out} holds a study of another preset (see {saved}): pass the --preset "
+                           "(and --steps, --eval-episodes) it was run with")
+    runs = planned_runs(preset)
+    finished = [run for run in runs
+                if all((run.directory(out) / f"eval_{positions}.json").is_file() for positions in POSITIONS)]
+    if not finished:
+        raise RuntimeError(f"no training in {out} has been evaluated yet: run the study first "
+                           f"(`corft bench paper --out {out}` without --report)")
+    records = [record(run, positions, evaluate(out, preset, run, positions))
+               for run in finished for positions in POSITIONS]
+    summarise(records, out, f"# CO-RFT study, partial: {len(finished)} of {len(runs)} trainings evaluated "
+                            f"(preset {out / 'preset.json'})", "rows pool the seeds finished so far", log)
+    return records
+
+
+def summarise(records: list[dict[str, Any]], out: Path, header: str, footer: str,
+              log: Callable[[str], None]) -> None:
+    """Write ``results.json``, ``results.md`` (``header``, table, claims, ``footer``) and the plots; log the table."""
     rows = pooled_rows(records)
     (out / "results.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
-    table = markdown_table(rows)
-    wall = time.perf_counter() - began
-    summary = [f"# CO-RFT study, preset written to {out / 'preset.json'}", "", table, "", *claims(rows), "",
-               f"wall time {wall:.0f} s with {jobs} job(s) (this run; steps already done in {out} were reused)"]
+    summary = [header, "", markdown_table(rows), "", *claims(rows), "", footer]
     (out / "results.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
     plot(rows, out)
-    log("\n".join(summary[2:]))
-    return records
+    log("\n".join(summary))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -524,6 +554,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trainings run at a time, each in its own process with --threads threads "
                              "(default: the CPU count, at most 4)")
     parser.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming it")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: summarise the trainings of OUT evaluated so far (a study still "
+                             "running, or interrupted), saying how many of the planned ones that is")
 
 
 def default_jobs() -> int:
@@ -542,11 +575,17 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"corft bench paper: error: --jobs and --threads must be at least 1 (got --jobs {args.jobs}, "
               f"--threads {args.threads})", file=sys.stderr)
         return 2
+    if args.report and args.fresh:
+        print("corft bench paper: error: --report summarises OUT as it is; drop --fresh", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     try:
-        run_study(preset, args.out, jobs=args.jobs)
+        if args.report:
+            report_study(preset, args.out)
+        else:
+            run_study(preset, args.out, jobs=args.jobs)
     except RuntimeError as error:
         print(f"corft bench paper: error: {error}", file=sys.stderr)
         return 1

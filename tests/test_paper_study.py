@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ from benchmarks.paper import (
     planned_runs,
     pooled_rows,
     relative_change,
+    report_study,
     run_study,
     train_command,
 )
@@ -84,6 +87,22 @@ def test_study_resumes_without_redoing_finished_work(study):
     assert model.stat().st_mtime_ns == before
 
 
+def test_report_summarises_the_finished_trainings_only(study, tmp_path):
+    out, records = study
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    (Run("PickPlace", 3, "corft", 0).directory(partial) / "eval_unseen.json").unlink()  # evaluation under way
+    reported = report_study(TINY, partial, log=lambda line: None)
+    assert reported == [r for r in records if r["method"] != "corft"]
+    planned = len(TINY.methods) + len(TINY.ablations)
+    assert f"partial: {planned - 1} of {planned} trainings evaluated" in (partial / "results.md").read_text()
+    assert json.loads((partial / "results.json").read_text()) == reported
+    with pytest.raises(RuntimeError, match="another preset"):
+        report_study(replace(TINY, seeds=(0, 1)), partial, log=lambda line: None)
+    with pytest.raises(RuntimeError, match="no training in .* has been evaluated yet"):
+        report_study(TINY, tmp_path / "empty", log=lambda line: None)
+
+
 def test_methods_share_the_budget_and_ablations_reach_the_algorithm(tmp_path):
     corft = train_command(tmp_path, TINY, Run("PickPlace", 3, "corft_no_calql", 0))
     assert corft[corft.index("--il-steps") + 1] == "1" and corft[corft.index("--rl-steps") + 1] == "1"
@@ -131,10 +150,14 @@ def test_relative_changes_and_claims_by_hand():
     assert "| T | 30 | corft | train | 60% [31%, 83%] | 40.0 (4.0) | +50% | -20% | 1 × 10 |" in table
 
 
-def test_bench_command_line_refuses_an_unknown_preset(capsys, tmp_path):
+def test_bench_command_line_refuses_bad_flags(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["bench", "paper", "--preset", "huge", "--out", str(tmp_path)])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+    assert main(["bench", "paper", "--report", "--out", str(tmp_path)]) == 1  # nothing evaluated there
+    assert "no training in" in capsys.readouterr().err
+    assert main(["bench", "paper", "--report", "--fresh", "--out", str(tmp_path)]) == 2
+    assert "drop --fresh" in capsys.readouterr().err
 
 
 def test_receding_horizon_applies_to_methods_with_longer_chunks():
