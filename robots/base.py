@@ -10,9 +10,9 @@ calls (measured TCP pose, start a Cartesian motion, command the gripper, stop,
 go home).
 
 Each action's target is relative to the TCP pose *measured* when the action is
-sent, as in the simulator: position ``p + Δp`` (clipped to the workspace as a
-last guard; the whole-chunk check has already rejected chunks predicted to
-leave it) and orientation ``exp([Δr]×) · R`` (a base-frame rotation,
+sent, as in the simulator: position ``p + Δp`` clipped to the workspace (the
+whole-chunk check has already rejected chunks whose targets lie further outside
+than ``workspace_clip_margin``) and orientation ``exp([Δr]×) · R`` (a base-frame rotation,
 left-multiplied).
 """
 

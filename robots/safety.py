@@ -21,8 +21,14 @@ Checks, in order:
 5. per-step limits: the decoded translation and rotation vectors are scaled
    down, keeping their direction, so no component exceeds ``max_translation``
    (m) or ``max_rotation`` (rad); scaled steps are logged;
-6. workspace: the TCP positions predicted by adding the chunk's translations
-   to the current TCP position must all lie inside the workspace box.
+6. workspace, with the same kind of clip policy: each step's target (the
+   predicted TCP position plus its translation) is clipped to the workspace
+   box, as the simulator's controller and :meth:`~robots.base.Arm.send_chunk`
+   do, if it lies at most ``workspace_clip_margin`` outside the box; further
+   out rejects the chunk. Policies trained in simulation press a little past
+   the floor when they grasp, and an arm braking from speed can end a few
+   millimetres past a bound; a measured TCP further outside than the margin
+   rejects every chunk until the arm is brought back (e.g. ``move_home()``).
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ class SafetyLimits:
         Franka Hand's 0.08 m.
     :param max_grasp_force: largest grasping force a driver may be configured with (N).
     :param max_chunk_length: most actions one chunk may hold (10 Hz steps run open loop).
+    :param workspace_clip_margin: how far outside the workspace (m) a step's target may
+        be and still be clipped to it; ``0`` rejects every chunk predicted to leave it.
     """
 
     workspace_low: tuple[float, float, float] = tuple(float(v) for v in WORKSPACE[0])
@@ -94,6 +102,7 @@ class SafetyLimits:
     gripper_max_width: float = GRIPPER_MAX_WIDTH
     max_grasp_force: float = 40.0
     max_chunk_length: int = 20
+    workspace_clip_margin: float = 0.02
 
     def __post_init__(self) -> None:
         low = np.asarray(self.workspace_low, dtype=np.float64)
@@ -113,6 +122,7 @@ class SafetyLimits:
         if self.gripper_min_width == self.gripper_max_width:
             raise ValueError(f"gripper_min_width must be below gripper_max_width, both are {self.gripper_max_width}")
         _check_range("max_grasp_force", self.max_grasp_force, 0.0, FRANKA_HAND_MAX_FORCE)
+        _check_range("workspace_clip_margin", self.workspace_clip_margin, 0.0, MAX_TRANSLATION, low_inclusive=True)
         if isinstance(self.max_chunk_length, bool) or not isinstance(self.max_chunk_length, (int, np.integer)):
             raise ValueError(f"max_chunk_length must be an int, got {self.max_chunk_length!r}")
         if self.max_chunk_length < 1:
@@ -141,7 +151,8 @@ class CheckedChunk:
     :param actions: ``(k, 7)`` actions after the clip policy.
     :param commands: the decoded command of each action, after the per-step limits.
     :param predicted_positions: ``(k, 3)`` TCP positions after each step if the
-        arm tracked every command exactly, from the position the chunk was checked at.
+        arm tracked every target exactly (clipped to the workspace), from the
+        position the chunk was checked at.
     :param clipped_steps: steps with a value clipped to ``[-1, 1]``.
     :param scaled_steps: steps whose translation or rotation was scaled down to the limits.
     """
@@ -274,25 +285,35 @@ class SafetyChecker:
                 f"chunk rejected, nothing was sent: the current TCP position must be 3 finite numbers, "
                 f"got {current_tcp_position!r}"
             )
-        outside = (start < low - _WORKSPACE_TOLERANCE) | (start > high + _WORKSPACE_TOLERANCE)
+        margin = self.limits.workspace_clip_margin + _WORKSPACE_TOLERANCE
+        outside = np.maximum(low - start, start - high) > margin
         if np.any(outside):
             raise SafetyViolation(
                 f"chunk rejected, nothing was sent: the TCP is at {np.round(start, 4).tolist()} m, outside the "
-                f"workspace {low.tolist()} .. {high.tolist()} m on {', '.join(np.array(AXES)[outside])}; "
-                f"bring it back inside (e.g. move_home()) before sending actions"
+                f"workspace {low.tolist()} .. {high.tolist()} m on {', '.join(np.array(AXES)[outside])} by more "
+                f"than workspace_clip_margin={self.limits.workspace_clip_margin} m; bring it back inside "
+                f"(e.g. move_home()) before sending actions"
             )
-        predicted = start + np.cumsum([command.translation for command in commands], axis=0)
-        below = predicted < low - _WORKSPACE_TOLERANCE
-        above = predicted > high + _WORKSPACE_TOLERANCE
-        bad = np.argwhere(below | above)
-        if len(bad):
-            step, axis = bad[0]
-            side, bound = ("below the lower", low[axis]) if below[step, axis] else ("above the upper", high[axis])
-            raise SafetyViolation(
-                f"chunk rejected, nothing was sent: step {step} would take the TCP to "
-                f"{AXES[axis]} = {predicted[step, axis]:.4f} m, {side} workspace bound {bound:.4f} m "
-                f"(predicted from the current TCP position {np.round(start, 4).tolist()} m)"
-            )
+        predicted = np.empty((len(commands), 3))
+        position, clipped_steps = start, []
+        for step, command in enumerate(commands):
+            target = position + command.translation
+            below, above = target < low - margin, target > high + margin
+            if np.any(below | above):
+                axis = int(np.flatnonzero(below | above)[0])
+                side, bound = ("below the lower", low[axis]) if below[axis] else ("above the upper", high[axis])
+                raise SafetyViolation(
+                    f"chunk rejected, nothing was sent: step {step} would take the TCP to "
+                    f"{AXES[axis]} = {target[axis]:.4f} m, {side} workspace bound {bound:.4f} m by more than "
+                    f"workspace_clip_margin={self.limits.workspace_clip_margin} m "
+                    f"(predicted from the current TCP position {np.round(start, 4).tolist()} m)"
+                )
+            position = np.clip(target, low, high)
+            if np.any(position != target):
+                clipped_steps.append(step)
+            predicted[step] = position
+        if clipped_steps:
+            logger.info("clipped the TCP target to the workspace at steps %s", clipped_steps)
         return predicted
 
 

@@ -123,30 +123,53 @@ def test_per_step_limits_scale_keeping_direction():
 
 
 def test_workspace_prediction_rejects_the_whole_chunk_naming_step_and_axis():
-    # from z = 0.1: step 0 -> 0.05, step 1 -> 0.0 < 0.005
-    with pytest.raises(SafetyViolation, match=r"step 1 would take the TCP to z = 0.0000 m, below the lower"):
+    # from z = 0.1: step 0 -> 0.05, step 1 -> 0.0 (5 mm below the 0.005 floor: clipped to it), step 2 -> -0.045
+    with pytest.raises(SafetyViolation, match=r"step 2 would take the TCP to z = -0.0450 m, below the lower "
+                                              r"workspace bound 0.0050 m by more than workspace_clip_margin=0.02 m"):
         check(chunk([0, 0, -1], [0, 0, -1], [0, 0, -1]), position=(0.5, 0.0, 0.1))
     # y from 0.35: step 0 reaches the bound 0.40 exactly (allowed), step 1 goes to 0.45
     with pytest.raises(SafetyViolation, match=r"step 1 would take the TCP to y = 0.4500 m, above the upper"):
         check(chunk([0, 1], [0, 1]), position=(0.5, 0.35, 0.3))
     checked = check(chunk([0, 1]), position=(0.5, 0.35, 0.3))
     np.testing.assert_allclose(checked.predicted_positions, [[0.5, 0.40, 0.3]])
+    # with no clip margin, step 1's 5 mm past the floor already rejects the chunk
+    with pytest.raises(SafetyViolation, match=r"step 1 would take the TCP to z = 0.0000 m"):
+        check(chunk([0, 0, -1], [0, 0, -1]), position=(0.5, 0.0, 0.1), workspace_clip_margin=0.0)
+
+
+def test_targets_just_past_the_workspace_are_clipped_as_in_the_simulator():
+    # from z = 0.1: 0.05, then 0.0 clipped to the floor 0.005, then -0.01 (1.5 cm below) clipped again
+    checked = check(chunk([0, 0, -1], [0, 0, -1], [0, 0, -0.3]), position=(0.5, 0.0, 0.1))
+    np.testing.assert_allclose(checked.predicted_positions[:, 2], [0.05, 0.005, 0.005])
+    # the arm braked to z = 0.0025, 2.5 mm below the floor: holding still or pressing down 5 mm both target the floor
+    held = check(chunk([0, 0, 0], [0, 0, -0.1]), position=(0.5, 0.0, 0.0025))
+    np.testing.assert_allclose(held.predicted_positions, [[0.5, 0.0, 0.005], [0.5, 0.0, 0.005]])
+    # pressing down 2.5 cm from there aims 2.75 cm below the floor: rejected
+    with pytest.raises(SafetyViolation, match=r"step 0 would take the TCP to z = -0.0225 m"):
+        check(chunk([0, 0, -0.5]), position=(0.5, 0.0, 0.0025))
 
 
 def test_workspace_prediction_uses_the_limited_translation():
     # max 1 cm/step from z = 0.03: 0.02, 0.01, 0.00 -> step 2 is the first outside (not step 0)
     with pytest.raises(SafetyViolation, match="step 2 would take the TCP to z"):
-        check(chunk([0, 0, -1], [0, 0, -1], [0, 0, -1]), position=(0.5, 0.0, 0.03), max_translation=0.01)
+        check(chunk([0, 0, -1], [0, 0, -1], [0, 0, -1]), position=(0.5, 0.0, 0.03), max_translation=0.01,
+              workspace_clip_margin=0.0)
 
 
 def test_custom_workspace():
     limits = {"workspace_low": (0.4, -0.1, 0.2), "workspace_high": (0.6, 0.1, 0.4)}
-    with pytest.raises(SafetyViolation, match="step 0 would take the TCP to x = 0.6200"):
-        check(chunk([0.4]), position=(0.6, 0.0, 0.3), **limits)
+    with pytest.raises(SafetyViolation, match="step 0 would take the TCP to x = 0.6500"):
+        check(chunk([1.0]), position=(0.6, 0.0, 0.3), **limits)
+    np.testing.assert_allclose(check(chunk([0.2]), position=(0.6, 0.0, 0.3), **limits).predicted_positions,
+                               [[0.6, 0.0, 0.3]])
 
 
 def test_a_tcp_outside_the_workspace_rejects_any_chunk():
-    with pytest.raises(SafetyViolation, match="outside the workspace .* on z; bring it back inside"):
-        check(chunk([0, 0, 1]), position=(0.5, 0.0, 0.7))
+    # z = 0.63 is 3 cm above the 0.6 ceiling, beyond the 2 cm margin: even moving back down is refused
+    with pytest.raises(SafetyViolation, match="outside the workspace .* on z by more than workspace_clip_margin=0.02 "
+                                              r"m; bring it back inside \(e.g. move_home\(\)\)"):
+        check(chunk([0, 0, -1]), position=(0.5, 0.0, 0.63))
+    with pytest.raises(ValueError, match=r"workspace_clip_margin must be in \[0.0, 0.05\], got 0.1"):
+        SafetyLimits(workspace_clip_margin=0.1)
     with pytest.raises(SafetyViolation, match="3 finite numbers"):
         check(chunk([0]), position=(0.5, np.nan, 0.3))
