@@ -49,12 +49,20 @@ franky-sim 1.0.4 reports the commanded pose as the measured one: its
 ``O_T_EE`` equals ``O_T_EE_d`` (both hold pinocchio's same frame placement),
 so franky's pose leads the arm during a motion and ends at the target while
 the arm still settles (about 0.3 s). :meth:`TwinWorld.tcp_pose` is measured.
+
+franky-sim 1.0.4 also answers a grasp whose fingers settle outside the width
+tolerance with the status ``kFail``, which libfranka raises as a
+``CommandException``; the Franka Hand answers ``kUnsuccessful``, which
+libfranka's ``grasp`` returns as ``False`` (a missed grasp is not a fault).
+Importing this module makes the twin's gripper answer as the hand does
+(:func:`report_missed_grasps_as_the_franka_hand_does`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import enum
 import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -62,8 +70,9 @@ from typing import Any, Iterator
 
 import mujoco
 import numpy as np
-from franky_sim import SimulationServer
+from franky_sim import SimulationServer, franka_gripper_server
 from franky_sim.constants import FRANKA_HAND_VELOCITY_LIMIT
+from franky_sim.franka_gripper_protocol import GripperCommandStatus
 from franky_sim.mujoco_simulator import FrankaMujocoRobot, MujocoSimulator
 from gymnasium.utils import seeding
 
@@ -88,6 +97,27 @@ OPEN_GRIPPER_FORCE = 70.0
 #: Server ticks (1 ms each) run after :meth:`TwinWorld.reset_robot_state` so that the
 #: velocity filters of franky-sim's robot state forget the jump (they decay by 0.95 per tick).
 RESET_SETTLE_TICKS = 300
+
+
+class _FrankaHandGraspStatus(enum.IntEnum):
+    """franky-sim's gripper statuses with a missed grasp's ``kFail`` answered as ``kUnsuccessful``."""
+
+    kSuccess = GripperCommandStatus.kSuccess.value
+    kUnsuccessful = GripperCommandStatus.kUnsuccessful.value
+    kFail = GripperCommandStatus.kUnsuccessful.value  # an alias: franky-sim uses kFail only for missed grasps
+    kAborted = GripperCommandStatus.kAborted.value
+
+
+def report_missed_grasps_as_the_franka_hand_does() -> None:
+    """Make franky-sim's gripper server answer a missed grasp with ``kUnsuccessful``, as the Franka Hand does.
+
+    franky-sim 1.0.4 sends ``kFail`` in one place, a grasp settled outside its
+    width tolerance; this swaps the status enum its gripper server module uses.
+    """
+    franka_gripper_server.GripperCommandStatus = _FrankaHandGraspStatus
+
+
+report_missed_grasps_as_the_franka_hand_does()
 
 
 def _replace_child(parent: ET.Element, replacement: ET.Element) -> None:
@@ -157,12 +187,15 @@ class TwinWorld:
     :param task: ``"PickPlace"``, ``"Push"`` or ``"Stack"``.
     :param positions: ``"train"``, ``"unseen"`` or ``"all"`` object positions.
     :param image_size: side of the camera images in pixels, 16 to 1024.
+    :param distractors: ``False`` parks the objects the task does not use out of view, as the sim env does.
     """
 
-    def __init__(self, task: str = "PickPlace", positions: str = "train", image_size: int = 96) -> None:
+    def __init__(self, task: str = "PickPlace", positions: str = "train", image_size: int = 96,
+                 distractors: bool = True) -> None:
         self.task = get_task(task)
         self.positions = check_positions_mode(positions)
         self.image_size = check_image_size(image_size)
+        self.distractors = bool(distractors)
         self._simulator, self._robot = build_twin_simulator(self.task, self.image_size)
         self._lock = threading.Lock()
         self._simulator.register_pre_step_callback(lambda _: self._lock.acquire())
@@ -255,7 +288,7 @@ class TwinWorld:
             self._rng, _ = seeding.np_random(seed)
         layout = sample_layout(self._rng, self.task, self.positions)
         with self.physics() as (model, data):
-            apply_layout(model, data, self.task, layout)
+            apply_layout(model, data, self.task, layout, self.distractors)
         self.colours, self.instruction = list(layout.colours), layout.instruction
         return {"instruction": self.instruction, "colours": list(self.colours)}
 

@@ -154,6 +154,16 @@ def test_cube_written_into_the_bowl_is_a_success(world):
     assert world.is_success()
 
 
+def test_a_missed_grasp_returns_false_as_on_the_franka_hand(world):
+    gripper = franky.Gripper(world.hostname)
+    assert gripper.move(0.08, 0.1)
+    # nothing between the fingers: they settle near 0.05, outside the 1 mm tolerance -> unsuccessful, not an error
+    assert gripper.grasp(0.05, 0.1, 20.0, epsilon_inner=0.001, epsilon_outer=0.001) is False
+    assert not gripper.is_grasped
+    # within a tolerance that holds the settled width, the same grasp succeeds
+    assert gripper.grasp(0.05, 0.1, 20.0, epsilon_inner=0.005, epsilon_outer=0.005) is True
+
+
 def test_reset_robot_state_homes_the_arm_and_franky_reconnects(world):
     home = world.tcp_pose()[0]
     move_relative(world, connect(world))
