@@ -104,6 +104,8 @@ class FR3RealEnv(gym.Env):
     :param image_size: side of the observation images (px); the model's.
     :param positions: on the twin, where the objects go (``"train"``, ``"unseen"``, ``"all"``);
         on hardware the operator places them and this is only recorded.
+    :param distractors: on the twin, ``False`` parks the objects the task does not use out of
+        view (as the sim env's ``distractors=False``); on hardware the operator sets the scene.
     :param include_instruction: add the instruction as a ``Text`` observation key.
     :param instruction: on hardware, the instruction of every episode, unless a
         reset's ``options={"instruction": ...}`` gives one; the twin draws it as the sim env does.
@@ -126,6 +128,7 @@ class FR3RealEnv(gym.Env):
         cameras: Mapping[str, str | Camera] | None = None,
         image_size: int = 96,
         positions: str = "train",
+        distractors: bool = True,
         include_instruction: bool = False,
         instruction: str | None = None,
         success_fn: SuccessFn | None = None,
@@ -142,6 +145,7 @@ class FR3RealEnv(gym.Env):
             )
         self.image_size = check_image_size(image_size)
         self.positions = check_positions_mode(positions)
+        self.distractors = bool(distractors)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
@@ -158,7 +162,7 @@ class FR3RealEnv(gym.Env):
         if self.on_twin:
             if cameras is not None:
                 raise ValueError("the twin makes its own virtual cameras: do not pass cameras with robot_host='twin'")
-            self.world = TwinWorld(self.task.name, self.positions, self.image_size).start()
+            self.world = TwinWorld(self.task.name, self.positions, self.image_size, self.distractors).start()
             self.virtual_cameras = {
                 name: VirtualRealSense(self.image_size, self.image_size, TWIN_CAMERA_FPS, serial_number=f"twin-{name}")
                 for name in CAMERAS

@@ -134,6 +134,25 @@ def test_twin_reset_places_the_objects_as_the_sim_env_does(twin_env, make_env):
         np.testing.assert_allclose(real_scene.object_positions[:, :2], sim_scene.object_positions[:, :2], atol=2e-3)
 
 
+def test_twin_hides_the_distractors_as_the_sim_env_does(make_env):
+    """``distractors=False`` on the twin gives the sim env's scene without distractors: a policy trained on it fits."""
+    from corft_envs.scene import PARKED_XY
+
+    env = make_twin_env(distractors=False)
+    try:
+        sim = make_env("corft/PickPlace-v0", image_size=IMAGE_SIZE, distractors=False)
+        env.reset(seed=3)
+        sim_observation, _ = sim.reset(seed=3)
+        world = env.unwrapped.world
+        real_scene, sim_scene = world.scene_state(), sim.unwrapped.scene_state()
+        np.testing.assert_allclose(real_scene.object_positions[1:, :2], np.full((2, 2), PARKED_XY), atol=1e-6)
+        np.testing.assert_allclose(real_scene.object_positions[:, :2], sim_scene.object_positions[:, :2], atol=2e-3)
+        # the front camera sees the same scene (the arm is at home in both)
+        assert np.abs(world.render("front").astype(int) - sim_observation["image_front"]).mean() < 1.0
+    finally:
+        env.close()
+
+
 def test_chunk_moves_in_the_base_frame_and_reports_its_timing(twin_env):
     observation, _ = twin_env.reset(seed=0)
     start = observation["state"][:3].copy()
