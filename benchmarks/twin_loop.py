@@ -14,7 +14,9 @@ and the sim env on the same seeds, and prints:
 3. with ``--model``, the same for a policy trained in the sim env, run
    unchanged on the twin: the sim-to-twin gap of the policy.
 
-Run: ``python -m benchmarks.twin_loop [--task PickPlace --episodes 5 --dynamics-factor 0.1 --model runs/x/model.zip]``.
+Run: ``python -m benchmarks.twin_loop [--task PickPlace --episodes 5 --dynamics-factor 0.1 --model runs/x/model.zip
+--no-distractors --execute 5 --image-size 64]`` (the model's own settings: ``--no-distractors`` if it was
+trained without them, as in the paper study).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Args:
     episodes: int = 5
     image_size: int = 96
     positions: str = "train"
+    distractors: bool = True
     seed: int = 10000
     dynamics_factor: float = 0.1
     model: str = ""
@@ -97,7 +100,7 @@ def env_id(args: Args, twin: bool) -> str:
 
 def make_env(args: Args, twin: bool, include_instruction: bool = False) -> gym.Env:
     kwargs: dict[str, Any] = {"image_size": args.image_size, "positions": args.positions,
-                              "include_instruction": include_instruction}
+                              "distractors": args.distractors, "include_instruction": include_instruction}
     if twin:
         kwargs.update(robot_host="twin", arm_options={"dynamics_factor": args.dynamics_factor})
     return gym.make(env_id(args, twin), **kwargs)
