@@ -50,9 +50,9 @@ franky-sim 1.0.4 reports the commanded pose as the measured one: its
 so franky's pose leads the arm during a motion and ends at the target while
 the arm still settles (about 0.3 s). :meth:`TwinWorld.tcp_pose` is measured.
 This is left as it is on purpose: franky-sim's servo lags its commanded pose
-by centimetres (2.6 cm during a 10 cm move at 20% dynamics), where a real FR3 tracks it within about
-a millimetre, so the commanded pose is the closer stand-in for what the real
-arm reports. Reporting the twin's true pose instead made every target, set
+by centimetres (2.6 cm during a 10 cm move at 20% dynamics), where a real
+FR3 tracks it within about a millimetre, so the commanded pose is the closer
+stand-in for what the real arm reports. Reporting the twin's true pose instead made every target, set
 from the measured pose, chase that lag: the scripted expert needed 116.5 steps
 instead of 53 at full dynamics (10 PickPlace episodes).
 
