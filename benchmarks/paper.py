@@ -374,39 +374,47 @@ def claims(rows: list[Row]) -> list[str]:
 
 
 def plot(rows: list[Row], out: Path) -> list[Path]:
-    """``success.png`` (with 95% CIs) and ``cycle_time.png``, one group of bars per (task, demos, positions)."""
+    """``success.png`` (with 95% CIs) and ``cycle_time.png``: one panel per task, one group of bars per (demos,
+    positions), holding only the methods that group has (the ablations run on one group), one colour per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r.task, r.demos, r.positions) for r in rows})
+    tasks = sorted({r.task for r in rows})
     methods = [m for m in METHODS if any(r.method == m for r in rows)]
+    colours = {m: plt.get_cmap("tab10")(k % 10) for k, m in enumerate(methods)}
     index = {(r.task, r.demos, r.positions, r.method): r for r in rows}
-    width = 0.8 / len(methods)
+    panels = {task: sorted({(r.demos, r.positions) for r in rows if r.task == task}) for task in tasks}
+    slots = max(sum(len([m for m in methods if (task, *group, m) in index]) + 1 for group in groups)
+                for task, groups in panels.items())
     paths = []
     for name, ylabel in (("success", "success rate"), ("cycle_time", "cycle time of successes (steps)")):
-        figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) * len(methods) / 2), 4))
-        for k, method in enumerate(methods):
-            xs, ys, low, high = [], [], [], []
-            for g, group in enumerate(groups):
-                row = index.get((*group, method))
-                value = None if row is None else (row.success_rate if name == "success" else row.cycle_time_steps)
-                if value is None:
-                    continue
-                xs.append(g + (k - (len(methods) - 1) / 2) * width)
-                ys.append(value)
-                if name == "success":
-                    low.append(value - row.success_ci95[0])
-                    high.append(row.success_ci95[1] - value)
-            errors = [low, high] if name == "success" else None
-            axes.bar(xs, ys, width, yerr=errors, capsize=3, label=method)
-        axes.set_xticks(range(len(groups)), [f"{t}\n{d} demos, {p}" for t, d, p in groups])
-        axes.set_ylabel(ylabel)
-        if name == "success":
-            axes.set_ylim(0, 1.05)
-        axes.legend(fontsize=8, ncols=min(4, len(methods)))
-        figure.tight_layout()
+        figure, all_axes = plt.subplots(len(tasks), 1, figsize=(max(6.0, 0.3 * slots + 1.5), 2.6 * len(tasks) + 0.8),
+                                        squeeze=False)
+        for axes, task in zip(all_axes[:, 0], tasks):
+            x, centres = 0.0, []
+            for group in panels[task]:
+                present = [m for m in methods if (task, *group, m) in index]
+                centres.append(x + (len(present) - 1) / 2)
+                for method in present:
+                    row = index[(task, *group, method)]
+                    value = row.success_rate if name == "success" else row.cycle_time_steps
+                    if value is not None:
+                        errors = ([[value - row.success_ci95[0]], [row.success_ci95[1] - value]]
+                                  if name == "success" else None)
+                        axes.bar(x, value, 0.9, yerr=errors, capsize=2, color=colours[method])
+                    x += 1
+                x += 1
+            axes.set_xticks(centres, [f"{demos} demos, {positions}" for demos, positions in panels[task]])
+            axes.set_xlim(-1, slots - 1)
+            axes.set_title(task, fontsize=10)
+            axes.set_ylabel(ylabel, fontsize=8)
+            if name == "success":
+                axes.set_ylim(0, 1.05)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
+        figure.legend(handles, methods, loc="upper center", ncols=min(5, len(methods)), fontsize=8)
+        figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / figure.get_figheight()))
         path = out / f"{name}.png"
         figure.savefig(path, dpi=120)
         plt.close(figure)
@@ -506,7 +514,7 @@ def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) 
     """Summarise the trainings of ``out`` already evaluated on every position set, training nothing.
 
     For a study still running or interrupted: the same files as :func:`run_study`, from the finished runs
-    only, the summary's header saying how many of the planned trainings that is.
+    only, the summary's header saying how many of the planned trainings that is (or that all are).
     """
     saved = out / "preset.json"
     if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(asdict(preset))):
@@ -520,8 +528,12 @@ def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) 
                            f"(`corft bench paper --out {out}` without --report)")
     records = [record(run, positions, evaluate(out, preset, run, positions))
                for run in finished for positions in POSITIONS]
-    summarise(records, out, f"# CO-RFT study, partial: {len(finished)} of {len(runs)} trainings evaluated "
-                            f"(preset {out / 'preset.json'})", "rows pool the seeds finished so far", log)
+    if len(finished) == len(runs):
+        header, footer = f"# CO-RFT study, complete: all {len(runs)} trainings evaluated", "rows pool every seed"
+    else:
+        header = f"# CO-RFT study, partial: {len(finished)} of {len(runs)} trainings evaluated"
+        footer = "rows pool the seeds finished so far"
+    summarise(records, out, f"{header} (preset {out / 'preset.json'})", footer, log)
     return records
 
 

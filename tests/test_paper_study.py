@@ -19,6 +19,7 @@ from benchmarks.paper import (
     markdown_table,
     needed_datasets,
     planned_runs,
+    plot,
     pooled_rows,
     relative_change,
     report_study,
@@ -97,6 +98,8 @@ def test_report_summarises_the_finished_trainings_only(study, tmp_path):
     planned = len(TINY.methods) + len(TINY.ablations)
     assert f"partial: {planned - 1} of {planned} trainings evaluated" in (partial / "results.md").read_text()
     assert json.loads((partial / "results.json").read_text()) == reported
+    assert report_study(TINY, out, log=lambda line: None) == records
+    assert f"complete: all {planned} trainings evaluated" in (out / "results.md").read_text()
     with pytest.raises(RuntimeError, match="another preset"):
         report_study(replace(TINY, seeds=(0, 1)), partial, log=lambda line: None)
     with pytest.raises(RuntimeError, match="no training in .* has been evaluated yet"):
@@ -171,3 +174,18 @@ def test_parallel_calls_return_every_result_and_raise_the_first_error():
     assert sorted(result for _, result in in_parallel(int, [("1",), ("2",), ("3",)], jobs=2)) == [1, 2, 3]
     with pytest.raises(ValueError, match="invalid literal"):
         list(in_parallel(int, [("1",), ("x",)], jobs=2))
+
+
+def test_plot_of_the_full_study_stays_readable(tmp_path):
+    # the full study's shape: 3 tasks x 2 demo counts x 2 position sets x 4 methods, and 6 more methods on one group
+    import matplotlib.image
+
+    full = PRESETS["full"]
+    records = [record(method, positions, 1, 2, 10.0) | {"task": task, "demos": demos}
+               for task in full.tasks for demos in full.demos for positions in ("train", "unseen")
+               for method in full.methods]
+    records += [record(method, positions, 1, 2, 10.0) | {"task": full.tasks[0], "demos": full.demos[0]}
+                for positions in ("train", "unseen") for method in full.ablations]
+    for path in plot(pooled_rows(records), tmp_path):
+        height, width = matplotlib.image.imread(path).shape[:2]
+        assert width <= 1600 and height <= 1200, (path.name, width, height)  # was 11520 px wide with one panel
