@@ -386,8 +386,9 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
     colours = {m: plt.get_cmap("tab10")(k % 10) for k, m in enumerate(methods)}
     index = {(r.task, r.demos, r.positions, r.method): r for r in rows}
     panels = {task: sorted({(r.demos, r.positions) for r in rows if r.task == task}) for task in tasks}
-    slots = max(sum(len([m for m in methods if (task, *group, m) in index]) + 1 for group in groups)
-                for task, groups in panels.items())
+    present = {(task, group): [m for m in methods if (task, *group, m) in index]
+               for task, groups in panels.items() for group in groups}
+    slots = max(sum(len(present[task, group]) + 1 for group in groups) for task, groups in panels.items())
     paths = []
     for name, ylabel in (("success", "success rate"), ("cycle_time", "cycle time of successes (steps)")):
         figure, all_axes = plt.subplots(len(tasks), 1, figsize=(max(6.0, 0.3 * slots + 1.5), 2.6 * len(tasks) + 0.8),
@@ -395,9 +396,8 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
         for axes, task in zip(all_axes[:, 0], tasks):
             x, centres = 0.0, []
             for group in panels[task]:
-                present = [m for m in methods if (task, *group, m) in index]
-                centres.append(x + (len(present) - 1) / 2)
-                for method in present:
+                centres.append(x + (len(present[task, group]) - 1) / 2)
+                for method in present[task, group]:
                     row = index[(task, *group, method)]
                     value = row.success_rate if name == "success" else row.cycle_time_steps
                     if value is not None:
