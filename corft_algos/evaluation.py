@@ -101,6 +101,8 @@ class EpisodeRecord:
     :param video: path of the episode's mp4, if recorded.
     :param rejected: on the real arm, why the safety layer rejected a chunk, which
         ended the episode as a failure (nothing of that chunk was sent).
+    :param first_lifted: sim envs: the index of the first object the episode lifted (0: the one the
+        instruction names; -1: none), ``None`` where the env does not report it.
     """
 
     seed: int
@@ -111,12 +113,14 @@ class EpisodeRecord:
     episode_return: float
     video: str | None = None
     rejected: str | None = None
+    first_lifted: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the return under the key ``"return"``)."""
         return {"seed": self.seed, "success": self.success, "steps": self.steps,
                 "cycle_time_s": self.cycle_time_s, "instruction": self.instruction,
-                "return": self.episode_return, "video": self.video, "rejected": self.rejected}
+                "return": self.episode_return, "video": self.video, "rejected": self.rejected,
+                "first_lifted": self.first_lifted}
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,15 @@ class EvalResult:
         steps = self.cycle_time_steps
         return None if steps is None else steps * CONTROL_PERIOD
 
+    @property
+    def named_object_first_rate(self) -> float | None:
+        """Fraction of the episodes whose first lifted object was the one the instruction names (an episode
+        that lifted nothing counts against it); ``None`` where the env does not report lifts."""
+        lifted = [record.first_lifted for record in self.episodes]
+        if any(value is None for value in lifted):
+            return None
+        return sum(value == 0 for value in lifted) / len(lifted)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: the summary statistics, the settings and every episode."""
         return {
@@ -181,6 +194,7 @@ class EvalResult:
             "success_ci95": list(self.success_ci95),
             "cycle_time_steps": self.cycle_time_steps,
             "cycle_time_s": self.cycle_time_s,
+            "named_object_first_rate": self.named_object_first_rate,
             "episodes": [record.to_json() for record in self.episodes],
         }
 
@@ -243,6 +257,22 @@ def check_model_fits_env(model: ChunkPolicy, env: gym.Env, env_id: str) -> None:
             + " ('recorded' is the model's, 'now' the env's). Evaluate on the env and image size "
             "the model was trained with"
         )
+
+
+#: Env arguments that set the scene, taken from the model's training data unless given.
+SCENE_KWARGS = ("distractors",)
+
+
+def trained_scene(model: ChunkPolicy) -> dict[str, Any]:
+    """The scene arguments (:data:`SCENE_KWARGS`) of the env the model's training data came from."""
+    recorded = getattr(model, "dataset_env_kwargs", None) or {}
+    return {key: recorded[key] for key in SCENE_KWARGS if key in recorded}
+
+
+def rollout_execute(model: ChunkPolicy, execute: int | None = None) -> int | None:
+    """Actions run per chunk: ``execute`` if given, else the model's own (``None``: whole chunks), at most H."""
+    chosen = execute if execute is not None else getattr(model, "execute", None)
+    return None if chosen is None or chosen >= model.chunk_size else int(chosen)
 
 
 def eval_env_kwargs(
@@ -331,7 +361,7 @@ def run_episode(model: ChunkPolicy, env: gym.Env, seed: int) -> EpisodeRecord:
     instruction = str(observation[INSTRUCTION_KEY])
     steps, total, success, first = 0, 0.0, False, True
     terminated = truncated = False
-    rejected = None
+    rejected = first_lifted = None
     while not (terminated or truncated):
         chunk, _ = model.predict(observation, episode_start=np.array([first]), deterministic=True)
         try:
@@ -343,9 +373,11 @@ def run_episode(model: ChunkPolicy, env: gym.Env, seed: int) -> EpisodeRecord:
         steps += int(info["chunk_len"])
         total += float(reward)
         success = success or bool(info.get("is_success", False))
+        first_lifted = info.get("first_lifted", first_lifted)
         first = False
     return EpisodeRecord(seed=seed, success=success, steps=steps, cycle_time_s=steps * CONTROL_PERIOD,
-                         instruction=instruction, episode_return=total, rejected=rejected)
+                         instruction=instruction, episode_return=total, rejected=rejected,
+                         first_lifted=None if first_lifted is None else int(first_lifted))
 
 
 def run_episodes(

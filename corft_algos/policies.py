@@ -36,8 +36,13 @@ from torch import nn
 from corft_algos.networks.experts import ActionExpert, CriticExpert
 from corft_algos.networks.language import EMBEDDING_DIM, embed_instructions
 from corft_algos.networks.vision import VisionEncoder, build_vision_model
+from corft_envs.sim_env import STATE_DIM
 
 INSTRUCTION_KEY = "instruction"
+#: The dimensions of corft's state (:data:`corft_envs.sim_env.STATE_LAYOUT`) the policy reads by default: the
+#: TCP height and the gripper opening. With a few demonstrations the full state lets the policy tell the
+#: episodes apart and copy them instead of looking at the scene (benchmarks/RESULTS.md).
+RECIPE_PROPRIO_DIMS = (2, 7)
 
 
 @dataclass(frozen=True)
@@ -90,24 +95,30 @@ class VLAPolicy(BasePolicy):
     :param instructions: the training instructions; their embeddings are kept in a buffer.
     :param d_model: token width.
     :param vision_model: local directory of a ``transformers`` model replacing the default tower.
-    :param vision_arch: the tower built from a config when ``vision_model`` is ``None``:
+    :param vision_arch: the tower when ``vision_model`` is ``None``: ``"mobilenet_v2"`` (the default;
+        ImageNet-pretrained, :mod:`corft_algos.networks.pretrained`), or one built from a config with a random init,
         ``"siglip"`` (a small vision transformer) or ``"resnet"`` (a small ResNet).
     :param vision_config: overrides of the default config fields of ``vision_arch``.
+    :param freeze_vision: keep the tower's weights fixed (``None``: frozen for a pretrained ``vision_arch``,
+        trained otherwise). A frozen tower's features are computed once per frame and cached in training.
+    :param vision_norm: ``"group"`` or ``"batch"``, the normalisation of a convolutional tower built from a
+        config (GroupNorm behaves the same in training and evaluation; BatchNorm does not).
     :param vision_tokens: pooled tokens per camera.
     :param language_pooling: add the instruction's token to the vision pooling queries.
     :param language_film: condition the ResNet tower's features on the instruction's token with FiLM
         (per-channel scale and shift after each stage, identity at initialisation); needs
         ``vision_arch="resnet"`` (or a ResNet ``vision_model``).
-    :param vision_pooling: how the tower's features become ``vision_tokens`` tokens: ``"attention"``
-        (learned queries) or ``"spatial_softmax"`` (one softmax keypoint per channel of a convolutional
-        feature map, then a linear map; not with ``language_pooling``).
+    :param vision_pooling: how the tower's features become ``vision_tokens`` tokens: ``"spatial_softmax"``
+        (the default; one softmax keypoint per channel of a convolutional feature map, then a linear map; not
+        with ``language_pooling``) or ``"attention"`` (learned queries).
     :param center_instructions: standardise instruction embeddings over the training instructions
         (subtract their mean, divide by the RMS norm of the rest) before projecting them: sentence
         embeddings of instructions that differ in one word are nearly parallel, and centring leaves
         what tells them apart.
     :param proprio_dims: the ``state`` dimensions the policy reads (``None``: all; ``[]``: none; ``[7]``:
-        the gripper opening). With a few demonstrations the full state lets the policy tell the
-        episodes apart and copy them instead of looking at the scene.
+        the gripper opening; ``"auto"``, the default: :data:`RECIPE_PROPRIO_DIMS`, the TCP height and the
+        gripper opening, for corft's 15-D state, else all). With a few demonstrations the full state lets
+        the policy tell the episodes apart and copy them instead of looking at the scene.
     :param fusion_layers: layers of the fusion transformer.
     :param heads: attention heads everywhere.
     :param action_layers: decoder layers of the action expert.
@@ -126,14 +137,16 @@ class VLAPolicy(BasePolicy):
         instructions: list[str] | tuple[str, ...] = (),
         d_model: int = 128,
         vision_model: str | None = None,
-        vision_arch: str = "siglip",
+        vision_arch: str = "mobilenet_v2",
         vision_config: dict[str, Any] | None = None,
+        freeze_vision: bool | None = None,
+        vision_norm: str = "group",
         vision_tokens: int = 4,
         language_pooling: bool = False,
         language_film: bool = False,
-        vision_pooling: str = "attention",
+        vision_pooling: str = "spatial_softmax",
         center_instructions: bool = False,
-        proprio_dims: list[int] | None = None,
+        proprio_dims: list[int] | str | None = "auto",
         fusion_layers: int = 2,
         heads: int = 4,
         action_layers: int = 1,
@@ -152,7 +165,8 @@ class VLAPolicy(BasePolicy):
         self.normalization = normalization
         self.instructions = list(instructions)
         self.arch = dict(d_model=d_model, vision_model=vision_model, vision_arch=vision_arch, proprio_dims=proprio_dims,
-                         vision_config=vision_config, vision_tokens=vision_tokens,
+                         vision_config=vision_config, freeze_vision=freeze_vision, vision_norm=vision_norm,
+                         vision_tokens=vision_tokens,
                          language_pooling=language_pooling, language_film=language_film,
                          vision_pooling=vision_pooling,
                          center_instructions=center_instructions,
@@ -162,6 +176,10 @@ class VLAPolicy(BasePolicy):
 
         self.image_keys = image_keys(observation_space)
         full_state_dim = observation_space["state"].shape[0] if "state" in observation_space.spaces else 0
+        if proprio_dims == "auto":
+            proprio_dims = list(RECIPE_PROPRIO_DIMS) if full_state_dim == STATE_DIM else None
+        elif isinstance(proprio_dims, str):
+            raise ValueError(f"proprio_dims must be a list of state indices, None (all) or 'auto', got {proprio_dims!r}")
         dims = list(range(full_state_dim)) if proprio_dims is None else [int(d) for d in proprio_dims]
         if any(not 0 <= d < full_state_dim for d in dims):
             raise ValueError(f"proprio_dims must index the {full_state_dim}-D state, got {proprio_dims}")
@@ -174,7 +192,8 @@ class VLAPolicy(BasePolicy):
 
         if self.image_keys:
             image_size = observation_space[self.image_keys[0]].shape[0]
-            tower = build_vision_model(vision_model, image_size, vision_config, vision_arch)
+            tower = build_vision_model(vision_model, image_size, vision_config, vision_arch, freeze=freeze_vision,
+                                       norm=vision_norm)
             self.vision = VisionEncoder(tower, image_size, d_model, vision_tokens, heads,
                                         film_dim=d_model if language_film else None, pooling=vision_pooling)
             self.camera_embedding = nn.Parameter(torch.randn(len(self.image_keys), 1, d_model) * 0.02)
@@ -200,10 +219,23 @@ class VLAPolicy(BasePolicy):
 
     # ------------------------------------------------------------ parameters
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Vision tower, camera and token embeddings, language projection, proprio MLP, fusion."""
+        """Trainable parameters of the vision tower (none when frozen), camera and token embeddings,
+        language projection, proprio MLP, fusion."""
         for name, parameter in self.named_parameters():
-            if not name.startswith(("action_expert.", "critic.", "critic_target.", "actor_target.")):
+            if parameter.requires_grad and not name.startswith(("action_expert.", "critic.", "critic_target.",
+                                                                "actor_target.")):
                 yield parameter
+
+    @property
+    def vision_frozen(self) -> bool:
+        """Whether the vision tower is frozen, so its features of a frame can be computed once and cached."""
+        return bool(self.image_keys) and self.vision.frozen
+
+    @torch.no_grad()
+    def vision_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen tower's features of ``images`` ``(B, 3, S, S)`` floats in [0, 1] (what a feature cache
+        holds per frame and camera)."""
+        return self.vision.tower_features(images)
 
     def actor_parameters(self) -> Iterator[nn.Parameter]:
         return self.action_expert.parameters()
@@ -278,18 +310,25 @@ class VLAPolicy(BasePolicy):
         return embed_instructions(list(instructions)).to(self.device)
 
     def encode(self, observation: dict[str, torch.Tensor], instruction_embedding: torch.Tensor,
-               images_are_float: bool = False) -> torch.Tensor:
+               images_are_float: bool = False, vision_features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Backbone: observation tensors (images ``(B, S, S, 3)`` uint8, or ``(B, 3, S, S)`` floats in
-        [0, 1] when ``images_are_float``) and instruction embeddings -> context tokens ``(B, L, d)``."""
+        [0, 1] when ``images_are_float``) and instruction embeddings -> context tokens ``(B, L, d)``.
+
+        :param vision_features: per camera key, the frozen tower's features of the images
+            (:meth:`vision_features`, e.g. from a feature cache); the images are then not read."""
         language = self.language((instruction_embedding - self.instruction_center) * self.instruction_scale)
         condition = language if self.language_pooling else None
         film = language if self.language_film else None
         tokens = []
         for camera, key in enumerate(self.image_keys):
-            images = observation[key]
-            if not images_are_float:
-                images = images.permute(0, 3, 1, 2).float() / 255.0
-            tokens.append(self.vision(images, condition, film) + self.camera_embedding[camera])
+            if vision_features is not None:
+                pooled = self.vision.pool_features(vision_features[key].float(), condition)
+            else:
+                images = observation[key]
+                if not images_are_float:
+                    images = images.permute(0, 3, 1, 2).float() / 255.0
+                pooled = self.vision(images, condition, film)
+            tokens.append(pooled + self.camera_embedding[camera])
         tokens.append((language + self.token_type[0]).unsqueeze(1))
         if self.state_dim:
             index = self.proprio_index

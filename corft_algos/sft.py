@@ -28,7 +28,7 @@ class SFT(OfflineAlgorithm):
     Takes every :class:`~corft_algos.common.base.OfflineAlgorithm` argument, plus:
 
     :param weight_decay: AdamW weight decay.
-    :param lr_schedule_kind: ``"constant"``, or ``"cosine"``: the imitation learning rate rises
+    :param lr_schedule_kind: ``"cosine"`` (the default), or ``"constant"``: the imitation learning rate rises
         linearly over ``lr_warmup_steps``, then follows a cosine down to 0 at the end of the
         imitation steps (``il_steps`` of a staged subclass, else the steps ``learn`` runs to).
     :param lr_warmup_steps: linear warm-up steps of the ``"cosine"`` schedule.
@@ -37,8 +37,8 @@ class SFT(OfflineAlgorithm):
     algorithm_name: ClassVar[str] = "sft"
     lr_schedule_kinds: ClassVar[tuple[str, ...]] = ("constant", "cosine")
 
-    def __init__(self, *args: Any, weight_decay: float = 1e-4, lr_schedule_kind: str = "constant",
-                 lr_warmup_steps: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, weight_decay: float = 1e-4, lr_schedule_kind: str = "cosine",
+                 lr_warmup_steps: int = 100, **kwargs: Any) -> None:
         if lr_schedule_kind not in self.lr_schedule_kinds:
             raise ValueError(f"lr_schedule_kind={lr_schedule_kind!r} is unknown; use one of {self.lr_schedule_kinds}")
         if lr_warmup_steps < 0:
@@ -84,7 +84,8 @@ class SFT(OfflineAlgorithm):
     def imitation_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """The imitation loss ``L_IL`` of a batch (images augmented if ``image_augmentation``), over the
         valid steps of successful episodes: failed ones (a policy's rollouts) are not imitated."""
-        context = self.encode_batch(batch["observation"], batch["instruction"], augment=self.image_augmentation)
+        context = self.encode_batch(batch["observation"], batch["instruction"], augment=self.image_augmentation,
+                                    frames=batch["frame"])
         continuous, logits = self.policy.action_expert(context)
         return self.policy.imitation_loss(continuous, logits, batch["actions"], batch["imitate"])
 

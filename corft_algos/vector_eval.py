@@ -140,10 +140,11 @@ def run_episodes_vectorized(
                 episode.success = episode.success or bool(infos["is_success"][slot])
                 episode.first = False
                 if terminated[slot] or truncated[slot]:
+                    lifted = infos.get("first_lifted")
                     records[episode.number] = EpisodeRecord(
                         seed=episode.seed, success=episode.success, steps=episode.steps,
                         cycle_time_s=episode.steps * CONTROL_PERIOD, instruction=episode.instruction,
-                        episode_return=episode.total)
+                        episode_return=episode.total, first_lifted=None if lifted is None else int(lifted[slot]))
                     running[slot] = None
                     ended.append(slot)
                     bar.update()

@@ -306,10 +306,19 @@ class PushExpert(ScriptedExpert):
         yield Reach(self.sim.tcp_pose()[0] + [0, 0, 0.05], True)
 
 
+class LiftExpert(ScriptedExpert):
+    """Grasp the named cube and lift it (the grasp's own lift ends the episode with success)."""
+
+    def script(self) -> Script:
+        if (yield from self.grasp(0)):
+            yield Hold(3, True)
+
+
 EXPERTS: dict[str, type[ScriptedExpert]] = {
     "PickPlace": PickPlaceExpert,
     "Push": PushExpert,
     "Stack": StackExpert,
+    "Lift": LiftExpert,
 }
 
 

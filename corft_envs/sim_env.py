@@ -45,6 +45,8 @@ REACH = 1.5
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 #: Physics substeps run after placing objects at reset so they settle on the table.
 SETTLE_STEPS = 20
+#: Rise above its resting height (m) at which an object counts as lifted (``info["first_lifted"]``).
+LIFTED_RISE = 0.03
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 
@@ -125,6 +127,8 @@ class FR3TabletopEnv(gym.Env):
 
         self.colours: list[str] = []
         self.instruction = ""
+        self._rest_heights = np.zeros(N_OBJECTS)
+        self._first_lifted = -1
 
     # ------------------------------------------------------------------ gym API
     def reset(
@@ -143,12 +147,23 @@ class FR3TabletopEnv(gym.Env):
         self.colours, self.instruction = layout.colours, layout.instruction
         apply_layout(model, data, self.task, layout, self.distractors)
         mujoco.mj_step(model, data, nstep=SETTLE_STEPS)
+        self._rest_heights = self.scene_state().object_positions[:, 2].copy()
+        self._first_lifted = -1
         return self._observation(), {"instruction": self.instruction, "is_success": False}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """One control step; ``info`` holds ``is_success`` and ``first_lifted``: the index of the first object
+        this episode lifted :data:`LIFTED_RISE` above where it rested (0 is the one the instruction names), or
+        -1 while none has been (a diagnostic of whether the policy went for the named object)."""
         self.controller.apply(decode_action(action))
-        success = self.task.is_success(self.scene_state())
-        return self._observation(), float(success), success, False, {"is_success": success}
+        state = self.scene_state()
+        success = self.task.is_success(state)
+        if self._first_lifted < 0:
+            rise = state.object_positions[:, 2] - self._rest_heights
+            if rise.max() > LIFTED_RISE:
+                self._first_lifted = int(rise.argmax())
+        return self._observation(), float(success), success, False, {"is_success": success,
+                                                                      "first_lifted": self._first_lifted}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":

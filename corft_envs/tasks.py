@@ -158,7 +158,34 @@ class Stack(Task):
         return bool(aligned and on_top and state.gripper_width > self.released_width)
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (PickPlace(), Push(), Stack())}
+class Lift(Task):
+    """Pick up the <colour> cube: the skill under PickPlace and Stack, for pretraining a base policy.
+
+    Not one of the fine-tuning targets: it teaches which cube a colour word names, and how to grasp a
+    cube anywhere on the table, without the bowl or the stacking that the target tasks add.
+    """
+
+    name = "Lift"
+    max_episode_steps = 100
+    templates = (
+        "pick up the {a} cube",
+        "lift the {a} cube",
+        "grasp the {a} cube and lift it",
+    )
+    #: Height of the cube's centre above its resting height that counts as lifted (m).
+    lift_height = 0.06
+
+    def add_fixture(self, worldbody: ET.Element) -> None:
+        # Lift has no fixture; an empty body keeps the scene layout uniform.
+        ET.SubElement(worldbody, "body", name="fixture", pos="0.5 0.16 0")
+
+    def is_success(self, state: SceneState) -> bool:
+        return bool(state.object_positions[0][2] > self.object_half_size[2] + self.lift_height)
+
+
+#: The fine-tuning targets (few-shot data, the study's rows).
+TARGET_TASKS = ("PickPlace", "Push", "Stack")
+TASKS: dict[str, Task] = {task.name: task for task in (PickPlace(), Push(), Stack(), Lift())}
 
 
 def get_task(name: str) -> Task:

@@ -19,6 +19,9 @@ from corft_algos.registry import available_algorithms, get_algorithm
 
 TINY_POLICY = {
     "d_model": 32,
+    "vision_arch": "siglip",
+    "vision_pooling": "attention",
+    "proprio_dims": None,
     "vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
     "fusion_layers": 1,
     "heads": 2,
@@ -218,7 +221,8 @@ def test_proprio_dims_choose_the_state_the_policy_reads(tiny_dataset, observatio
 def test_cached_contexts_use_batchnorm_running_statistics_and_leave_them(tiny_dataset):
     """Stage 2's frozen backbone must see frames as at inference (eval-mode BatchNorm), not update it."""
     policy_kwargs = {key: value for key, value in TINY_POLICY.items() if key != "vision_config"}
-    model = make("corft", tiny_dataset, il_steps=1, policy_kwargs={**policy_kwargs, "vision_arch": "resnet"})
+    model = make("corft", tiny_dataset, il_steps=1, policy_kwargs={**policy_kwargs, "vision_arch": "resnet",
+                                                                       "vision_norm": "batch"})
     model.learn(1)  # stage 1 moves BatchNorm's running statistics away from their initial values
     statistics = {name: value.clone() for name, value in model.policy.named_buffers() if "running" in name}
     assert statistics
@@ -239,11 +243,13 @@ def test_cached_contexts_use_batchnorm_running_statistics_and_leave_them(tiny_da
 
 def test_init_from_copies_batchnorm_statistics_but_keeps_the_dataset_buffers(tiny_dataset, tmp_path):
     policy_kwargs = {key: value for key, value in TINY_POLICY.items() if key != "vision_config"}
-    source = make("sft", tiny_dataset, policy_kwargs={**policy_kwargs, "vision_arch": "resnet"})
+    source = make("sft", tiny_dataset, policy_kwargs={**policy_kwargs, "vision_arch": "resnet",
+                                                                       "vision_norm": "batch"})
     source.learn(2)
     with torch.no_grad():
         source.policy.action_mean.add_(1.0)  # as if another dataset's statistics
-    target = make("corft", tiny_dataset, il_steps=0, policy_kwargs={**policy_kwargs, "vision_arch": "resnet"})
+    target = make("corft", tiny_dataset, il_steps=0, policy_kwargs={**policy_kwargs, "vision_arch": "resnet",
+                                                                       "vision_norm": "batch"})
     copied = target.init_from(source)
     assert any("running_mean" in name for name in copied) and "action_mean" not in copied
     for name, value in source.policy.state_dict().items():

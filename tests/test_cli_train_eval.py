@@ -26,7 +26,8 @@ ENV_ID = "corft/PickPlace-v0"
 NO_WRIST_ID = "corft_test/PickPlaceNoWrist-v0"
 CHUNK = 10
 #: A small policy so a gradient step takes a fraction of a second on a CPU.
-TINY_POLICY = json.dumps({"d_model": 32, "fusion_layers": 1, "vision_tokens": 2,
+TINY_POLICY = json.dumps({"d_model": 32, "fusion_layers": 1, "vision_tokens": 2, "vision_arch": "siglip",
+                          "vision_pooling": "attention", "proprio_dims": None,
                           "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
 
 

@@ -10,6 +10,7 @@ import pytest
 from gymnasium import spaces
 
 from corft_algos.evaluation import (
+    EpisodeRecord,
     EvalResult,
     evaluate,
     load_model,
@@ -25,7 +26,7 @@ ENV_ID = "corft/PickPlace-v0"
 IMAGE_SIZE = 32
 STEP_LIMIT = 150
 RESULT_KEYS = {"success_rate", "success_ci95", "cycle_time_steps", "cycle_time_s", "episodes",
-               "env_id", "positions", "num_episodes", "seed"}
+               "env_id", "positions", "num_episodes", "seed", "named_object_first_rate"}
 
 
 class HoldStill:
@@ -100,6 +101,8 @@ def test_expert_policy_succeeds_with_videos_and_exact_json(tmp_path):
     assert result.cycle_time_s == pytest.approx(np.mean(steps) * 0.1)
     assert [record.seed for record in result.episodes] == [5, 6, 7]
     assert all(record.episode_return == 1.0 and record.instruction for record in result.episodes)
+    assert [record.first_lifted for record in result.episodes] == [0, 0, 0]  # the expert lifts the named cube
+    assert result.named_object_first_rate == 1.0
 
     data = json.loads(json.dumps(result.to_json()))
     assert set(data) == RESULT_KEYS
@@ -123,6 +126,7 @@ def test_hold_still_policy_fails_without_cycle_time(tmp_path):
     assert result.cycle_time_steps is None and result.cycle_time_s is None
     assert [record.steps for record in result.episodes] == [STEP_LIMIT, STEP_LIMIT]
     assert policy.calls == 2 * STEP_LIMIT // policy.chunk_size
+    assert [record.first_lifted for record in result.episodes] == [-1, -1] and result.named_object_first_rate == 0.0
     data = result.to_json()
     assert data["cycle_time_steps"] is None and data["cycle_time_s"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_000_seed_0.mp4", "episode_001_seed_1.mp4"]
@@ -187,3 +191,13 @@ def test_load_model_reports_missing_and_foreign_files(tmp_path):
         archive.writestr("data", json.dumps({"algorithm_name": "no_such_algo"}))
     with pytest.raises(ValueError, match="unknown algorithm 'no_such_algo'; registered: .*sft"):
         load_model(tmp_path / "other.zip")
+
+
+def test_named_object_first_rate_counts_lifts_of_the_named_object_over_all_episodes():
+    def record(lifted):
+        return EpisodeRecord(seed=0, success=False, steps=1, cycle_time_s=0.1, instruction="x", episode_return=0.0,
+                             first_lifted=lifted)
+
+    result = EvalResult(ENV_ID, "train", 0, [record(0), record(2), record(-1), record(0)])
+    assert result.named_object_first_rate == 0.5  # 2 of 4: a wrong cube and no lift both count against it
+    assert EvalResult(ENV_ID, "train", 0, [record(0), record(None)]).named_object_first_rate is None

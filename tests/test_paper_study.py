@@ -32,7 +32,8 @@ from corft_algos.evaluation import load_model
 TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
               ablations=("corft_no_calql", "corft_base"), rl_kwargs={"actor_q_weight": 0.5},
               seeds=(0,), eval_episodes=1, steps=2, batch_size=4, image_size=32, videos=1,
-              policy_kwargs={"d_model": 32, "fusion_layers": 1, "vision_tokens": 2,
+              policy_kwargs={"d_model": 32, "fusion_layers": 1, "vision_tokens": 2, "vision_arch": "siglip",
+                             "vision_pooling": "attention",
                              "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
 KEYS = {"task", "method", "demos", "positions", "seed", "success_rate", "success_ci95", "cycle_time_steps",
         "cycle_time_s", "episodes", "successes"}

@@ -12,6 +12,7 @@ from corft_algos.networks.vision import SpatialSoftmax, VisionEncoder, build_vis
 
 RESNET_POLICY = {
     "d_model": 32,
+    "vision_pooling": "attention",
     "vision_arch": "resnet",
     "vision_config": {"embedding_size": 8, "hidden_sizes": [8, 16]},
     "language_pooling": True,
@@ -176,6 +177,7 @@ def test_language_film_is_refused_with_a_siglip_tower(tiny_dataset):
     with pytest.raises(ValueError, match="language_film needs a ResNet vision tower"):
         SFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0,
             policy_kwargs={"d_model": 16, "heads": 2, "fusion_layers": 1, "language_film": True,
+                           "vision_arch": "siglip", "vision_pooling": "attention",
                            "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
                                              "num_attention_heads": 2}})
 

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from corft_algos.augmentation import random_offsets, shift_images
 from corft_algos.data import ChunkDataset, to_torch
 from corft_algos.distributed import average_over_ranks, current_rank, data_parallel, shard_of
+from corft_algos.feature_cache import FeatureCache
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
 from corft_envs.episode_store import EpisodeDataset, space_differences
 
@@ -99,7 +100,13 @@ class OfflineAlgorithm(BaseAlgorithm):
     :param learning_rate: learning rate of the stage-1 (imitation) optimizer.
     :param image_augmentation: random-shift pixels (±4) when images are encoded with gradients.
     :param max_grad_norm: gradient clipping norm.
+    :param feature_cache_views: with a frozen vision tower, cache its features of every frame in this many
+        versions (the image and ``views - 1`` randomly shifted copies; :mod:`corft_algos.feature_cache`),
+        so training runs at the speed of the heads; 0 runs the tower at every step instead.
     :param num_workers: DataLoader workers (0: sample in the main process).
+    :param execute: actions of each predicted chunk run before the next prediction when the model is rolled
+        out (``corft eval``, ``corft collect --policy``; receding horizon), saved with the model; ``None``
+        runs whole chunks. Default 5 of H = 10: measured better than whole chunks (benchmarks/RESULTS.md).
     :param policy_kwargs: :class:`~corft_algos.policies.VLAPolicy` arguments.
     :param tensorboard_log: folder for TensorBoard logs (``None``: none).
     :param verbose: 0 silent, 1 training logs.
@@ -122,11 +129,13 @@ class OfflineAlgorithm(BaseAlgorithm):
         env: gym.Env | None = None,
         chunk_size: int = 10,
         gamma: float = 0.99,
-        batch_size: int = 32,
-        learning_rate: float = 3e-4,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
         image_augmentation: bool = True,
         max_grad_norm: float = 10.0,
+        feature_cache_views: int = 3,
         num_workers: int = 0,
+        execute: int | None = 5,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -147,6 +156,12 @@ class OfflineAlgorithm(BaseAlgorithm):
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
         self.chunk_size, self.gamma, self.batch_size = int(chunk_size), float(gamma), int(batch_size)
         self.image_augmentation, self.max_grad_norm, self.num_workers = image_augmentation, max_grad_norm, num_workers
+        if not isinstance(feature_cache_views, (int, np.integer)) or feature_cache_views < 0:
+            raise ValueError(f"feature_cache_views must be an int >= 0, got {feature_cache_views!r}")
+        self.feature_cache_views = int(feature_cache_views)
+        if execute is not None and (not isinstance(execute, (int, np.integer)) or execute < 1):
+            raise ValueError(f"execute must be a positive int or None (whole chunks), got {execute!r}")
+        self.execute = None if execute is None else int(execute)
         self.dataset = dataset
         self._spaces_env = env
         if _init_setup_model:
@@ -181,6 +196,7 @@ class OfflineAlgorithm(BaseAlgorithm):
             self.normalization = NormalizationStats.from_dataset(self.dataset)
             self.instructions = list(self.dataset.instructions)
             self.dataset_env_id = self.dataset.env_id
+            self.dataset_env_kwargs = dict(self.dataset.env_kwargs)
         if self._spaces_env is not None:
             self._check_env_spaces(self._spaces_env)
 
@@ -205,6 +221,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         self._rng = np.random.default_rng(self.seed)
         self._torch_generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         self._batches: Iterator[dict[str, Any]] | None = None
+        self._feature_cache: FeatureCache | None = None
         self._data_parallel: torch.nn.Module | None = None
         self._num_policy_parameters = sum(p.numel() for p in self.policy.parameters())
         self._metric_sums: dict[str, Any] = {}
@@ -279,10 +296,31 @@ class OfflineAlgorithm(BaseAlgorithm):
             tensors[key] = images
         return tensors
 
+    @property
+    def feature_cache(self) -> FeatureCache | None:
+        """The frozen tower's features of every training frame (built on first use), or ``None`` when the
+        tower trains or ``feature_cache_views`` is 0."""
+        views = getattr(self, "feature_cache_views", 0)  # models saved before the cache existed: none
+        if self._feature_cache is None and views > 0 and self.policy.vision_frozen and self.dataset is not None:
+            self._feature_cache = FeatureCache.build_or_load(self.dataset.frames, self.policy, views=views,
+                                                             progress=self.verbose > 0)
+        return self._feature_cache
+
     def encode_batch(self, observation: dict[str, torch.Tensor], instruction_ids: torch.Tensor,
-                     augment: bool) -> torch.Tensor:
-        """Context tokens of a batch of observations (with gradients)."""
+                     augment: bool, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Context tokens of a batch of observations (with gradients).
+
+        :param frames: the observations' global frame indices; with a :attr:`feature_cache`, the vision
+            features are read from it (a random cached view of each frame if ``augment``, else the image
+            itself) instead of running the tower.
+        """
         embeddings = self.policy.instruction_embeddings[instruction_ids]
+        cache = self.feature_cache if frames is not None else None
+        if cache is not None:
+            views = (torch.randint(0, cache.views, (len(frames),), generator=self._torch_generator) if augment
+                     else torch.zeros(len(frames), dtype=torch.long))
+            features = cache.get(frames, views, self.device)
+            return self.policy.encode(observation, embeddings, vision_features=features)
         return self.policy.encode(self.image_tensors(observation, augment), embeddings, images_are_float=True)
 
     # ------------------------------------------------------------- learning
@@ -441,7 +479,7 @@ class OfflineAlgorithm(BaseAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "dataset", "_spaces_env", "_batches", "_rng",
                 "_torch_generator", "_data_parallel", "_grad_scaler", "_metric_sums", "_metric_counts", "_num_policy_parameters",
-                *self._transient_attributes()]
+                "_feature_cache", *self._transient_attributes()]
 
     def _transient_attributes(self) -> list[str]:
         """Attributes recomputed after loading (caches); not saved."""

@@ -19,6 +19,13 @@ with ``gamma, beta`` linear in a per-image condition ``z`` (the instruction's
 token) and initialised to zero, so the tower starts as the plain one
 (:class:`ResNetFiLM`). ``pooling="spatial_softmax"`` replaces the
 cross-attention pooling of a feature map by keypoints (:class:`SpatialSoftmax`).
+Convolutional towers built from a config use GroupNorm (:func:`replace_batch_norm`).
+
+``vision_arch="mobilenet_v2"`` is a pretrained tower instead: ImageNet
+MobileNetV2 truncated to its first blocks
+(:class:`~corft_algos.networks.pretrained.PretrainedTower`), frozen by
+default, in which case :meth:`VisionEncoder.tower_features` of a frame never
+changes and the training code caches it (:mod:`corft_algos.feature_cache`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig, ResNetModel, SiglipVisionConfig,
                           SiglipVisionModel)
+
+from corft_algos.networks.pretrained import DEFAULT_MOBILENET_LAYERS, PretrainedTower
 
 
 def default_patch_size(image_size: int) -> int:
@@ -221,24 +230,26 @@ class VisionEncoder(nn.Module):
             self.pool = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None,
-                film: torch.Tensor | None = None) -> torch.Tensor:
-        """:param images: ``(B, 3, S, S)`` floats in [0, 1].
-        :param condition: optional ``(B, d_model)``, added to every pooling query.
-        :param film: optional ``(B, film_dim)``, the FiLM condition of the ResNet stages (needs
-            ``film_dim``).
-        :return: ``(B, tokens, d_model)``.
-        :raises ValueError: if ``film`` is given to an encoder built without ``film_dim``, or ``condition`` to
-            one with spatial-softmax pooling."""
+    def tower_features(self, images: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
+        """The tower's output for ``images`` ``(B, 3, S, S)`` floats in [0, 1]: a feature map ``(B, D, h, w)``
+        or token features ``(B, N, D)``; what :meth:`pool_features` pools, and what a feature cache stores for a
+        frozen tower.
+
+        :raises ValueError: if ``film`` is given to an encoder built without ``film_dim``."""
         pixels = images * 2.0 - 1.0
         if pixels.shape[-1] != self.input_size:
             pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         if film is not None and self.film is None:
             raise ValueError("a FiLM condition was given to a VisionEncoder built without film_dim")
         if self.film is not None:
-            hidden = self.film(self.model, pixels, film)
-        else:
-            hidden = self.model(pixel_values=pixels).last_hidden_state
+            return self.film(self.model, pixels, film)
+        return self.model(pixel_values=pixels).last_hidden_state
+
+    def pool_features(self, hidden: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Tower features (:meth:`tower_features`) -> ``(B, tokens, d_model)``.
+
+        :param condition: optional ``(B, d_model)``, added to every pooling query.
+        :raises ValueError: if ``condition`` is given to an encoder with spatial-softmax pooling."""
         if self.keypoints is not None:
             if condition is not None:
                 raise ValueError("spatial-softmax pooling takes no condition (language_pooling); use FiLM")
@@ -256,18 +267,78 @@ class VisionEncoder(nn.Module):
         pooled, _ = self.pool(queries, features, features, need_weights=False)
         return self.norm(pooled)
 
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None,
+                film: torch.Tensor | None = None) -> torch.Tensor:
+        """:param images: ``(B, 3, S, S)`` floats in [0, 1].
+        :param condition: optional ``(B, d_model)``, added to every pooling query.
+        :param film: optional ``(B, film_dim)``, the FiLM condition of the ResNet stages (needs
+            ``film_dim``).
+        :return: ``(B, tokens, d_model)``.
+        :raises ValueError: if ``film`` is given to an encoder built without ``film_dim``, or ``condition`` to
+            one with spatial-softmax pooling."""
+        return self.pool_features(self.tower_features(images, film), condition)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the tower is a frozen pretrained network (its features can be computed once per frame)."""
+        return bool(getattr(self.model, "frozen", False))
+
+
+#: ``vision_norm`` names: how a convolutional tower trained from scratch normalises its activations.
+VISION_NORMS = ("group", "batch")
+#: Towers that load pretrained weights instead of a random init (``vision_config``: ``{"layers": n}``).
+PRETRAINED_ARCHS = ("mobilenet_v2",)
+
+
+def replace_batch_norm(model: nn.Module, max_groups: int = 8) -> nn.Module:
+    """Swap every ``BatchNorm2d`` of ``model`` for a ``GroupNorm`` over the same channels, in place.
+
+    GroupNorm normalises each image by itself, so a tower trained in train mode sees the same statistics
+    in evaluation mode (BatchNorm's batch statistics and running averages differ, and with a few dozen
+    demonstrations they differ a lot); Diffusion Policy and robomimic do the same. The number of groups
+    is the largest divisor of the channel count up to ``max_groups``.
+    """
+    for name, child in model.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            channels = child.num_features
+            groups = max(g for g in range(1, max_groups + 1) if channels % g == 0)
+            setattr(model, name, nn.GroupNorm(groups, channels))
+        else:
+            replace_batch_norm(child, max_groups)
+    return model
+
 
 def build_vision_model(vision_model: str | Path | None, image_size: int, vision_config: dict | None,
-                       vision_arch: str = "siglip") -> nn.Module:
-    """A model from a local directory, or the ``vision_arch`` tower built from its default config
-    overridden by ``vision_config`` fields.
+                       vision_arch: str = "siglip", freeze: bool | None = None, norm: str = "group") -> nn.Module:
+    """A model from a local directory, the pretrained ``vision_arch`` tower, or the ``vision_arch`` tower
+    built from its default config overridden by ``vision_config`` fields.
 
-    :raises ValueError: for an unknown ``vision_arch`` or a ``vision_config`` field its config lacks.
+    :param freeze: keep a pretrained tower's weights fixed (``None``: frozen for :data:`PRETRAINED_ARCHS`);
+        only pretrained towers can be frozen.
+    :param norm: ``"group"`` (default) or ``"batch"``: the normalisation of a convolutional tower built
+        from a config (:func:`replace_batch_norm`); a pretrained tower keeps its own.
+    :raises ValueError: for an unknown ``vision_arch`` or ``norm``, a ``vision_config`` field its config
+        lacks, or ``freeze=True`` with a tower trained from scratch.
     """
+    if norm not in VISION_NORMS:
+        raise ValueError(f"vision_norm={norm!r} is unknown; use one of {', '.join(map(repr, VISION_NORMS))}")
     if vision_model is not None:
+        if freeze:
+            raise ValueError("freeze_vision=True is for vision_arch='mobilenet_v2'; a vision_model folder fine-tunes")
         return load_vision_model(vision_model)
+    if vision_arch in PRETRAINED_ARCHS:
+        unknown = set(vision_config or {}) - {"layers"}
+        if unknown:
+            raise ValueError(f"vision_config has no field {sorted(unknown)[0]!r} for vision_arch={vision_arch!r} "
+                             "(its one field: 'layers', the MobileNetV2 blocks kept, 1..19)")
+        layers = (vision_config or {}).get("layers", DEFAULT_MOBILENET_LAYERS)
+        return PretrainedTower(layers, frozen=True if freeze is None else bool(freeze))
+    if freeze:
+        raise ValueError(f"freeze_vision=True needs a pretrained tower ({', '.join(PRETRAINED_ARCHS)}); "
+                         f"vision_arch={vision_arch!r} starts from a random init")
     if vision_arch not in VISION_ARCHS:
-        raise ValueError(f"vision_arch={vision_arch!r} is unknown; use one of {', '.join(map(repr, VISION_ARCHS))}")
+        names = (*VISION_ARCHS, *PRETRAINED_ARCHS)
+        raise ValueError(f"vision_arch={vision_arch!r} is unknown; use one of {', '.join(map(repr, names))}")
     default_config, model_class = VISION_ARCHS[vision_arch]
     config = default_config(image_size)
     for key, value in (vision_config or {}).items():
@@ -276,4 +347,4 @@ def build_vision_model(vision_model: str | Path | None, image_size: int, vision_
                              f"({type(config).__name__} fields: {', '.join(sorted(config.to_diff_dict()))}, ...)")
         setattr(config, key, value)
     model: PreTrainedModel = model_class(config)
-    return model
+    return replace_batch_norm(model) if norm == "group" else model
