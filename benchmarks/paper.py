@@ -25,9 +25,12 @@ ablations ``corft_h5`` (H = 5), ``corft_boundary`` (boundary-only targets) and
 ``corft_no_calql`` (no conservatism term) and ``corft_no_q`` (λ = 0: stage 2 fits
 the action expert to the demonstrations on the frozen backbone's features, no
 critic in its loss), and the paper's setting of fine-tuning a pretrained VLA:
-``sft_base`` and ``corft_base`` start from a base policy, SFT-pretrained on the
-other tasks' demonstrations (language-conditioned). Ablations and base rows run
-on the preset's first task and demonstration count.
+``sft_base`` and ``corft_base`` start from a base policy (``corft pretrain``: the
+Lift task, "pick up the <colour> cube", every colour, objects anywhere,
+distractors on; no episode of a target task), and ``base`` evaluates that base
+alone, zero-shot. Ablations run on the preset's first task and demonstration
+count. Records carry ``distractors`` and ``init`` (``"base"`` or ``"scratch"``)
+and how often the first object lifted was the named one.
 
 Independent trainings run ``--jobs`` at a time, each in its own process.
 ``--report`` summarises a study still running (or interrupted) from the
@@ -75,13 +78,21 @@ class Method:
     :param algo: the registered algorithm.
     :param chunk_size: H.
     :param algo_kwargs: further algorithm arguments (the ablations).
-    :param from_base: start from the base policy, SFT-pretrained on the other tasks' demos.
+    :param from_base: start from the study's base policy (``corft pretrain``: Lift, every colour, objects
+        anywhere, distractors on; it never saw a target task).
+    :param zero_shot: no training: evaluate the base policy itself on the task's instruction.
     """
 
     algo: str
     chunk_size: int
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     from_base: bool = False
+    zero_shot: bool = False
+
+    @property
+    def init(self) -> str:
+        """``"base"`` for the rows whose weights come from the base policy, else ``"scratch"``."""
+        return "base" if self.from_base or self.zero_shot else "scratch"
 
     @property
     def staged(self) -> bool:
@@ -100,6 +111,7 @@ METHODS: dict[str, Method] = {
     "corft_no_q": Method("corft", CHUNK, {"actor_q_weight": 0.0}),
     "sft_base": Method("sft", CHUNK, from_base=True),
     "corft_base": Method("corft", CHUNK, from_base=True),
+    "base": Method("sft", CHUNK, zero_shot=True),
 }
 BASELINES = ("bc", "sft", "offline_rl_h1", "corft")
 ABLATIONS = ("corft_h5", "corft_boundary", "corft_no_calql", "corft_no_q")
@@ -123,12 +135,16 @@ class Preset:
     :param policy_kwargs: VLAPolicy arguments.
     :param algo_kwargs: algorithm arguments of every method (a method's own win).
     :param rl_kwargs: further algorithm arguments of the staged methods (their offline RL stage).
-    :param execute: actions run per chunk at evaluation (receding horizon; ``None``: all; methods with
-        shorter chunks run theirs whole).
+    :param execute: actions run per chunk at evaluation (receding horizon; default 5, the models' own;
+        ``None``: whole chunks; methods with shorter chunks run theirs whole).
     :param videos: rollout videos per (method in ``sft``, ``corft``), first task and seed.
     :param eval_workers: evaluation processes (``corft eval --workers``; the same results as one).
     :param env_kwargs: further ``gym.make`` arguments of collection and evaluation (``--env-kwargs``).
     :param ablations: keys of :data:`METHODS` run on the first task and demonstration count only.
+    :param base_model: the base policy of the ``*_base`` rows: a model zip (default: the one committed in
+        ``benchmarks/base/``); ``None`` builds one in the study's ``base/`` with ``corft pretrain``.
+    :param base_episodes: pretraining episodes when the study builds its base.
+    :param base_steps: pretraining gradient steps when the study builds its base.
     """
 
     tasks: tuple[str, ...]
@@ -137,45 +153,46 @@ class Preset:
     seeds: tuple[int, ...]
     eval_episodes: int
     steps: int
-    il_fraction: float = 0.5
-    batch_size: int = 32
-    learning_rate: float = 3e-4
-    image_size: int = 64
+    il_fraction: float = 0.75
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    image_size: int = 128
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     rl_kwargs: dict[str, Any] = field(default_factory=dict)
-    execute: int | None = None
+    execute: int | None = 5
     videos: int = 2
     eval_workers: int = 2
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     ablations: tuple[str, ...] = ()
+    base_model: str | None = None
+    base_episodes: int = 1000
+    base_steps: int = 8000
 
 
-#: The policy, optimisation and rollout both presets use, the best measured on 30 PickPlace demos (see
-#: benchmarks/RESULTS.md for what was tried): a small ResNet tower whose pooling queries are steered by
-#: the instruction; of the state only the TCP height and the gripper opening (the full state lets the
-#: policy tell the demos apart instead of looking at the scene); 1e-3 with a 100-step warm-up and a
-#: cosine decay; three quarters of a staged method's budget on imitation; 5 actions of each chunk
-#: executed before predicting again; a critic weight λ of 0.25 in the actor loss (TD3+BC's 2.5 undid
-#: the stage-2 gain on single_object: the critic overestimates, and the actor followed it); bootstrapped
-#: values clipped to [0, 1], the range of the tasks' returns (a sparse reward of 1 that ends the episode).
-RECIPE = dict(learning_rate=1e-3, il_fraction=0.75, execute=5,
-              policy_kwargs={"vision_arch": "resnet", "language_pooling": True, "proprio_dims": [2, 7]},
-              algo_kwargs={"lr_schedule_kind": "cosine", "lr_warmup_steps": 100},
-              rl_kwargs={"actor_q_weight": 0.25, "value_bounds": [0.0, 1.0]})
-#: Only the object the task names (and in Stack the one to stack on) on the table: the setting where SFT
-#: leaves room. With distractors, 30 demos do not teach the colour words and every method fails.
+#: The base policy this project trained with ``corft pretrain`` (manifest beside it): what the ``*_base`` rows
+#: of the presets fine-tune.
+COMMITTED_BASE = Path(__file__).resolve().parent / "base" / "model.zip"
+#: Only the object the task names (and in Stack the one to stack on) on the table: a diagnostic setting
+#: without colours to tell apart (the earlier studies' setting).
 ONE_OBJECT = {"distractors": False}
+#: The few-shot rows of the pretrained-representation study: the base alone, SFT from scratch and from the base.
+FEW_SHOT = ("base", "sft", "sft_base")
 
+# Every preset trains with the library's defaults (the best measured recipe, corft_algos/presets.py): the
+# frozen ImageNet MobileNetV2 with cached features, spatial-softmax keypoints, the TCP height and gripper
+# opening of the state, 1e-3 with a warm-up and a cosine decay, 5 actions of each chunk executed, CO-RFT's
+# λ = 0.25 and values clipped to [0, 1]. Distractor cubes are on unless a preset says otherwise.
 PRESETS: dict[str, Preset] = {
-    "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=BASELINES, seeds=(0,), eval_episodes=20,
-                    steps=2000, env_kwargs=ONE_OBJECT, **RECIPE),
+    "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=("sft", "sft_base", "corft_base"), seeds=(0,),
+                    eval_episodes=20, steps=3000, base_model=str(COMMITTED_BASE)),
+    "fewshot": Preset(tasks=("PickPlace",), demos=(30, 60), methods=FEW_SHOT, seeds=(0, 1, 2), eval_episodes=50,
+                      steps=6000, videos=0, base_model=str(COMMITTED_BASE)),
     "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=BASELINES,
-                   ablations=ABLATIONS + FROM_BASE, seeds=(0, 1, 2), eval_episodes=50, steps=3000,
-                   env_kwargs=ONE_OBJECT, **RECIPE),
-    # The full study's setting on one task and seed.
+                   ablations=ABLATIONS + FROM_BASE, seeds=(0, 1, 2), eval_episodes=50, steps=6000,
+                   base_model=str(COMMITTED_BASE)),
     "single_object": Preset(tasks=("PickPlace",), demos=(30,), methods=BASELINES, seeds=(0,), eval_episodes=20,
-                            steps=3000, env_kwargs=ONE_OBJECT, **RECIPE),
+                            steps=3000, env_kwargs=ONE_OBJECT),
 }
 
 
@@ -190,10 +207,6 @@ class Run:
 
     def directory(self, out: Path) -> Path:
         return out / "runs" / self.task / f"demos_{self.demos}" / self.method / f"seed_{self.seed}"
-
-    def base(self) -> Run:
-        """The base policy this run fine-tunes (``method="base"``)."""
-        return replace(self, method="base")
 
 
 # ------------------------------------------------------------------------------ steps of the study
@@ -226,10 +239,6 @@ def env_flags(preset: Preset) -> list[str]:
     return ["--env-kwargs", json.dumps(preset.env_kwargs)] if preset.env_kwargs else []
 
 
-def other_tasks(task: str) -> list[str]:
-    return [name for name in TASKS if name != task]
-
-
 def train_command(out: Path, preset: Preset, run: Run, method: Method | None = None,
                   data: list[Path] | None = None) -> list[str]:
     """The ``corft train`` arguments of ``run`` (``method`` and ``data`` default to the run's)."""
@@ -250,21 +259,44 @@ def train_command(out: Path, preset: Preset, run: Run, method: Method | None = N
     if algo_kwargs:
         args += ["--algo-kwargs", json.dumps(algo_kwargs)]
     if method.from_base:
-        args += ["--init-from", str(run.base().directory(out) / "model.zip")]
+        args += ["--init-from", str(base_model(out, preset))]
     return args
 
 
-def base_command(out: Path, preset: Preset, run: Run) -> list[str]:
-    """SFT on the other tasks' demos (as many per task as the run has): the language-conditioned base policy."""
-    data = [dataset_dir(out, task, run.demos) for task in other_tasks(run.task)]
-    return train_command(out, preset, run.base(), METHODS["sft"], data)
+def base_model(out: Path, preset: Preset) -> Path:
+    """The base policy's model zip: the preset's, or the one the study builds in ``out/base``."""
+    return Path(preset.base_model) if preset.base_model else out / "base" / "model.zip"
+
+
+def pretrain_base(out: Path, preset: Preset) -> Path:
+    """Build the base policy with ``corft pretrain`` unless the preset names one (which must exist)."""
+    path = base_model(out, preset)
+    if preset.base_model:
+        if not path.is_file():
+            raise RuntimeError(f"the preset's base policy {path} does not exist: build it with `corft pretrain "
+                               f"--out {path.parent}` or set base_model=None to build one in the study")
+        return path
+    config = out / "base_config.json"
+    config.write_text(json.dumps({"algo_kwargs": {**preset.algo_kwargs, "batch_size": preset.batch_size,
+                                                  "learning_rate": preset.learning_rate},
+                                  "policy_kwargs": preset.policy_kwargs}), encoding="utf-8")
+    run_cli(["pretrain", "--out", str(path.parent), "--episodes", str(preset.base_episodes), "--image-size",
+             str(preset.image_size), "--steps", str(preset.base_steps), "--workers", str(preset.eval_workers),
+             "--config", str(config), "--quiet"])
+    return path
+
+
+def model_path(out: Path, preset: Preset, run: Run) -> Path:
+    """The model a run evaluates: the base itself for a zero-shot row, else the run's own."""
+    return base_model(out, preset) if METHODS[run.method].zero_shot else run.directory(out) / "model.zip"
 
 
 def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, Any]:
     """The evaluation's JSON (computed once, then read back)."""
     report = run.directory(out) / f"eval_{positions}.json"
     if not report.is_file():
-        args = ["eval", "--model", str(run.directory(out) / "model.zip"), "--positions", positions,
+        report.parent.mkdir(parents=True, exist_ok=True)
+        args = ["eval", "--model", str(model_path(out, preset, run)), "--positions", positions,
                 "--episodes", str(preset.eval_episodes), "--seed", str(DEFAULT_EVAL_SEED),
                 "--json", str(report), "--workers", str(preset.eval_workers), "--device", "cpu", "--quiet"]
         run_cli(args + execute_flags(preset, run) + env_flags(preset))
@@ -282,18 +314,20 @@ def record_videos(out: Path, preset: Preset, run: Run) -> None:
     videos = out / "videos" / f"{run.task}_{run.method}"
     if preset.videos < 1 or videos.is_dir():
         return
-    run_cli(["eval", "--model", str(run.directory(out) / "model.zip"), "--positions", "unseen",
+    run_cli(["eval", "--model", str(model_path(out, preset, run)), "--positions", "unseen",
              "--episodes", str(preset.videos), "--video", str(videos), "--device", "cpu", "--quiet",
              *execute_flags(preset, run), *env_flags(preset)])
 
 
-def record(run: Run, positions: str, result: dict[str, Any]) -> dict[str, Any]:
+def record(preset: Preset, run: Run, positions: str, result: dict[str, Any]) -> dict[str, Any]:
     """One row of ``results.json``."""
     return {"task": run.task, "method": run.method, "demos": run.demos, "positions": positions, "seed": run.seed,
             "success_rate": result["success_rate"], "success_ci95": result["success_ci95"],
             "cycle_time_steps": result["cycle_time_steps"], "cycle_time_s": result["cycle_time_s"],
             "episodes": result["num_episodes"],
-            "successes": sum(episode["success"] for episode in result["episodes"])}
+            "successes": sum(episode["success"] for episode in result["episodes"]),
+            "distractors": bool(preset.env_kwargs.get("distractors", True)), "init": METHODS[run.method].init,
+            "named_object_first_rate": result.get("named_object_first_rate")}
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -312,6 +346,7 @@ class Row:
     cycle_time_steps: float | None
     seeds: int
     episodes: int
+    named_object_first_rate: float | None = None
 
 
 def pooled_rows(records: list[dict[str, Any]]) -> list[Row]:
@@ -325,8 +360,11 @@ def pooled_rows(records: list[dict[str, Any]]) -> list[Row]:
         successes = sum(item["successes"] for item in items)
         timed = [(item["cycle_time_steps"], item["successes"]) for item in items if item["cycle_time_steps"] is not None]
         cycle = sum(steps * count for steps, count in timed) / sum(count for _, count in timed) if timed else None
+        named = [(item.get("named_object_first_rate"), item["episodes"]) for item in items]
+        named_rate = (sum(rate * count for rate, count in named) / episodes
+                      if all(rate is not None for rate, _ in named) else None)
         rows.append(Row(task, demos, method, positions, successes / episodes, wilson_interval(successes, episodes),
-                        cycle, len(items), episodes))
+                        cycle, len(items), episodes, named_rate))
     return rows
 
 
@@ -340,8 +378,8 @@ def markdown_table(rows: list[Row]) -> str:
     """The headline table: success (95% CI), cycle time, and the change relative to SFT."""
     sft = {(r.task, r.demos, r.positions): r for r in rows if r.method == "sft"}
     lines = ["| task | demos | method | positions | success (95% CI) | cycle time, steps (s) | "
-             "success vs SFT | cycle time vs SFT | seeds × episodes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "success vs SFT | cycle time vs SFT | named object lifted first | seeds × episodes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.task, r.demos, r.positions, list(METHODS).index(r.method))):
         reference = sft.get((r.task, r.demos, r.positions))
         gain = relative_change(r.success_rate, reference.success_rate if reference else None)
@@ -350,7 +388,9 @@ def markdown_table(rows: list[Row]) -> str:
         lines.append(f"| {r.task} | {r.demos} | {r.method} | {r.positions} | {r.success_rate:.0%} "
                      f"[{r.success_ci95[0]:.0%}, {r.success_ci95[1]:.0%}] | {cycle} | "
                      f"{'–' if gain is None or r.method == 'sft' else f'{gain:+.0%}'} | "
-                     f"{'–' if cut is None or r.method == 'sft' else f'{cut:+.0%}'} | {r.seeds} × {r.episodes // r.seeds} |")
+                     f"{'–' if cut is None or r.method == 'sft' else f'{cut:+.0%}'} | "
+                     f"{'–' if r.named_object_first_rate is None else f'{r.named_object_first_rate:.0%}'} | "
+                     f"{r.seeds} × {r.episodes // r.seeds} |")
     return "\n".join(lines)
 
 
@@ -426,31 +466,28 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
 
 
 def planned_runs(preset: Preset) -> list[Run]:
-    """Every method on every task, demonstration count and seed; the ablations on the first task and count."""
+    """Every method on every task, demonstration count and seed (a zero-shot row on the first seed only); the
+    ablations on the first task and count."""
     runs = [Run(task, demos, method, seed) for task in preset.tasks for demos in preset.demos
             for seed in preset.seeds for method in preset.methods]
     runs += [Run(preset.tasks[0], preset.demos[0], method, seed) for seed in preset.seeds
              for method in preset.ablations if method not in preset.methods]
-    return runs
+    # A zero-shot row trains nothing: its evaluations are the same for every seed, so it runs once.
+    return [run for run in runs if not METHODS[run.method].zero_shot or run.seed == preset.seeds[0]]
 
 
 def needed_datasets(runs: list[Run]) -> list[tuple[str, int]]:
-    """``(task, demos)`` stores the runs train on, the base policies' other tasks included."""
+    """``(task, demos)`` stores the runs train on."""
     needed = {(run.task, run.demos) for run in runs}
-    needed |= {(task, run.demos) for run in runs if METHODS[run.method].from_base for task in other_tasks(run.task)}
     return sorted(needed, key=lambda item: (list(TASKS).index(item[0]), item[1]))
 
 
-def train_base(out: Path, preset: Preset, run: Run) -> list[dict[str, Any]]:
-    """Pretrain the base policy ``run`` fine-tunes (no records of its own)."""
-    run_cli(base_command(out, preset, run))
-    return []
-
-
 def train_and_evaluate(out: Path, preset: Preset, run: Run) -> list[dict[str, Any]]:
-    """Train ``run`` (or resume it) and evaluate it on every position set: its records."""
-    run_cli(train_command(out, preset, run))
-    return [record(run, positions, evaluate(out, preset, run, positions)) for positions in POSITIONS]
+    """Train ``run`` (or resume it; a zero-shot row trains nothing) and evaluate it on every position set: its
+    records."""
+    if not METHODS[run.method].zero_shot:
+        run_cli(train_command(out, preset, run))
+    return [record(preset, run, positions, evaluate(out, preset, run, positions)) for positions in POSITIONS]
 
 
 def in_parallel(work: Callable[..., Any], calls: list[tuple[Any, ...]], jobs: int) -> Iterator[tuple[tuple, Any]]:
@@ -490,9 +527,8 @@ def run_study(preset: Preset, out: Path, log: Callable[[str], None] = print, job
     for task, demos in needed_datasets(runs):
         log(f"{stamp()} collecting {demos} {task} demos")
         collect_demos(out, preset, task, demos)
-    bases = list({run.base(): run for run in runs if METHODS[run.method].from_base}.values())
-    for (_, _, run), _ in in_parallel(train_base, [(out, preset, run) for run in bases], jobs):
-        log(f"{stamp()} base policy for {run.task}, {run.demos} demos, seed {run.seed}: trained")
+    if any(METHODS[run.method].init == "base" for run in runs):
+        log(f"{stamp()} base policy: {pretrain_base(out, preset)}")
     log(f"{stamp()} {len(runs)} trainings, {jobs} at a time")
     finished: dict[Run, list[dict[str, Any]]] = {}
     for (_, _, run), run_records in in_parallel(train_and_evaluate, [(out, preset, run) for run in runs], jobs):
@@ -526,7 +562,7 @@ def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) 
     if not finished:
         raise RuntimeError(f"no training in {out} has been evaluated yet: run the study first "
                            f"(`corft bench paper --out {out}` without --report)")
-    records = [record(run, positions, evaluate(out, preset, run, positions))
+    records = [record(preset, run, positions, evaluate(out, preset, run, positions))
                for run in finished for positions in POSITIONS]
     if len(finished) == len(runs):
         header, footer = f"# CO-RFT study, complete: all {len(runs)} trainings evaluated", "rows pool every seed"

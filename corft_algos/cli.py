@@ -113,7 +113,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--seed", type=int, default=0, help="base seed (default: 0)")
     add("--keep-failures", action="store_true", help="keep unsuccessful episodes too")
     add("--chunk-size", type=_positive_int, metavar="H", help="let the expert act in chunks of H steps")
-    add("--image-size", type=_positive_int, metavar="N", help="camera image side in pixels (env default: 96)")
+    add("--image-size", type=_positive_int, metavar="N", help="camera image side in pixels (env default: 128)")
     add("--max-attempts", type=_positive_int, metavar="N",
         help="give up after this many attempts in total (default: 10 x --episodes)")
     add("--workers", type=_positive_int, default=1, metavar="N",

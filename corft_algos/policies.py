@@ -105,9 +105,10 @@ class VLAPolicy(BasePolicy):
         config (GroupNorm behaves the same in training and evaluation; BatchNorm does not).
     :param vision_tokens: pooled tokens per camera.
     :param language_pooling: add the instruction's token to the vision pooling queries.
-    :param language_film: condition the ResNet tower's features on the instruction's token with FiLM
-        (per-channel scale and shift after each stage, identity at initialisation); needs
-        ``vision_arch="resnet"`` (or a ResNet ``vision_model``).
+    :param language_film: condition the vision features on the instruction's token with FiLM (per-channel
+        scale and shift, identity at initialisation): after each stage of a trainable ResNet tower, or after
+        the projection of a frozen pretrained tower's feature map (before the spatial softmax, so the
+        instruction can choose which keypoints are found); not with other trainable towers.
     :param vision_pooling: how the tower's features become ``vision_tokens`` tokens: ``"spatial_softmax"``
         (the default; one softmax keypoint per channel of a convolutional feature map, then a linear map; not
         with ``language_pooling``) or ``"attention"`` (learned queries).
@@ -322,7 +323,7 @@ class VLAPolicy(BasePolicy):
         tokens = []
         for camera, key in enumerate(self.image_keys):
             if vision_features is not None:
-                pooled = self.vision.pool_features(vision_features[key].float(), condition)
+                pooled = self.vision.pool_features(vision_features[key].float(), condition, film)
             else:
                 images = observation[key]
                 if not images_are_float:

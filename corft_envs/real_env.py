@@ -51,7 +51,7 @@ from corft_envs.chunking import make_task_env
 from corft_envs.controller import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
 from corft_envs.keyboard import SUCCESS_KEYS, EpisodeLabel, KeySource, episode_label
 from corft_envs.layouts import check_positions_mode
-from corft_envs.sim_env import CAMERAS, check_image_size, make_observation_space
+from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_image_size, make_observation_space
 from corft_envs.tasks import get_task
 from corft_envs.twin import TwinWorld
 from robots.base import Arm
@@ -126,7 +126,7 @@ class FR3RealEnv(gym.Env):
         task: str = "PickPlace",
         robot_host: str | None = None,
         cameras: Mapping[str, str | Camera] | None = None,
-        image_size: int = 96,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         positions: str = "train",
         distractors: bool = True,
         include_instruction: bool = False,

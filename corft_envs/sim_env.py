@@ -43,6 +43,9 @@ CAMERAS = ("front", "wrist")
 #: Bound on every TCP coordinate in the base frame (m); the FR3 reaches 0.855 m.
 REACH = 1.5
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+#: Default camera image side (px): at 128 px a 4 cm cube is about 5 px wide in the front camera, enough for the
+#: pretrained tower's 8 x 8 feature map (64 px gave less success, benchmarks/RESULTS.md).
+DEFAULT_IMAGE_SIZE = 128
 #: Physics substeps run after placing objects at reset so they settle on the table.
 SETTLE_STEPS = 20
 #: Rise above its resting height (m) at which an object counts as lifted (``info["first_lifted"]``).
@@ -98,7 +101,7 @@ class FR3TabletopEnv(gym.Env):
         self,
         task: str = "PickPlace",
         positions: str = "train",
-        image_size: int = 96,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         include_instruction: bool = False,
         render_mode: str | None = None,
         distractors: bool = True,

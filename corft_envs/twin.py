@@ -91,7 +91,7 @@ from corft_envs.robot_model import (
     drop_visual_meshes,
 )
 from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, apply_layout, build_scene_xml
-from corft_envs.sim_env import CAMERAS, check_image_size
+from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_image_size
 from corft_envs.tasks import N_OBJECTS, SceneState, Task, get_task
 
 #: Name prefix franky-sim gives the first robot's bodies, joints and geoms.
@@ -196,7 +196,7 @@ class TwinWorld:
     :param distractors: ``False`` parks the objects the task does not use out of view, as the sim env does.
     """
 
-    def __init__(self, task: str = "PickPlace", positions: str = "train", image_size: int = 96,
+    def __init__(self, task: str = "PickPlace", positions: str = "train", image_size: int = DEFAULT_IMAGE_SIZE,
                  distractors: bool = True) -> None:
         self.task = get_task(task)
         self.positions = check_positions_mode(positions)

@@ -22,6 +22,15 @@ torch.set_num_threads(1)
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="module")
+def torch_threads_restored():
+    """For modules whose commands pass `--threads`, which sets torch's process-wide thread count: the other
+    test modules get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_env():
     """Factory for sim envs that closes every env it made at the end of the test."""

@@ -31,12 +31,7 @@ TINY_POLICY = json.dumps({"d_model": 32, "fusion_layers": 1, "vision_tokens": 2,
                           "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_threads_restored():
-    """`--threads 1` below sets torch's process-wide thread count; give the other test modules theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_threads_restored")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +109,7 @@ def test_eval_prints_and_writes_json(trained, tmp_path, capsys):
     assert "success rate" in printed and "95% CI" in printed and "episode   0  seed 7" in printed
     data = json.loads(report.read_text())
     assert set(data) == {"success_rate", "success_ci95", "cycle_time_steps", "cycle_time_s", "episodes",
-                         "env_id", "positions", "num_episodes", "seed"}
+                         "env_id", "positions", "num_episodes", "seed", "named_object_first_rate"}
     assert data["env_id"] == ENV_ID and data["positions"] == "unseen" and data["num_episodes"] == 1
     assert data["episodes"][0]["seed"] == 7 and 0 < data["episodes"][0]["steps"] <= 150
 

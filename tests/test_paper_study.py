@@ -30,13 +30,15 @@ from corft_algos.cli import main
 from corft_algos.evaluation import load_model
 
 TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
-              ablations=("corft_no_calql", "corft_base"), rl_kwargs={"actor_q_weight": 0.5},
-              seeds=(0,), eval_episodes=1, steps=2, batch_size=4, image_size=32, videos=1,
+              ablations=("corft_no_calql", "corft_base", "base"), rl_kwargs={"actor_q_weight": 0.5},
+              seeds=(0,), eval_episodes=1, steps=2, il_fraction=0.5, batch_size=4, image_size=32, videos=1,
+              execute=None,
+              base_model=None, base_episodes=2, base_steps=2,
               policy_kwargs={"d_model": 32, "fusion_layers": 1, "vision_tokens": 2, "vision_arch": "siglip",
                              "vision_pooling": "attention",
                              "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
 KEYS = {"task", "method", "demos", "positions", "seed", "success_rate", "success_ci95", "cycle_time_steps",
-        "cycle_time_s", "episodes", "successes"}
+        "cycle_time_s", "episodes", "successes", "distractors", "init", "named_object_first_rate"}
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +70,23 @@ def test_study_writes_records_table_plots_and_videos(study):
     assert sorted(p.name for p in (out / "videos" / "PickPlace_corft").iterdir()) == ["episode_000_seed_10000.mp4"]
 
 
-def test_base_policy_is_pretrained_on_the_other_tasks_and_fine_tuned(study, tmp_path):
-    out, _ = study
-    run = Run("PickPlace", 3, "corft_base", 0)
-    base = load_model(run.base().directory(out) / "model.zip", device="cpu")
-    assert base.dataset_env_id == "corft/Push-v0"  # the first of the other tasks' stores
+def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(study, tmp_path):
+    out, records = study
+    base = load_model(out / "base" / "model.zip", device="cpu")
+    assert base.dataset_env_id == "corft/Lift-v0"
     instructions = base.policy.instructions
-    assert any("block" in text for text in instructions) and any("cube" in text for text in instructions)
+    assert instructions and all("cube" in text for text in instructions)
     assert not any("bowl" in text for text in instructions)  # nothing of the target task
+    assert json.loads((out / "base" / "manifest.json").read_text())["tasks"]["Lift"]["episodes"] == 2
+    run = Run("PickPlace", 3, "corft_base", 0)
     command = train_command(out, TINY, run)
-    assert command[command.index("--init-from") + 1] == str(run.base().directory(out) / "model.zip")
+    assert command[command.index("--init-from") + 1] == str(out / "base" / "model.zip")
     assert (run.directory(out) / "model.zip").is_file()
+    zero_shot = Run("PickPlace", 3, "base", 0)
+    assert not (zero_shot.directory(out) / "model.zip").exists()  # evaluated as it is, not trained
+    inits = {r["method"]: r["init"] for r in records}
+    assert inits["base"] == inits["corft_base"] == "base" and inits["sft"] == "scratch"
+    assert all(r["distractors"] is True and 0 <= r["named_object_first_rate"] <= 1 for r in records)
 
 
 def test_study_resumes_without_redoing_finished_work(study):
@@ -126,11 +134,11 @@ def test_ablations_run_on_the_first_task_and_demo_count_only():
     ablated = {(run.task, run.demos) for run in runs if run.method in full.ablations}
     assert ablated == {(full.tasks[0], full.demos[0])}
     assert {run.method for run in runs if run.task == "Stack"} == set(full.methods)
-    # the base rows of PickPlace pretrain on the other tasks' demos of the same count
     assert needed_datasets(runs) == [(task, demos) for task in ("PickPlace", "Push", "Stack") for demos in (30, 60)]
-    one_task = planned_runs(Preset(tasks=("Push",), demos=(30,), methods=("sft",), ablations=("sft_base",),
+    # the base rows need no target-task data of their own: the base is pretrained on Lift
+    one_task = planned_runs(Preset(tasks=("Push",), demos=(30,), methods=("sft",), ablations=("sft_base", "base"),
                                    seeds=(0,), eval_episodes=1, steps=1))
-    assert needed_datasets(one_task) == [("PickPlace", 30), ("Push", 30), ("Stack", 30)]
+    assert needed_datasets(one_task) == [("Push", 30)]
 
 
 def test_pooling_over_seeds_by_hand():
@@ -140,6 +148,12 @@ def test_pooling_over_seeds_by_hand():
     assert row.success_rate == 0.5 and row.cycle_time_steps == 12.5 and (row.seeds, row.episodes) == (2, 8)
     # Wilson 95% for 4/8: centre (0.5 + 1.96^2/16) / (1 + 1.96^2/8) = 0.5, half-width 0.2941...
     assert row.success_ci95 == pytest.approx((0.2152, 0.7848), abs=1e-4)
+    assert row.named_object_first_rate is None  # not reported by these records
+    # named object lifted first: 3 of 4 episodes on seed 0, 1 of 8 on seed 1 -> 4 of 12
+    named = pooled_rows([{**record("sft", "train", 3, 4, 10.0, seed=0), "named_object_first_rate": 0.75},
+                         {**record("sft", "train", 1, 8, 20.0, seed=1), "named_object_first_rate": 0.125}])
+    assert named[0].named_object_first_rate == pytest.approx(4 / 12)
+    assert "| 33% | 2 × 6 |" in markdown_table(named)
 
 
 def test_relative_changes_and_claims_by_hand():
@@ -151,7 +165,7 @@ def test_relative_changes_and_claims_by_hand():
     (line,) = claims(rows)
     assert "success vs SFT +50%" in line and "cycle time vs SFT -20%" in line and "unseen positions 50% vs SFT 20%" in line
     table = markdown_table(rows)
-    assert "| T | 30 | corft | train | 60% [31%, 83%] | 40.0 (4.0) | +50% | -20% | 1 × 10 |" in table
+    assert "| T | 30 | corft | train | 60% [31%, 83%] | 40.0 (4.0) | +50% | -20% | – | 1 × 10 |" in table
 
 
 def test_bench_command_line_refuses_bad_flags(capsys, tmp_path):

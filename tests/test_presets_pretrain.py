@@ -21,11 +21,7 @@ TINY = {"d_model": 32, "vision_arch": "mobilenet_v2", "vision_config": {"layers"
         "fusion_layers": 1, "heads": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_threads_restored():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_threads_restored")
 
 
 @pytest.fixture(scope="module")

@@ -174,3 +174,26 @@ def test_a_cache_needs_a_frozen_tower(tiny_dataset):
     assert model.feature_cache is None and any(p.requires_grad for p in model.policy.vision.model.parameters())
     with pytest.raises(ValueError, match="a feature cache needs a frozen vision tower"):
         FeatureCache.build_or_load(model.dataset.frames, model.policy)
+
+
+def test_language_film_on_a_frozen_tower_modulates_the_projected_map_and_keeps_the_cache_valid(tiny_dataset):
+    model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0,
+                policy_kwargs={**MOBILENET_POLICY, "language_film": True})
+    encoder = model.policy.vision
+    assert encoder.film is None and encoder.output_film is not None
+    images = torch.rand(2, 3, 32, 32)
+    hidden = encoder.tower_features(images)
+    condition = torch.randn(2, 32)
+    torch.testing.assert_close(encoder.pool_features(hidden, film=condition), encoder.pool_features(hidden))
+    torch.nn.init.normal_(encoder.output_film.weight)
+    one, other = encoder.pool_features(hidden, film=condition), encoder.pool_features(hidden, film=-condition)
+    assert not torch.allclose(one, other)
+    torch.testing.assert_close(encoder(images, film=condition), one)  # images or cached features: the same
+    # By hand: the projected map, scaled and shifted per channel, then the keypoints.
+    gamma, beta = encoder.output_film(condition).chunk(2, dim=-1)
+    projected = encoder.projection(hidden.permute(0, 2, 3, 1)) * (1 + gamma[:, None, None]) + beta[:, None, None]
+    keypoints = encoder.keypoints(projected.permute(0, 3, 1, 2)).flatten(1)
+    expected = encoder.norm(encoder.keypoint_tokens(keypoints).view(2, encoder.tokens, encoder.d_model))
+    torch.testing.assert_close(one, expected)
+    model.learn(2)
+    assert model.feature_cache is not None

@@ -95,7 +95,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero(tiny_dataset):
 
 def test_cosine_schedule_spans_corft_imitation_stage(tiny_dataset):
     model = CORFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0, learning_rate=1e-3,
-                  lr_schedule_kind="cosine", il_steps=10, rl_steps=30, policy_kwargs=RESNET_POLICY)
+                  lr_schedule_kind="cosine", lr_warmup_steps=0, il_steps=10, rl_steps=30, policy_kwargs=RESNET_POLICY)
     model._total_timesteps = 40
     assert model.imitation_learning_rate(5) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 

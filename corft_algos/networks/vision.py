@@ -12,7 +12,7 @@ token features are read from ``last_hidden_state``, as sequences ``(B, N, D)``
 or, for convolutional models, feature maps ``(B, D, h, w)``, which get a
 learned position embedding per cell before pooling.
 
-With ``film_dim`` (a ResNet tower only), the instruction conditions the
+With ``film_dim`` (a trainable ResNet tower), the instruction conditions the
 convolutional features *inside* the tower, as in RT-1: after each ResNet
 stage every channel is scaled and shifted, ``h <- (1 + gamma(z)) h + beta(z)``,
 with ``gamma, beta`` linear in a per-image condition ``z`` (the instruction's
@@ -25,7 +25,8 @@ Convolutional towers built from a config use GroupNorm (:func:`replace_batch_nor
 MobileNetV2 truncated to its first blocks
 (:class:`~corft_algos.networks.pretrained.PretrainedTower`), frozen by
 default, in which case :meth:`VisionEncoder.tower_features` of a frame never
-changes and the training code caches it (:mod:`corft_algos.feature_cache`).
+changes and the training code caches it (:mod:`corft_algos.feature_cache`);
+FiLM then conditions the projected feature map, after the tower.
 """
 
 from __future__ import annotations
@@ -189,7 +190,9 @@ class VisionEncoder(nn.Module):
     per-image ``condition`` vector (e.g. the instruction's token) may be added,
     so what is pooled depends on the task. With ``film_dim`` a per-image
     ``film`` vector also modulates the ResNet's stages (:class:`ResNetFiLM`),
-    so what is *seen* depends on the task. With ``pooling="spatial_softmax"``
+    so what is *seen* depends on the task; on a frozen tower it scales and
+    shifts the projected feature map instead (zero-initialised, as there), so
+    the tower's output and its feature cache stay valid. With ``pooling="spatial_softmax"``
     (feature maps only) the projected feature map is reduced to one keypoint
     per channel (:class:`SpatialSoftmax`) and the keypoints are mapped to the
     ``tokens`` tokens by a linear layer; ``condition`` is then not accepted.
@@ -201,8 +204,8 @@ class VisionEncoder(nn.Module):
     :param heads: attention heads of the pooling.
     :param film_dim: width of the FiLM condition; ``None`` (default): no FiLM.
     :param pooling: ``"attention"`` (default) or ``"spatial_softmax"``.
-    :raises ValueError: if ``film_dim`` is given and ``model`` is not a ResNet, for an unknown ``pooling``, or
-        for ``"spatial_softmax"`` on a model without a feature map.
+    :raises ValueError: if ``film_dim`` is given and ``model`` is neither a ResNet nor frozen, for an unknown
+        ``pooling``, or for ``"spatial_softmax"`` on a model without a feature map.
     """
 
     def __init__(self, model: nn.Module, image_size: int, d_model: int, tokens: int = 4, heads: int = 4,
@@ -211,7 +214,13 @@ class VisionEncoder(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"vision_pooling={pooling!r} is unknown; use one of {', '.join(map(repr, POOLINGS))}")
         self.model = model
-        self.film = ResNetFiLM(model, film_dim) if film_dim is not None else None
+        frozen = bool(getattr(model, "frozen", False))
+        # A frozen tower keeps its output (and its feature cache): FiLM then modulates the projected feature map.
+        self.film = ResNetFiLM(model, film_dim) if film_dim is not None and not frozen else None
+        self.output_film = nn.Linear(film_dim, 2 * d_model) if film_dim is not None and frozen else None
+        if self.output_film is not None:
+            nn.init.zeros_(self.output_film.weight)
+            nn.init.zeros_(self.output_film.bias)
         self.input_size = _model_image_size(model) or image_size
         width, cells = _feature_shape(model, self.input_size)
         self.projection = nn.Linear(width, d_model)
@@ -230,6 +239,19 @@ class VisionEncoder(nn.Module):
             self.pool = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm = nn.LayerNorm(d_model)
 
+    def _projected(self, hidden: torch.Tensor, film: torch.Tensor | None) -> torch.Tensor:
+        """Tower features projected to ``d_model`` channels, ``(B, d_model, h, w)`` for a feature map or
+        ``(B, N, d_model)``; with :attr:`output_film`, scaled and shifted per channel by the condition."""
+        if hidden.dim() == 4:
+            features = self.projection(hidden.permute(0, 2, 3, 1))  # (B, h, w, d_model)
+        else:
+            features = self.projection(hidden)  # (B, N, d_model)
+        if self.output_film is not None and film is not None:
+            gamma, beta = self.output_film(film).chunk(2, dim=-1)
+            shape = (len(film), *([1] * (features.dim() - 2)), -1)
+            features = features * (1.0 + gamma.view(shape)) + beta.view(shape)
+        return features.permute(0, 3, 1, 2) if hidden.dim() == 4 else features
+
     def tower_features(self, images: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
         """The tower's output for ``images`` ``(B, 3, S, S)`` floats in [0, 1]: a feature map ``(B, D, h, w)``
         or token features ``(B, N, D)``; what :meth:`pool_features` pools, and what a feature cache stores for a
@@ -240,25 +262,31 @@ class VisionEncoder(nn.Module):
         if pixels.shape[-1] != self.input_size:
             pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         if film is not None and self.film is None:
-            raise ValueError("a FiLM condition was given to a VisionEncoder built without film_dim")
+            raise ValueError("a FiLM condition was given to a VisionEncoder built without film_dim for the tower's "
+                             "stages (a frozen tower takes it in pool_features)")
         if self.film is not None:
             return self.film(self.model, pixels, film)
         return self.model(pixel_values=pixels).last_hidden_state
 
-    def pool_features(self, hidden: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def pool_features(self, hidden: torch.Tensor, condition: torch.Tensor | None = None,
+                      film: torch.Tensor | None = None) -> torch.Tensor:
         """Tower features (:meth:`tower_features`) -> ``(B, tokens, d_model)``.
 
         :param condition: optional ``(B, d_model)``, added to every pooling query.
-        :raises ValueError: if ``condition`` is given to an encoder with spatial-softmax pooling."""
+        :param film: optional ``(B, film_dim)``: on a frozen tower, the FiLM condition of the projected
+            feature map (ignored otherwise: the tower's stages took it).
+        :raises ValueError: if ``condition`` is given to an encoder with spatial-softmax pooling, or ``film``
+            to one built without ``film_dim``."""
+        if film is not None and self.film is None and self.output_film is None:
+            raise ValueError("a FiLM condition was given to a VisionEncoder built without film_dim")
+        features = self._projected(hidden, film)
         if self.keypoints is not None:
             if condition is not None:
                 raise ValueError("spatial-softmax pooling takes no condition (language_pooling); use FiLM")
-            features = self.projection(hidden.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, d_model, h, w)
             keypoints = self.keypoints(features).flatten(1)  # (B, 2 * d_model)
             return self.norm(self.keypoint_tokens(keypoints).view(-1, self.tokens, self.d_model))
-        if hidden.dim() == 4:  # convolutional feature map (B, D, h, w)
-            hidden = hidden.flatten(2).transpose(1, 2)
-        features = self.projection(hidden)
+        if features.dim() == 4:  # convolutional feature map (B, d_model, h, w)
+            features = features.flatten(2).transpose(1, 2)
         if self.positions is not None:
             features = features + self.positions
         queries = self.queries.expand(features.shape[0], -1, -1)
@@ -276,7 +304,8 @@ class VisionEncoder(nn.Module):
         :return: ``(B, tokens, d_model)``.
         :raises ValueError: if ``film`` is given to an encoder built without ``film_dim``, or ``condition`` to
             one with spatial-softmax pooling."""
-        return self.pool_features(self.tower_features(images, film), condition)
+        stage_film = film if self.film is not None else None
+        return self.pool_features(self.tower_features(images, stage_film), condition, film)
 
     @property
     def frozen(self) -> bool:
