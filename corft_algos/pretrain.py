@@ -108,7 +108,8 @@ def write_manifest(config: PretrainConfig, command: str, train_config: dict[str,
         collect_config = config.collect_config(task)
         seen[task] = {"episodes": len(store), "attempt_seeds": [collect_config.seed,
                                                                 collect_config.seed + store.num_attempts - 1],
-                      "instructions": sorted(set(store.instructions)), "env_kwargs": store.env_kwargs}
+                      "instructions": sorted(set(store.instructions)), "env_kwargs": store.env_kwargs,
+                      "distractors": bool(store.env_kwargs.get("distractors", True))}  # the env's default: on
         store.close()
     manifest = {"command": command, "config": {**asdict(config), "out": str(config.out)}, "tasks": seen,
                 "never_seen": list(TARGET_TASKS), "train": train_config, "commit": project_commit(),

@@ -114,6 +114,7 @@ def test_pretrain_writes_a_base_that_fine_tuning_starts_from(tmp_path, capsys):
     lift = manifest["tasks"]["Lift"]
     assert lift["episodes"] == 2 and lift["attempt_seeds"][0] == PRETRAIN_SEED
     assert lift["env_kwargs"]["positions"] == "all" and all("cube" in text for text in lift["instructions"])
+    assert lift["distractors"] is True
     assert manifest["never_seen"] == ["PickPlace", "Push", "Stack"] and manifest["train"]["steps"] == 2
     assert "--config" in manifest["command"] and manifest["wall_time_s"] > 0
     store = EpisodeDataset(base / "data" / "Lift")

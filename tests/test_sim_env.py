@@ -106,7 +106,7 @@ def test_bad_arguments_name_the_argument(kwargs, message, make_env):
 
 
 def test_unknown_task_lists_known_ones():
-    with pytest.raises(ValueError, match="task='Juggle' is unknown; use one of PickPlace, Push, Stack"):
+    with pytest.raises(ValueError, match="task='Juggle' is unknown; use one of Lift, PickPlace, Push, Stack"):
         make_sim_env(task="Juggle")
 
 
