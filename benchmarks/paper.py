@@ -296,7 +296,8 @@ def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, A
     report = run.directory(out) / f"eval_{positions}.json"
     if not report.is_file():
         report.parent.mkdir(parents=True, exist_ok=True)
-        args = ["eval", "--model", str(model_path(out, preset, run)), "--positions", positions,
+        args = ["eval", "--model", str(model_path(out, preset, run)), "--env", f"corft/{run.task}-v0",
+                "--positions", positions,
                 "--episodes", str(preset.eval_episodes), "--seed", str(DEFAULT_EVAL_SEED),
                 "--json", str(report), "--workers", str(preset.eval_workers), "--device", "cpu", "--quiet"]
         run_cli(args + execute_flags(preset, run) + env_flags(preset))
@@ -314,7 +315,8 @@ def record_videos(out: Path, preset: Preset, run: Run) -> None:
     videos = out / "videos" / f"{run.task}_{run.method}"
     if preset.videos < 1 or videos.is_dir():
         return
-    run_cli(["eval", "--model", str(model_path(out, preset, run)), "--positions", "unseen",
+    run_cli(["eval", "--model", str(model_path(out, preset, run)), "--env", f"corft/{run.task}-v0",
+             "--positions", "unseen",
              "--episodes", str(preset.videos), "--video", str(videos), "--device", "cpu", "--quiet",
              *execute_flags(preset, run), *env_flags(preset)])
 

@@ -84,6 +84,8 @@ def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(stu
     assert (run.directory(out) / "model.zip").is_file()
     zero_shot = Run("PickPlace", 3, "base", 0)
     assert not (zero_shot.directory(out) / "model.zip").exists()  # evaluated as it is, not trained
+    # ... in the target task's env, not in the base's own (Lift)
+    assert json.loads((zero_shot.directory(out) / "eval_train.json").read_text())["env_id"] == "corft/PickPlace-v0"
     inits = {r["method"]: r["init"] for r in records}
     assert inits["base"] == inits["corft_base"] == "base" and inits["sft"] == "scratch"
     assert all(r["distractors"] is True and 0 <= r["named_object_first_rate"] <= 1 for r in records)
