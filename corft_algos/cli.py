@@ -772,7 +772,8 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--episodes", type=_positive_int, default=1000, metavar="N", help="episodes per task (default: 1000)")
     add("--image-size", type=_positive_int, default=128, metavar="N",
         help="camera image side; fine-tuning data must use the same (default: 128)")
-    add("--steps", type=_positive_int, default=20000, metavar="N", help="SFT gradient steps (default: 20000)")
+    add("--steps", type=_positive_int, default=8000, metavar="N",
+        help="SFT gradient steps (default: 8000, what the committed base was trained with)")
     add("--seed", type=int, default=0, help="training seed (default: 0)")
     add("--workers", type=_positive_int, default=1, metavar="N", help="collection processes (default: 1)")
     add("--preset", default="default", metavar="NAME", help=f"training recipe: {', '.join(PRESETS)}")

@@ -130,10 +130,13 @@ class FeatureCache:
         features = _compute(frames, policy, spec, batch_size, progress)
         folder.mkdir(parents=True, exist_ok=True)
         _remove_stale(folder, spec.store)
-        temporary = folder / f".{spec.key}.npy.tmp"
+        # Per-process temporary names: trainings started together on one store may build the same cache at once.
+        temporary = folder / f".{spec.key}.{os.getpid()}.npy.tmp"
         with open(temporary, "wb") as handle:
             np.save(handle, features)
-        (folder / f"{spec.key}.json").write_text(json.dumps({**asdict(spec), "shape": list(features.shape)}))
+        meta = folder / f".{spec.key}.{os.getpid()}.json.tmp"
+        meta.write_text(json.dumps({**asdict(spec), "shape": list(features.shape)}))
+        os.replace(meta, folder / f"{spec.key}.json")
         os.replace(temporary, path)
         return cls(features, image_keys)
 

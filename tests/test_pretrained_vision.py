@@ -177,10 +177,13 @@ def test_a_cache_needs_a_frozen_tower(tiny_dataset):
 
 
 def test_language_film_on_a_frozen_tower_modulates_the_projected_map_and_keeps_the_cache_valid(tiny_dataset):
-    model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0,
-                policy_kwargs={**MOBILENET_POLICY, "language_film": True})
+    model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=MOBILENET_POLICY)
     encoder = model.policy.vision
+    assert model.policy.language_film, "on by default for a frozen tower"
     assert encoder.film is None and encoder.output_film is not None
+    off = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0,
+              policy_kwargs={**MOBILENET_POLICY, "language_film": False}).policy
+    assert not off.language_film and off.vision.output_film is None
     images = torch.rand(2, 3, 32, 32)
     hidden = encoder.tower_features(images)
     condition = torch.randn(2, 32)

@@ -173,6 +173,11 @@ def test_policy_with_language_film_feeds_instructions_into_the_tower(tiny_datase
     np.testing.assert_allclose(loaded.predict(observation)[0], chunk, atol=1e-5)
 
 
+def test_language_film_is_off_by_default_for_a_trainable_tower(tiny_dataset):
+    policy = SFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0, policy_kwargs=RESNET_POLICY).policy
+    assert not policy.language_film and policy.vision.film is None and policy.vision.output_film is None
+
+
 def test_language_film_is_refused_with_a_siglip_tower(tiny_dataset):
     with pytest.raises(ValueError, match="language_film needs a ResNet vision tower"):
         SFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0,
