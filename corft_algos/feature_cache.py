@@ -147,7 +147,9 @@ def _compute(frames: FrameStore, policy: Any, spec: CacheSpec, batch_size: int, 
     offsets = random_offsets(frames.num_frames * spec.views * len(spec.image_keys), spec.pad, generator)
     offsets = offsets.view(frames.num_frames, spec.views, len(spec.image_keys), 2)
     device = policy.device
-    output: np.ndarray | None = None
+    size = spec.image_size
+    feature_shape = policy.vision_features(torch.zeros(1, 3, size, size, device=device)).shape[1:]
+    output = np.empty((frames.num_frames, spec.views, len(spec.image_keys), *feature_shape), np.float16)
     bar = tqdm(total=frames.num_frames, unit="frame", desc="feature cache", disable=not progress, dynamic_ncols=True)
     for start in range(0, frames.num_frames, batch_size):
         indices = np.arange(start, min(start + batch_size, frames.num_frames))
@@ -157,14 +159,9 @@ def _compute(frames: FrameStore, policy: Any, spec: CacheSpec, batch_size: int, 
             for view in range(spec.views):
                 shifted = images if view == 0 else shift_images(
                     images, offsets[indices, view, camera].to(device), spec.pad)
-                features = policy.vision_features(shifted).to(torch.float16).cpu().numpy()
-                if output is None:
-                    output = np.empty((frames.num_frames, spec.views, len(spec.image_keys), *features.shape[1:]),
-                                      np.float16)
-                output[indices, view, camera] = features
+                output[indices, view, camera] = policy.vision_features(shifted).to(torch.float16).cpu().numpy()
         bar.update(len(indices))
     bar.close()
-    assert output is not None, "a store has at least one frame"
     return output
 
 
