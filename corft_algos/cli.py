@@ -83,6 +83,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -314,6 +321,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--data", type=Path, nargs="+", metavar="DIR", required=True,
         help="episode store written by `corft collect`; several with the same spaces are read as one "
              "(e.g. other tasks' demos, to pretrain a base policy)")
+    add("--store-mix", type=_positive_float, nargs="+", metavar="SHARE",
+        help="with several --data stores, each one's share of the training draws, e.g. `--data DEMOS BASE_DATA "
+             "--store-mix 1 1`: half of every batch from 30 demos, half from a base policy's data (co-training); "
+             "default: in proportion to their sizes")
     add("--out", type=Path, metavar="DIR", required=True, help="run directory (created, or resumed)")
     add("--steps", type=_positive_int, metavar="N",
         help=f"gradient steps of a single-stage algorithm (default: {DEFAULT_STEPS})")
@@ -353,7 +364,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 #: ``corft train`` flags that set algorithm constructor arguments of the same name.
-ALGORITHM_FLAGS = ("chunk_size", "batch_size", "learning_rate", "gamma", "num_workers")
+ALGORITHM_FLAGS = ("chunk_size", "batch_size", "learning_rate", "gamma", "num_workers", "store_mix")
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -411,8 +422,11 @@ def algorithm_kwargs(args: argparse.Namespace, algorithm: type[OfflineAlgorithm]
                          f"give --algo {args.algo} its total with --steps")
     given = {"chunk_size": args.chunk_size, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
              "gamma": args.gamma, "policy_kwargs": args.policy_kwargs, "il_steps": args.il_steps,
-             "num_workers": args.num_workers}
+             "num_workers": args.num_workers, "store_mix": args.store_mix}
     given = {key: value for key, value in given.items() if value is not None}
+    if args.store_mix is not None and len(args.store_mix) != len(args.data):
+        raise UsageError(f"--store-mix gives {len(args.store_mix)} shares for {len(args.data)} --data stores; "
+                         "give one share per store, in the same order")
     twice = sorted({*given, "seed", "rl_steps"} & set(args.algo_kwargs))
     if twice:
         raise UsageError(f"--algo-kwargs sets {', '.join(twice)}, which have flags of their own: use those")

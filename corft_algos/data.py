@@ -23,7 +23,7 @@ from __future__ import annotations
 import operator
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -216,6 +216,20 @@ def _open_episodes(episodes: EpisodeDataset | str | os.PathLike[str]) -> Episode
     return EpisodeDataset(path)
 
 
+def _check_store_mix(store_mix: Sequence[float] | None, stores: int) -> np.ndarray | None:
+    """``store_mix`` as shares summing to 1, or ``None``.
+
+    :raises ValueError: if it has not one positive, finite entry per store.
+    """
+    if store_mix is None:
+        return None
+    mix = np.asarray(store_mix, dtype=np.float64)
+    if mix.shape != (stores,) or not np.all(np.isfinite(mix)) or not np.all(mix > 0):
+        raise ValueError(f"store_mix must give one positive share per store ({stores} stores read), got "
+                         f"{list(store_mix)}; e.g. {[1.0] * stores} draws every store equally often")
+    return mix / mix.sum()
+
+
 def _check_settings(chunk_size: int, gamma: float, success_oversample: float) -> None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1 (the number of actions per chunk), got {chunk_size!r}")
@@ -278,6 +292,14 @@ class ChunkDataset(Dataset):
     ``sample_weights[i]`` is ``success_oversample`` where the window
     ``[t, t+H)`` holds a step with reward > 0, else 1.
 
+    Co-training: with ``store_mix`` ``(m_0, ..., m_{S-1})`` for the ``S`` stores of a
+    :class:`~corft_envs.episode_store.ConcatEpisodeDataset`, store ``s`` gets the share
+    ``m_s / Σ m`` of the draws whatever its size, e.g. ``(1, 1)`` gives 30 target demos
+    half of every batch beside 1000 episodes of a base policy's data (co-fine-tuning, as
+    RT-2 and OpenVLA keep their pretraining data in the mix). Within a store the draws
+    follow the weights above: ``w_i = m_s u_i / Σ_{j∈s} u_j`` with ``u`` the success
+    weights (or ones for uniform draws, :meth:`sampling_probabilities`).
+
     :param episodes: an episode store or its directory.
     :param chunk_size: chunk length ``H`` >= 1.
     :param gamma: per-step discount, ``0 < γ <= 1``.
@@ -285,6 +307,7 @@ class ChunkDataset(Dataset):
     :param in_memory: frames in memory (``True``), read from the files
         (``False``), or in memory if they fit ``memory_budget`` (``"auto"``).
     :param memory_budget: byte budget of ``in_memory="auto"``.
+    :param store_mix: share of the draws of each store, in store order (``None``: in proportion to size).
     :raises FileNotFoundError: if ``episodes`` is a path that does not exist.
     :raises ValueError: on a setting out of range or a store without steps.
     """
@@ -297,9 +320,11 @@ class ChunkDataset(Dataset):
         success_oversample: float = 1.0,
         in_memory: InMemory = "auto",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        store_mix: Sequence[float] | None = None,
     ) -> None:
         _check_settings(chunk_size, gamma, success_oversample)
         self.episodes = _open_episodes(episodes)
+        self.store_mix = _check_store_mix(store_mix, len(getattr(self.episodes, "roots", [self.episodes.root])))
         lengths = self.episodes.lengths
         if lengths.sum() == 0:
             raise ValueError(
@@ -341,7 +366,22 @@ class ChunkDataset(Dataset):
         self._mc_return = discounted_returns(self._step_rewards[:-1], lengths, self.gamma).astype(np.float32)
         self._instruction = self.frames.episode_instruction_ids[episode]
         rewarded = (self._step_rewards[self._steps] > 0).any(axis=1)
-        self.sample_weights = np.where(rewarded, self.success_oversample, 1.0)
+        store = self.episodes.store_of_episode[episode]
+        self.sample_weights = self._mixed(np.where(rewarded, self.success_oversample, 1.0), store)
+        self._uniform_weights = None if self.store_mix is None else self._mixed(np.ones(total_steps), store)
+
+    def _mixed(self, weights: np.ndarray, store: np.ndarray) -> np.ndarray:
+        """``weights`` rescaled so that store ``s``'s samples sum to its share of :attr:`store_mix`."""
+        if self.store_mix is None:
+            return weights
+        totals = np.bincount(store, weights=weights, minlength=len(self.store_mix))
+        return weights * (self.store_mix / totals)[store]
+
+    def sampling_probabilities(self, oversample_success: bool) -> np.ndarray | None:
+        """``P(i)`` of a draw: by :attr:`sample_weights` if ``oversample_success``, else uniform within each
+        store (at the stores' :attr:`store_mix` shares); ``None`` for plain uniform draws."""
+        weights = self.sample_weights if oversample_success else self._uniform_weights
+        return None if weights is None else weights / weights.sum()
 
     # ------------------------------------------------------------------ sampling
 

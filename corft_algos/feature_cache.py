@@ -6,14 +6,16 @@ features of every frame and camera, in ``views`` versions (view 0 the image itse
 ``1..V-1`` randomly shifted copies, DrQ's augmentation with a fixed draw per frame), are
 computed once and training reads them, at the speed of the heads.
 
-A cache file is named by a key over everything its values depend on: the content of every
-episode file of the store(s) (BLAKE2b over the bytes, in store order), the tower's weights and
-input size, the image keys, the views and the shift. A changed store or tower gives another
-key, so stale features are never served; when a store changes, the files built for its old
-content are deleted. Files are written under a temporary name and renamed when complete.
+Each store has its own cache, in its own folder, so stores read together (the target task's
+demos co-trained with a base policy's data) reuse the caches each already has. A cache file is
+named by a key over everything its values depend on: the content of every episode file of the
+store (BLAKE2b over the bytes, in order), the tower's weights and input size, the image keys,
+the views and the shift. A changed store or tower gives another key, so stale features are
+never served; when a store changes, the files built for its old content are deleted. Files are
+written under a temporary name and renamed when complete.
 
-Layout: ``<cache_dir>/<key>.npy``, float16 ``(N_frames, views, cameras, *feature_shape)``, and
-``<key>.json`` with what the key covers.
+Layout: ``<store>/.features/<key>.npy``, float16 ``(N_frames, views, cameras, *feature_shape)``,
+and ``<key>.json`` with what the key covers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -31,16 +33,17 @@ from tqdm import tqdm
 
 from corft_algos.augmentation import DEFAULT_PAD, random_offsets, shift_images
 from corft_algos.data import FrameStore
+from corft_envs.episode_store import Episode, EpisodeDataset
 
-#: Sub-folder of the (first) store that holds its feature caches.
+#: Sub-folder of a store that holds its feature caches.
 CACHE_FOLDER = ".features"
 _CHUNK_BYTES = 1 << 22
 
 
-def store_fingerprint(frames: FrameStore) -> str:
-    """BLAKE2b of the bytes of every episode file behind ``frames``, in order (the store's content)."""
+def store_fingerprint(episodes: Iterable[Episode]) -> str:
+    """BLAKE2b of the bytes of every episode's file, in order (a store's content)."""
     digest = hashlib.blake2b(digest_size=16)
-    for episode in frames.dataset:
+    for episode in episodes:
         with open(episode.path, "rb") as handle:
             while block := handle.read(_CHUNK_BYTES):
                 digest.update(block)
@@ -98,17 +101,15 @@ class FeatureCache:
 
     @classmethod
     def build_or_load(cls, frames: FrameStore, policy: Any, views: int = 3, pad: int = DEFAULT_PAD,
-                      seed: int = 0, cache_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
-                      progress: bool = True) -> FeatureCache:
-        """The cache of ``policy``'s frozen tower over ``frames``: read from ``cache_dir`` when a file with
-        the same key is there, else computed (and written there).
+                      seed: int = 0, batch_size: int = 64, progress: bool = True) -> FeatureCache:
+        """The cache of ``policy``'s frozen tower over ``frames``: each store's part read from
+        ``<store>/.features`` when a file with the same key is there, else computed (and written there).
 
-        :param frames: the training frames.
+        :param frames: the training frames, of one store or several read as one.
         :param policy: a :class:`~corft_algos.policies.VLAPolicy` whose tower is frozen.
         :param views: versions of each frame: the image itself, then ``views - 1`` shifted copies.
         :param pad: the shift's range in pixels (:mod:`corft_algos.augmentation`).
         :param seed: seed of the shifts.
-        :param cache_dir: where cache files live (default: ``<first store>/.features``).
         :param batch_size: frames per forward pass.
         :param progress: show a progress bar while computing.
         :raises ValueError: if the tower is not frozen or ``views < 1``.
@@ -120,47 +121,64 @@ class FeatureCache:
             raise ValueError(f"views must be >= 1, got {views}")
         image_keys = tuple(policy.image_keys)
         image_size = int(frames.observation_space[image_keys[0]].shape[0])
-        spec = CacheSpec(store=store_fingerprint(frames), encoder=module_fingerprint(policy.vision.model),
-                         image_keys=image_keys, image_size=image_size, views=int(views), pad=int(pad),
-                         seed=int(seed))
-        folder = Path(cache_dir) if cache_dir is not None else Path(frames.dataset.root) / CACHE_FOLDER
-        path = folder / f"{spec.key}.npy"
-        if path.is_file():
-            return cls(np.load(path), image_keys)
-        features = _compute(frames, policy, spec, batch_size, progress)
-        folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale(folder, spec.store)
-        # Per-process temporary names: trainings started together on one store may build the same cache at once.
-        temporary = folder / f".{spec.key}.{os.getpid()}.npy.tmp"
-        with open(temporary, "wb") as handle:
-            np.save(handle, features)
-        meta = folder / f".{spec.key}.{os.getpid()}.json.tmp"
-        meta.write_text(json.dumps({**asdict(spec), "shape": list(features.shape)}))
-        os.replace(meta, folder / f"{spec.key}.json")
-        os.replace(temporary, path)
-        return cls(features, image_keys)
+        encoder = module_fingerprint(policy.vision.model)
+        parts: list[np.ndarray] = []
+        first_episode = 0
+        for store in getattr(frames.dataset, "parts", [frames.dataset]):
+            episodes = range(first_episode, first_episode + len(store))
+            first_episode += len(store)
+            spec = CacheSpec(store=store_fingerprint(store), encoder=encoder, image_keys=image_keys,
+                             image_size=image_size, views=int(views), pad=int(pad), seed=int(seed))
+            parts.append(_store_features(frames, episodes, store, policy, spec, batch_size, progress))
+        return cls(parts[0] if len(parts) == 1 else np.concatenate(parts), image_keys)
+
+
+def _store_features(frames: FrameStore, episodes: range, store: EpisodeDataset, policy: Any, spec: CacheSpec,
+                    batch_size: int, progress: bool) -> np.ndarray:
+    """The features of one store's frames (``frames``' episodes ``episodes``), read from its cache folder
+    or computed and written there."""
+    folder = Path(store.root) / CACHE_FOLDER
+    path = folder / f"{spec.key}.npy"
+    if path.is_file():
+        return np.load(path)
+    start, stop = int(frames.frame_offsets[episodes.start]), int(frames.frame_offsets[episodes.stop])
+    features = _compute(frames, start, stop, policy, spec, batch_size, progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder, spec.store)
+    # Per-process temporary names: trainings started together on one store may build the same cache at once.
+    temporary = folder / f".{spec.key}.{os.getpid()}.npy.tmp"
+    with open(temporary, "wb") as handle:
+        np.save(handle, features)
+    meta = folder / f".{spec.key}.{os.getpid()}.json.tmp"
+    meta.write_text(json.dumps({**asdict(spec), "shape": list(features.shape)}))
+    os.replace(meta, folder / f"{spec.key}.json")
+    os.replace(temporary, path)
+    return features
 
 
 @torch.no_grad()
-def _compute(frames: FrameStore, policy: Any, spec: CacheSpec, batch_size: int, progress: bool) -> np.ndarray:
+def _compute(frames: FrameStore, start: int, stop: int, policy: Any, spec: CacheSpec, batch_size: int,
+             progress: bool) -> np.ndarray:
+    """Features of frames ``start..stop-1`` in every view, ``(stop - start, views, cameras, *feature_shape)``."""
+    count = stop - start
     generator = torch.Generator().manual_seed(spec.seed)
-    offsets = random_offsets(frames.num_frames * spec.views * len(spec.image_keys), spec.pad, generator)
-    offsets = offsets.view(frames.num_frames, spec.views, len(spec.image_keys), 2)
+    offsets = random_offsets(count * spec.views * len(spec.image_keys), spec.pad, generator)
+    offsets = offsets.view(count, spec.views, len(spec.image_keys), 2)
     device = policy.device
     size = spec.image_size
     feature_shape = policy.vision_features(torch.zeros(1, 3, size, size, device=device)).shape[1:]
-    output = np.empty((frames.num_frames, spec.views, len(spec.image_keys), *feature_shape), np.float16)
-    bar = tqdm(total=frames.num_frames, unit="frame", desc="feature cache", disable=not progress, dynamic_ncols=True)
-    for start in range(0, frames.num_frames, batch_size):
-        indices = np.arange(start, min(start + batch_size, frames.num_frames))
-        observation = frames.get(indices)
+    output = np.empty((count, spec.views, len(spec.image_keys), *feature_shape), np.float16)
+    bar = tqdm(total=count, unit="frame", desc="feature cache", disable=not progress, dynamic_ncols=True)
+    for first in range(0, count, batch_size):
+        rows = np.arange(first, min(first + batch_size, count))
+        observation = frames.get(rows + start)
         for camera, key in enumerate(spec.image_keys):
             images = torch.from_numpy(observation[key]).to(device).permute(0, 3, 1, 2).float() / 255.0
             for view in range(spec.views):
                 shifted = images if view == 0 else shift_images(
-                    images, offsets[indices, view, camera].to(device), spec.pad)
-                output[indices, view, camera] = policy.vision_features(shifted).to(torch.float16).cpu().numpy()
-        bar.update(len(indices))
+                    images, offsets[rows, view, camera].to(device), spec.pad)
+                output[rows, view, camera] = policy.vision_features(shifted).to(torch.float16).cpu().numpy()
+        bar.update(len(rows))
     bar.close()
     return output
 

@@ -915,6 +915,11 @@ class EpisodeDataset:
         return np.array([r.success for r in self.records], dtype=bool)
 
     @property
+    def store_of_episode(self) -> np.ndarray:
+        """``(N,)`` int64, the number of the store each episode comes from (all 0 for one store)."""
+        return np.zeros(len(self), dtype=np.int64)
+
+    @property
     def terminated(self) -> np.ndarray:
         """``(N,)`` bool, whether each episode ended in a terminal state."""
         return np.array([r.terminated for r in self.records], dtype=bool)
@@ -1008,6 +1013,11 @@ class ConcatEpisodeDataset(EpisodeDataset):
     def num_attempts(self) -> int:
         """Collection attempts made over all stores."""
         return sum(part.num_attempts for part in self.parts)
+
+    @property
+    def store_of_episode(self) -> np.ndarray:
+        """``(N,)`` int64, the position in ``roots`` of each episode's store."""
+        return np.array([number for number, _ in self._part_of], dtype=np.int64)
 
     def __getitem__(self, index: int) -> Episode:
         number, local = self._part_of[index]

@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 from corft_algos.data import STD_FLOOR, ChunkDataset, FrameStore, discounted_returns, to_torch
 from corft_envs.collection import CollectConfig, collect
-from corft_envs.episode_store import DatasetMeta, EpisodeData, EpisodeDataset, EpisodeWriter
+from corft_envs.episode_store import DatasetMeta, EpisodeData, EpisodeDataset, EpisodeWriter, open_episodes
 
 META = DatasetMeta(
     env_id="test/Tiny-v0",
@@ -315,6 +315,26 @@ def test_iterate_batches_draws_success_windows_more_often(two_episodes: Path) ->
     batch = next(data.iterate_batches(5, np.random.default_rng(1)))
     assert isinstance(batch["actions"], torch.Tensor) and batch["actions"].shape == (5, 3, 2)
     assert batch["observation"]["image_front"].shape == (5, 8, 8, 3)
+
+
+def test_store_mix_gives_each_store_its_share_by_hand(two_episodes: Path, tmp_path: Path) -> None:
+    # store 0: episodes 0 (T = 5) and 1 (T = 4), 9 samples; store 1: one episode of T = 4 (4 samples)
+    other = write_store(tmp_path / "other", [episode(ACTIONS_1, REWARDS_1, terminated=False, tag=2)])
+    union = open_episodes([two_episodes, other])
+    np.testing.assert_array_equal(union.store_of_episode, [0, 0, 1])
+    data = ChunkDataset(union, chunk_size=3, gamma=0.5, success_oversample=4.0, store_mix=(3, 1))
+    # success weights u = [1, 1, 4, 4, 4, 1, 1, 1, 1 | 1, 1, 1, 1]; store 0 sums to 18, store 1 to 4
+    expected = np.array([1, 1, 4, 4, 4, 1, 1, 1, 1, 0, 0, 0, 0]) * 0.75 / 18 + np.r_[np.zeros(9), np.ones(4)] * 0.25 / 4
+    np.testing.assert_allclose(data.sampling_probabilities(oversample_success=True), expected)
+    uniform = np.r_[np.full(9, 0.75 / 9), np.full(4, 0.25 / 4)]
+    np.testing.assert_allclose(data.sampling_probabilities(oversample_success=False), uniform)
+    drawn = data.make_sampler(20_000, generator=torch.Generator().manual_seed(0))
+    assert np.mean(np.fromiter(iter(drawn), dtype=np.int64) >= 9) == pytest.approx(0.25, abs=0.015)
+    plain = ChunkDataset(union, chunk_size=3)
+    assert plain.store_mix is None and plain.sampling_probabilities(oversample_success=False) is None
+    for bad in ((1.0,), (1.0, 0.0), (1.0, float("nan"))):
+        with pytest.raises(ValueError, match=r"store_mix must give one positive share per store \(2 stores"):
+            ChunkDataset(union, chunk_size=3, store_mix=bad)
 
 
 # ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from corft_algos.feature_cache import CACHE_FOLDER, FeatureCache
 from corft_algos.networks.pretrained import (IMAGENET_MEAN, IMAGENET_STD, MobileNetV2, PretrainedTower,
                                              load_imagenet_mobilenet_v2, mobilenet_v2_weights_path)
 from corft_algos.networks.vision import build_vision_model
+from corft_envs.episode_store import open_episodes
 
 #: A small policy on the pretrained tower: 7 MobileNetV2 blocks (32 channels, stride 8).
 MOBILENET_POLICY = {"d_model": 32, "vision_arch": "mobilenet_v2", "vision_config": {"layers": 7},
@@ -135,6 +136,34 @@ def test_feature_cache_is_rebuilt_when_the_store_or_the_encoder_changes(store_co
     assert other.feature_cache.features.shape[3] == 24
     metas = [json.loads(p.read_text()) for p in (store_copy / CACHE_FOLDER).glob("*.json")]
     assert len(metas) == 2 and len({meta["encoder"] for meta in metas}) == 2
+
+
+def test_stores_read_together_keep_their_own_caches_and_reuse_them(store_copy, tiny_dataset, tmp_path):
+    other = shutil.copytree(tiny_dataset, tmp_path / "other")
+    with h5py.File(sorted(other.glob("*.h5"))[0], "r+") as handle:
+        images = handle["observations/image_front"]
+        images[0] = 255 - images[0]
+    alone = SFT(dataset=store_copy, chunk_size=4, batch_size=4, seed=0, policy_kwargs=MOBILENET_POLICY)
+    own = alone.feature_cache.features
+    own_files = sorted((store_copy / CACHE_FOLDER).glob("*.npy"))
+
+    together = SFT(dataset=open_episodes([store_copy, other]), chunk_size=4, batch_size=64, seed=0,
+                   store_mix=(1, 3), policy_kwargs=MOBILENET_POLICY)
+    calls = _count_tower_calls(together.policy)
+    features = together.feature_cache.features
+    frames_of_other = together.dataset.frames.num_frames - len(own)
+    # one probe of the feature shape, then batches of 64 frames x 3 views x 2 cameras of the other store only
+    assert len(calls) == 1 + -(-frames_of_other // 64) * 3 * 2
+    torch.testing.assert_close(features[:len(own)], own)
+    assert not torch.equal(features[len(own)], own[0]), "the changed first frame has its own features"
+    assert sorted((store_copy / CACHE_FOLDER).glob("*.npy")) == own_files, "the first store's cache is kept"
+    assert len(list((other / CACHE_FOLDER).glob("*.npy"))) == 1
+
+    drawn = torch.cat([together.next_batch(with_observations=False)["frame"] for _ in range(40)])
+    assert (drawn >= len(own)).float().mean().item() == pytest.approx(0.75, abs=0.05)
+    together.learn(2)
+    together.save(tmp_path / "model.zip")
+    assert SFT.load(tmp_path / "model.zip").store_mix == [1.0, 3.0]
 
 
 def test_sft_on_cached_features_trains_the_heads_only_and_overfits(tiny_dataset, observation, tmp_path):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -104,6 +104,9 @@ class OfflineAlgorithm(BaseAlgorithm):
         versions (the image and ``views - 1`` randomly shifted copies; :mod:`corft_algos.feature_cache`),
         so training runs at the speed of the heads; 0 runs the tower at every step instead.
     :param num_workers: DataLoader workers (0: sample in the main process).
+    :param store_mix: with several stores (``dataset=[target demos, base data]``), each store's share of
+        the training draws, e.g. ``(1, 1)``: co-training that keeps a base policy's data in every batch
+        (:class:`~corft_algos.data.ChunkDataset`); ``None`` draws in proportion to the stores' sizes.
     :param execute: actions of each predicted chunk run before the next prediction when the model is rolled
         out (``corft eval``, ``corft collect --policy``; receding horizon), saved with the model; ``None``
         runs whole chunks. Default 5 of H = 10: measured better than whole chunks (benchmarks/RESULTS.md).
@@ -135,6 +138,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         max_grad_norm: float = 10.0,
         feature_cache_views: int = 3,
         num_workers: int = 0,
+        store_mix: Sequence[float] | None = None,
         execute: int | None = 5,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
@@ -159,6 +163,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         if not isinstance(feature_cache_views, (int, np.integer)) or feature_cache_views < 0:
             raise ValueError(f"feature_cache_views must be an int >= 0, got {feature_cache_views!r}")
         self.feature_cache_views = int(feature_cache_views)
+        self.store_mix = None if store_mix is None else [float(share) for share in store_mix]
         if execute is not None and (not isinstance(execute, (int, np.integer)) or execute < 1):
             raise ValueError(f"execute must be a positive int or None (whole chunks), got {execute!r}")
         self.execute = None if execute is None else int(execute)
@@ -180,7 +185,8 @@ class OfflineAlgorithm(BaseAlgorithm):
             return
         if not isinstance(self.dataset, ChunkDataset):
             self.dataset = ChunkDataset(self.dataset, chunk_size=self.chunk_size, gamma=self.gamma,
-                                        success_oversample=self._success_oversample())
+                                        success_oversample=self._success_oversample(),
+                                        store_mix=getattr(self, "store_mix", None))
         elif self.dataset.chunk_size != self.chunk_size:
             raise ValueError(f"the ChunkDataset has chunk_size={self.dataset.chunk_size}, "
                              f"the algorithm chunk_size={self.chunk_size}")
@@ -277,8 +283,7 @@ class OfflineAlgorithm(BaseAlgorithm):
                 self._batches = (batch for _ in iter(int, 1) for batch in loader)
             batch = next(self._batches)
         else:
-            weights = self.dataset.sample_weights if oversample_success else None
-            probabilities = None if weights is None else weights / weights.sum()
+            probabilities = self.dataset.sampling_probabilities(oversample_success)
             indices = self._rng.choice(len(self.dataset), size=self.batch_size, p=probabilities)
             batch = to_torch(self.dataset.sample_batch(indices[shard], with_observations))
         return {key: _to_device(value, self.device, pin) for key, value in batch.items()}
