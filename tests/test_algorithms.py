@@ -241,21 +241,30 @@ def test_cached_contexts_use_batchnorm_running_statistics_and_leave_them(tiny_da
     torch.testing.assert_close(contexts[:3], expected)
 
 
-def test_init_from_copies_batchnorm_statistics_but_keeps_the_dataset_buffers(tiny_dataset, tmp_path):
+def test_init_from_copies_batchnorm_statistics_and_the_sources_normalization(tiny_dataset, observation):
     policy_kwargs = {key: value for key, value in TINY_POLICY.items() if key != "vision_config"}
-    source = make("sft", tiny_dataset, policy_kwargs={**policy_kwargs, "vision_arch": "resnet",
-                                                                       "vision_norm": "batch"})
+    policy_kwargs = {**policy_kwargs, "vision_arch": "resnet", "vision_norm": "batch"}
+    source = make("sft", tiny_dataset, policy_kwargs=policy_kwargs)
     source.learn(2)
-    with torch.no_grad():
-        source.policy.action_mean.add_(1.0)  # as if another dataset's statistics
-    target = make("corft", tiny_dataset, il_steps=0, policy_kwargs={**policy_kwargs, "vision_arch": "resnet",
-                                                                       "vision_norm": "batch"})
+    with torch.no_grad():  # as if pretrained on another dataset
+        source.policy.action_mean.add_(1.0)
+        source.policy.state_std.mul_(2.0)
+    target = make("corft", tiny_dataset, il_steps=0, policy_kwargs=policy_kwargs)
     copied = target.init_from(source)
-    assert any("running_mean" in name for name in copied) and "action_mean" not in copied
+    assert any("running_mean" in name for name in copied) and "action_mean" in copied
     for name, value in source.policy.state_dict().items():
-        if "running" in name:
+        if "running" in name or name in ("action_mean", "state_std"):
             torch.testing.assert_close(target.policy.state_dict()[name], value)
-    assert not torch.equal(target.policy.action_mean, source.policy.action_mean)
+    np.testing.assert_array_equal(target.normalization.action_mean, source.policy.action_mean.numpy())
+    assert target.policy.normalization is target.normalization
+    np.testing.assert_allclose(target.predict(observation)[0], source.predict(observation)[0], atol=1e-5)
+
+    kept = make("corft", tiny_dataset, il_steps=0, policy_kwargs=policy_kwargs)
+    dataset_mean = kept.policy.action_mean.clone()
+    assert "action_mean" not in kept.init_from(source, normalization="dataset")
+    torch.testing.assert_close(kept.policy.action_mean, dataset_mean)
+    with pytest.raises(ValueError, match="normalization must be 'source' or 'dataset'"):
+        kept.init_from(source, normalization="base")
 
 
 def test_value_bounds_clip_the_bootstrapped_values(tiny_dataset):

@@ -28,6 +28,7 @@ gradient step in :meth:`train_step`, computing each loss through
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from abc import abstractmethod
@@ -81,6 +82,10 @@ class GradientStepProgressBar(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.bar.close()
+
+
+#: The policy buffers holding :class:`NormalizationStats`' action and state statistics.
+NORMALIZATION_BUFFERS = ("action_mean", "action_std", "state_mean", "state_std")
 
 
 def observation_space_without_text(space: spaces.Dict) -> spaces.Dict:
@@ -460,14 +465,25 @@ class OfflineAlgorithm(BaseAlgorithm):
         return norm.detach()
 
     # ------------------------------------------------------------- transfer
-    def init_from(self, source: OfflineAlgorithm | str | Path) -> list[str]:
-        """Copy the weights of another model (e.g. a pretrained SFT policy) where names and shapes match.
+    def init_from(self, source: OfflineAlgorithm | str | Path, normalization: str = "source") -> list[str]:
+        """Copy the weights of another model (e.g. a pretrained base policy) where names and shapes match.
 
-        The policy's own buffers (normalisation statistics, instruction
-        embeddings, the state dims read) stay this model's: they describe its
-        dataset. Its layers' buffers (BatchNorm's running statistics) are copied
-        with their weights. Returns the names of the tensors copied.
+        The policy's instruction embeddings and the state dims it reads stay this
+        model's (they describe its dataset); its layers' buffers (BatchNorm's
+        running statistics) are copied with their weights.
+
+        :param normalization: ``"source"`` (the default) also takes the source's action and state
+            statistics, so the model starts out acting exactly as the source does and fine-tuning
+            adapts it in the units it was trained in: with this dataset's statistics instead, every
+            copied layer would see rescaled inputs and emit rescaled actions (a base pretrained on Lift,
+            fine-tuned on 30 PickPlace demos, lost its grasp this way; benchmarks/RESULTS.md).
+            ``"dataset"`` keeps this dataset's statistics. The source's are taken only where they
+            have the same shapes and binary action dimensions.
+        :returns: the names of the tensors copied.
+        :raises ValueError: on an unknown ``normalization``.
         """
+        if normalization not in ("source", "dataset"):
+            raise ValueError(f"normalization must be 'source' or 'dataset', got {normalization!r}")
         if not isinstance(source, OfflineAlgorithm):
             _, params, _ = load_from_zip_file(source, device=self.device)
             state = params["policy"]
@@ -475,9 +491,16 @@ class OfflineAlgorithm(BaseAlgorithm):
             state = source.policy.state_dict()
         own = self.policy.state_dict()
         skipped = {name for name, _ in self.policy.named_buffers(recurse=False)}
+        if normalization == "source" and all(name in state and state[name].shape == own[name].shape
+                                             for name in NORMALIZATION_BUFFERS) \
+                and torch.equal(state["binary_index"].cpu(), own["binary_index"].cpu()):
+            skipped -= set(NORMALIZATION_BUFFERS)
         copied = {name: value for name, value in state.items()
                   if name in own and name not in skipped and own[name].shape == value.shape}
         self.policy.load_state_dict(copied, strict=False)
+        if NORMALIZATION_BUFFERS[0] in copied:
+            self.normalization = self.policy.normalization = dataclasses.replace(
+                self.normalization, **{name: copied[name].cpu().numpy() for name in NORMALIZATION_BUFFERS})
         return sorted(copied)
 
     # ------------------------------------------------------------- save / load
