@@ -27,8 +27,9 @@ the action expert to the demonstrations on the frozen backbone's features, no
 critic in its loss), and the paper's setting of fine-tuning a pretrained VLA:
 ``sft_base`` and ``corft_base`` start from a base policy (``corft pretrain``: the
 Lift task, "pick up the <colour> cube", every colour, objects anywhere,
-distractors on; no episode of a target task), and ``base`` evaluates that base
-alone, zero-shot. Ablations run on the preset's first task and demonstration
+distractors on; no episode of a target task), ``sft_cotrain`` and
+``corft_cotrain`` start from it and keep its pretraining data in half of every
+batch (co-training), and ``base`` evaluates that base alone, zero-shot. Ablations run on the preset's first task and demonstration
 count. Records carry ``distractors`` and ``init`` (``"base"`` or ``"scratch"``)
 and how often the first object lifted was the named one.
 
@@ -61,6 +62,8 @@ import torch
 
 from corft_algos.cli import main as corft
 from corft_algos.evaluation import DEFAULT_EVAL_SEED, wilson_interval
+from corft_algos.presets import FROM_BASE_PRESET, PRESETS
+from corft_algos.pretrain import PretrainConfig, collect_pretraining_data
 from corft_envs.controller import CONTROL_PERIOD
 from corft_envs.tasks import TASKS
 
@@ -81,6 +84,8 @@ class Method:
     :param from_base: start from the study's base policy (``corft pretrain``: Lift, every colour, objects
         anywhere, distractors on; it never saw a target task).
     :param zero_shot: no training: evaluate the base policy itself on the task's instruction.
+    :param cotrain: also train on the base's pretraining data, which gets half of every batch
+        (``--data DEMOS BASE_DATA --store-mix 1 1``; :func:`base_data`).
     """
 
     algo: str
@@ -88,6 +93,7 @@ class Method:
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     from_base: bool = False
     zero_shot: bool = False
+    cotrain: bool = False
 
     @property
     def init(self) -> str:
@@ -112,10 +118,17 @@ METHODS: dict[str, Method] = {
     "sft_base": Method("sft", CHUNK, from_base=True),
     "corft_base": Method("corft", CHUNK, from_base=True),
     "base": Method("sft", CHUNK, zero_shot=True),
+    # One cached view per frame, as the base's own training: its data's feature cache is then reused.
+    "sft_cotrain": Method("sft", CHUNK, {"feature_cache_views": 1}, from_base=True, cotrain=True),
+    "corft_cotrain": Method("corft", CHUNK, {"feature_cache_views": 1}, from_base=True, cotrain=True),
 }
 BASELINES = ("bc", "sft", "offline_rl_h1", "corft")
 ABLATIONS = ("corft_h5", "corft_boundary", "corft_no_calql", "corft_no_q")
-FROM_BASE = ("sft_base", "corft_base")
+FROM_BASE = ("sft_base", "corft_base", "sft_cotrain", "corft_cotrain")
+
+
+#: The library's recipe for fine-tuning a base (what ``corft train --init-from`` uses).
+FROM_BASE_RECIPE = PRESETS[FROM_BASE_PRESET]
 
 
 @dataclass(frozen=True)
@@ -143,8 +156,13 @@ class Preset:
     :param ablations: keys of :data:`METHODS` run on the first task and demonstration count only.
     :param base_model: the base policy of the ``*_base`` rows: a model zip (default: the one committed in
         ``benchmarks/base/``); ``None`` builds one in the study's ``base/`` with ``corft pretrain``.
-    :param base_episodes: pretraining episodes when the study builds its base.
+    :param base_episodes: pretraining episodes per task when the study builds its base, and of the base data
+        the co-training rows collect for a preset's base (1000: as many as the committed base saw).
     :param base_steps: pretraining gradient steps when the study builds its base.
+    :param finetune_steps: gradient steps of the rows fine-tuned from the base (imitation steps of the staged
+        ones), instead of ``steps``; default: the library's ``from_base`` recipe (corft_algos/presets.py).
+    :param finetune_rl_steps: offline RL steps of the staged rows fine-tuned from the base.
+    :param finetune_learning_rate: imitation learning rate of the rows fine-tuned from the base.
     """
 
     tasks: tuple[str, ...]
@@ -168,6 +186,9 @@ class Preset:
     base_model: str | None = None
     base_episodes: int = 1000
     base_steps: int = 8000
+    finetune_steps: int = FROM_BASE_RECIPE.steps
+    finetune_rl_steps: int = FROM_BASE_RECIPE.rl_steps
+    finetune_learning_rate: float = FROM_BASE_RECIPE.algo_kwargs["learning_rate"]
 
 
 #: The base policy this project trained with ``corft pretrain`` (manifest beside it): what the ``*_base`` rows
@@ -243,16 +264,22 @@ def train_command(out: Path, preset: Preset, run: Run, method: Method | None = N
                   data: list[Path] | None = None) -> list[str]:
     """The ``corft train`` arguments of ``run`` (``method`` and ``data`` default to the run's)."""
     method = method or METHODS[run.method]
-    data = data or [dataset_dir(out, run.task, run.demos)]
+    data = data or [dataset_dir(out, run.task, run.demos), *(base_data(out, preset) if method.cotrain else [])]
+    learning_rate = preset.finetune_learning_rate if method.from_base else preset.learning_rate
+    if method.from_base:
+        il_steps, rl_steps = preset.finetune_steps, preset.finetune_rl_steps
+    else:
+        il_steps = round(preset.steps * preset.il_fraction)
+        rl_steps = preset.steps - il_steps
+    total = il_steps + rl_steps if method.staged else (preset.finetune_steps if method.from_base else preset.steps)
     args = ["train", "--algo", method.algo, "--data", *map(str, data), "--out", str(run.directory(out)),
             "--chunk-size", str(method.chunk_size), "--batch-size", str(preset.batch_size),
-            "--learning-rate", str(preset.learning_rate), "--seed", str(run.seed),
-            "--checkpoint-every", str(max(1, preset.steps // 4)), "--quiet"]
+            "--learning-rate", str(learning_rate), "--seed", str(run.seed),
+            "--checkpoint-every", str(max(1, total // 4)), "--quiet"]
     if method.staged:
-        il_steps = round(preset.steps * preset.il_fraction)
-        args += ["--il-steps", str(il_steps), "--rl-steps", str(preset.steps - il_steps)]
+        args += ["--il-steps", str(il_steps), "--rl-steps", str(rl_steps)]
     else:
-        args += ["--steps", str(preset.steps)]
+        args += ["--steps", str(total)]
     if preset.policy_kwargs:
         args += ["--policy-kwargs", json.dumps(preset.policy_kwargs)]
     algo_kwargs = {**preset.algo_kwargs, **(preset.rl_kwargs if method.staged else {}), **method.algo_kwargs}
@@ -260,6 +287,8 @@ def train_command(out: Path, preset: Preset, run: Run, method: Method | None = N
         args += ["--algo-kwargs", json.dumps(algo_kwargs)]
     if method.from_base:
         args += ["--init-from", str(base_model(out, preset))]
+    if method.cotrain:  # the demos get half of every batch, the base's stores share the other half
+        args += ["--store-mix", "1", *[str(1 / (len(data) - 1))] * (len(data) - 1)]
     return args
 
 
@@ -284,6 +313,19 @@ def pretrain_base(out: Path, preset: Preset) -> Path:
              str(preset.image_size), "--steps", str(preset.base_steps), "--workers", str(preset.eval_workers),
              "--config", str(config), "--quiet"])
     return path
+
+
+def base_data_config(out: Path, preset: Preset) -> PretrainConfig:
+    """Where the base's pretraining data is: the study's own base's (``out/base``), or, for a preset's base,
+    ``out/base_data`` collected as ``corft pretrain`` collects (the committed base's episodes and seeds)."""
+    folder = out / "base_data" if preset.base_model else out / "base"
+    return PretrainConfig(out=folder, episodes=preset.base_episodes, image_size=preset.image_size,
+                          workers=preset.eval_workers)
+
+
+def base_data(out: Path, preset: Preset) -> list[Path]:
+    """The stores of the base's pretraining data (co-training rows), collected unless there already."""
+    return collect_pretraining_data(base_data_config(out, preset), progress=False)
 
 
 def model_path(out: Path, preset: Preset, run: Run) -> Path:
@@ -531,6 +573,8 @@ def run_study(preset: Preset, out: Path, log: Callable[[str], None] = print, job
         collect_demos(out, preset, task, demos)
     if any(METHODS[run.method].init == "base" for run in runs):
         log(f"{stamp()} base policy: {pretrain_base(out, preset)}")
+    if any(METHODS[run.method].cotrain for run in runs):
+        log(f"{stamp()} the base's data, for co-training: {', '.join(map(str, base_data(out, preset)))}")
     log(f"{stamp()} {len(runs)} trainings, {jobs} at a time")
     finished: dict[Run, list[dict[str, Any]]] = {}
     for (_, _, run), run_records in in_parallel(train_and_evaluate, [(out, preset, run) for run in runs], jobs):

@@ -44,7 +44,7 @@ from corft_algos.evaluation import (
     trained_scene,
 )
 from corft_algos.pretrain import PRETRAIN_TASKS, PretrainConfig, collect_pretraining_data, write_manifest
-from corft_algos.presets import CONFIG_NAME, PRESETS, TrainConfig, get_preset, load_config_file
+from corft_algos.presets import CONFIG_NAME, FROM_BASE_PRESET, PRESETS, TrainConfig, get_preset, load_config_file
 from corft_algos.registry import available_algorithms, get_algorithm
 from corft_algos.rollouts import PolicyActor
 from corft_algos.vector_eval import evaluate_vectorized
@@ -313,8 +313,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add = parser.add_argument
     add("--algo", metavar="NAME", help=f"algorithm: {', '.join(available_algorithms())} (or from --config)")
-    add("--preset", default="default", metavar="NAME",
-        help=f"named recipe: {', '.join(PRESETS)} (default: default, the library's defaults, the best measured)")
+    add("--preset", metavar="NAME",
+        help=f"named recipe: {', '.join(PRESETS)} (default: {FROM_BASE_PRESET} with --init-from, else default: "
+             "the library's defaults; both the best measured)")
     add("--config", type=Path, metavar="FILE",
         help="a JSON or YAML file with the fields algo, steps, il_steps, rl_steps, algo_kwargs, policy_kwargs; "
              "it overrides the preset, and flags override it; the resolved configuration goes to OUT/config.json")
@@ -373,10 +374,15 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
     :raises UsageError: for an unknown preset, an unreadable config file or no algorithm at all.
     """
+    if args.preset is None:
+        args.preset = FROM_BASE_PRESET if args.init_from is not None else "default"
     try:
-        config = get_preset(args.preset)
-        if args.config is not None:
-            config = config.merged(load_config_file(args.config))
+        preset = get_preset(args.preset)
+        from_file = load_config_file(args.config) if args.config is not None else TrainConfig()
+        algo = args.algo or from_file.algo or preset.algo
+        if algo is not None:
+            preset = preset.for_algorithm(is_staged(get_algorithm(algo)))
+        config = preset.merged(from_file)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
     flags = {name: getattr(args, name) for name in ALGORITHM_FLAGS if getattr(args, name) is not None}

@@ -323,6 +323,20 @@ def test_init_from_copies_every_policy_weight_of_a_model_with_the_same_architect
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_store_mix_sets_each_stores_share_from_the_command_line(dataset, tmp_path, capsys):
+    out = tmp_path / "mixed"
+    two_stores = ("--data", str(dataset), str(dataset))
+    assert main(train_args(dataset, out, 1, *two_stores, "--store-mix", "1", "3")) == 0, capsys.readouterr().err
+    model = load_model(out / "model.zip", device="cpu")
+    assert model.store_mix == [1.0, 3.0]
+    assert json.loads((out / "config.json").read_text())["algo_kwargs"]["store_mix"] == [1.0, 3.0]
+    assert main(train_args(dataset, tmp_path / "bad", 1, *two_stores, "--store-mix", "1")) == 1
+    assert "--store-mix gives 1 shares for 2 --data stores" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(train_args(dataset, tmp_path / "bad", 1, *two_stores, "--store-mix", "1", "0"))
+    assert "must be a positive number" in capsys.readouterr().err
+
+
 def test_dataloader_workers_train_from_the_command_line(dataset, tmp_path, capsys):
     out = tmp_path / "workers"
     assert main(train_args(dataset, out, 2, "--num-workers", "2")) == 0, capsys.readouterr().err

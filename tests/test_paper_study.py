@@ -30,10 +30,11 @@ from corft_algos.cli import main
 from corft_algos.evaluation import load_model
 
 TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
-              ablations=("corft_no_calql", "corft_base", "base"), rl_kwargs={"actor_q_weight": 0.5},
+              ablations=("corft_no_calql", "corft_base", "sft_cotrain", "base"), rl_kwargs={"actor_q_weight": 0.5},
               seeds=(0,), eval_episodes=1, steps=2, il_fraction=0.5, batch_size=4, image_size=32, videos=1,
               execute=None,
-              base_model=None, base_episodes=2, base_steps=2,
+              base_model=None, base_episodes=2, base_steps=2, finetune_steps=1, finetune_rl_steps=1,
+              finetune_learning_rate=3e-4,
               policy_kwargs={"d_model": 32, "fusion_layers": 1, "vision_tokens": 2, "vision_arch": "siglip",
                              "vision_pooling": "attention",
                              "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
@@ -82,12 +83,20 @@ def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(stu
     command = train_command(out, TINY, run)
     assert command[command.index("--init-from") + 1] == str(out / "base" / "model.zip")
     assert (run.directory(out) / "model.zip").is_file()
+    assert command[command.index("--learning-rate") + 1] == "0.0003"  # the fine-tuning recipe's
+    assert command[command.index("--il-steps") + 1] == command[command.index("--rl-steps") + 1] == "1"
+    cotrain = Run("PickPlace", 3, "sft_cotrain", 0)
+    command = train_command(out, TINY, cotrain)
+    data = command[command.index("--data") + 1:command.index("--out")]
+    assert data == [str(out / "data" / "PickPlace_3"), str(out / "base" / "data" / "Lift")]
+    assert command[command.index("--store-mix") + 1:][:2] == ["1", "1.0"]
+    assert load_model(cotrain.directory(out) / "model.zip", device="cpu").store_mix == [1.0, 1.0]
     zero_shot = Run("PickPlace", 3, "base", 0)
     assert not (zero_shot.directory(out) / "model.zip").exists()  # evaluated as it is, not trained
     # ... in the target task's env, not in the base's own (Lift)
     assert json.loads((zero_shot.directory(out) / "eval_train.json").read_text())["env_id"] == "corft/PickPlace-v0"
     inits = {r["method"]: r["init"] for r in records}
-    assert inits["base"] == inits["corft_base"] == "base" and inits["sft"] == "scratch"
+    assert inits["base"] == inits["corft_base"] == inits["sft_cotrain"] == "base" and inits["sft"] == "scratch"
     assert all(r["distractors"] is True and 0 <= r["named_object_first_rate"] <= 1 for r in records)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from corft_algos.cli import main
+from corft_algos.cli import build_parser, main, resolve_config
 from corft_algos.evaluation import load_model, rollout_execute, trained_scene
 from corft_algos.presets import PRESETS, TrainConfig, load_config_file
 from corft_algos.pretrain import MANIFEST_NAME, PRETRAIN_SEED, PretrainConfig
@@ -83,6 +83,24 @@ def test_train_resolves_preset_config_and_flags_into_the_run_folder_and_model(on
     assert "no algorithm: pass --algo NAME" in capsys.readouterr().err
 
 
+def test_init_from_picks_the_from_base_recipe_with_the_budget_of_the_algorithm(tmp_path):
+    def resolved(*extra: str) -> tuple[TrainConfig, str]:
+        args = build_parser().parse_args(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *extra])
+        return resolve_config(args), args.preset
+
+    sft, preset = resolved("--algo", "sft", "--init-from", "base.zip")
+    assert preset == "from_base" and sft.steps == 3000 and sft.il_steps is None
+    assert sft.algo_kwargs == {"learning_rate": 3e-4}
+    corft, _ = resolved("--algo", "corft", "--init-from", "base.zip")
+    assert corft.steps is None and (corft.il_steps, corft.rl_steps) == (3000, 1000)
+    flagged, _ = resolved("--algo", "sft", "--init-from", "base.zip", "--steps", "7", "--learning-rate", "0.01")
+    assert flagged.steps == 7 and flagged.algo_kwargs == {"learning_rate": 0.01}
+    scratch, preset = resolved("--algo", "sft")
+    assert preset == "default" and scratch == TrainConfig(algo="sft")
+    chosen, preset = resolved("--algo", "sft", "--init-from", "base.zip", "--preset", "default")
+    assert preset == "default" and chosen.steps is None
+
+
 def test_eval_uses_the_models_scene_and_executed_actions(one_object_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--algo", "sft", "--data", str(one_object_data), "--out", str(out), "--steps", "1",
@@ -144,5 +162,7 @@ def test_pretrain_writes_a_base_that_fine_tuning_starts_from(tmp_path, capsys):
     delta_from_fresh = (tuned_state["fusion.layers.0.linear1.weight"] - start["fusion.layers.0.linear1.weight"])
     assert delta_from_base.abs().max() < 0.05 < delta_from_fresh.abs().max()
     assert not torch.equal(tuned_state["instruction_embeddings"], base_state["instruction_embeddings"])
-    np.testing.assert_array_equal(tuned_state["action_mean"].numpy(),
-                                  load_model(fresh / "model.zip", device="cpu").policy.state_dict()["action_mean"])
+    # The base's normalisation (its units), not the demos' own, which the fresh run has.
+    np.testing.assert_array_equal(tuned_state["action_mean"].numpy(), base_state["action_mean"].numpy())
+    assert not np.array_equal(tuned_state["action_mean"].numpy(),
+                              load_model(fresh / "model.zip", device="cpu").policy.state_dict()["action_mean"])
