@@ -511,6 +511,10 @@ def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None
             raise FileNotFoundError(f"--init-from {args.init_from} does not exist")
         copied = model.init_from(args.init_from)
         print(f"initialised {len(copied)} tensors from {args.init_from}")
+        if len(args.data) == 1:
+            print("tip: co-train with the base's own data to keep what it knows, e.g. --data DEMOS "
+                  "BASE/data/Lift --store-mix 1 1 (`corft pretrain --collect-only` collects it; "
+                  "benchmarks/RESULTS.md)")
     return model, None
 
 
@@ -796,6 +800,10 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
         help="SFT gradient steps (default: 8000, what the committed base was trained with)")
     add("--seed", type=int, default=0, help="training seed (default: 0)")
     add("--workers", type=_positive_int, default=1, metavar="N", help="collection processes (default: 1)")
+    add("--collect-only", action="store_true",
+        help="only collect OUT/data/<Task> (the same episodes the committed base saw, with the defaults): the "
+             "base's data, to co-train with when fine-tuning (`corft train --data DEMOS OUT/data/Lift "
+             "--store-mix 1 1 --init-from BASE`)")
     add("--preset", default="default", metavar="NAME", help=f"training recipe: {', '.join(PRESETS)}")
     add("--config", type=Path, metavar="FILE", help="training configuration file, as for `corft train`")
     add_threads_argument(parser)
@@ -822,6 +830,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     except (DatasetError, CollectionError, ValueError) as exc:
         print(f"corft pretrain: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if args.collect_only:
+        print(f"pretraining data: {', '.join(map(str, stores))}")
+        return 0
     train_args = build_parser().parse_args([
         "train", "--algo", "sft", "--data", *map(str, stores), "--out", str(args.out), "--steps", str(args.steps),
         "--seed", str(args.seed), "--preset", args.preset,

@@ -122,6 +122,17 @@ def test_pretrain_refuses_target_tasks():
         PretrainConfig(out=Path("x"), tasks=("Fly",))
 
 
+def test_pretrain_collect_only_gathers_the_episodes_a_base_saw_without_training(tmp_path, capsys):
+    out = tmp_path / "base_data"
+    assert main(["pretrain", "--out", str(out), "--episodes", "2", "--image-size", "32", "--collect-only",
+                 "--quiet"]) == 0
+    assert f"pretraining data: {out / 'data' / 'Lift'}" in capsys.readouterr().out
+    store = EpisodeDataset(out / "data" / "Lift")
+    assert store.seeds == [PRETRAIN_SEED, PRETRAIN_SEED + 1] and store.env_kwargs["positions"] == "all"
+    store.close()
+    assert not (out / "model.zip").exists() and not (out / MANIFEST_NAME).exists()
+
+
 def test_pretrain_writes_a_base_that_fine_tuning_starts_from(tmp_path, capsys):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"algo_kwargs": {"batch_size": 4, "chunk_size": 4}, "policy_kwargs": TINY}))
@@ -147,6 +158,11 @@ def test_pretrain_writes_a_base_that_fine_tuning_starts_from(tmp_path, capsys):
     assert main(["train", "--algo", "sft", "--data", str(demos), "--out", str(tuned), "--steps", "1",
                  "--config", str(config), "--init-from", str(base / "model.zip"), "--threads", "1",
                  "--quiet"]) == 0
+    assert "tip: co-train with the base's own data" in capsys.readouterr().out
+    assert main(["train", "--algo", "sft", "--data", str(demos), str(base / "data" / "Lift"), "--store-mix", "1", "1",
+                 "--out", str(tmp_path / "cotrained"), "--steps", "1", "--config", str(config),
+                 "--init-from", str(base / "model.zip"), "--threads", "1", "--quiet"]) == 0
+    assert "tip:" not in capsys.readouterr().out
     base_model = load_model(base / "model.zip", device="cpu")
     fresh = tmp_path / "fresh"
     assert main(["train", "--algo", "sft", "--data", str(demos), "--out", str(fresh), "--steps", "1",
