@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from corft_algos.cli import main as corft
@@ -374,7 +375,8 @@ def record(preset: Preset, run: Run, positions: str, result: dict[str, Any]) -> 
             "episodes": result["num_episodes"],
             "successes": sum(episode["success"] for episode in result["episodes"]),
             "distractors": bool(preset.env_kwargs.get("distractors", True)), "init": METHODS[run.method].init,
-            "named_object_first_rate": result.get("named_object_first_rate")}
+            "named_object_first_rate": result.get("named_object_first_rate"),
+            "outcomes": [int(episode["success"]) for episode in result["episodes"]]}
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -457,6 +459,60 @@ def claims(rows: list[Row]) -> list[str]:
                      f"cycle time vs SFT {'n/a' if cut is None else f'{cut:+.0%}'} (paper -{PAPER_CYCLE_TIME_CUT:.1%}); "
                      f"unseen positions {corft_unseen.success_rate:.0%} vs SFT {sft_unseen.success_rate:.0%} "
                      f"(paper {PAPER_UNSEEN_SUCCESS:.1%}, above SFT)")
+    return lines
+
+
+#: Pairs ``(method, reference)`` compared episode by episode where a study has both.
+COMPARISONS = (("sft_base", "sft"), ("sft_cotrain", "sft"), ("sft_cotrain", "sft_base"), ("corft", "sft"),
+               ("corft_no_q", "sft"), ("corft_base", "sft_base"), ("corft_cotrain", "sft_cotrain"))
+
+
+def paired_difference(pairs: list[tuple[list[int], list[int]]], resamples: int = 10_000,
+                      seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Mean success difference of a method over a reference on paired episodes, with a bootstrap 95% CI.
+
+    ``pairs[k]`` holds both methods' outcomes (1 success, 0 failure) for training seed ``k`` on the same
+    evaluation seeds, in the same order. The estimate is ``Σ_k Σ_i (a_ki - b_ki) / Σ_k n_k``; the
+    interval is the 2.5th and 97.5th percentiles of that mean over ``resamples`` draws of the episodes
+    with replacement within each training seed (the evaluation seeds are the paired unit; a few
+    training seeds are too few to resample).
+
+    :raises ValueError: if a pair's outcome lists differ in length, or there are none.
+    """
+    differences = []
+    for a, b in pairs:
+        if len(a) != len(b) or not a:
+            raise ValueError(f"paired outcomes need equal, non-empty lengths, got {len(a)} and {len(b)}")
+        differences.append(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    if not differences:
+        raise ValueError("no paired outcomes")
+    rng = np.random.default_rng(seed)
+    total = sum(len(d) for d in differences)
+    sums = np.zeros(resamples)
+    for d in differences:
+        sums += d[rng.integers(0, len(d), size=(resamples, len(d)))].sum(axis=1)
+    low, high = np.percentile(sums / total, [2.5, 97.5])
+    return float(sum(d.sum() for d in differences) / total), (float(low), float(high))
+
+
+def paired_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per :data:`COMPARISONS` pair a study holds (per task, demos, positions): the paired difference
+    in success over the training seeds both methods finished, with its bootstrap 95% CI."""
+    outcomes = {(r["task"], r["demos"], r["positions"], r["method"], r["seed"]): r.get("outcomes") for r in records}
+    lines = []
+    for task, demos, positions in sorted({(r["task"], r["demos"], r["positions"]) for r in records}):
+        for method, reference in COMPARISONS:
+            seeds = sorted(seed for (t, d, p, m, seed), value in outcomes.items()
+                           if (t, d, p, m) == (task, demos, positions, method) and value
+                           and outcomes.get((task, demos, positions, reference, seed)))
+            if not seeds:
+                continue
+            pairs = [(outcomes[(task, demos, positions, method, seed)],
+                      outcomes[(task, demos, positions, reference, seed)]) for seed in seeds]
+            difference, (low, high) = paired_difference(pairs)
+            lines.append(f"- {task}, {demos} demos, {positions}: {method} − {reference} = "
+                         f"{difference * 100:+.1f} points, 95% CI [{low * 100:+.1f}, {high * 100:+.1f}] "
+                         f"(training seeds {', '.join(map(str, seeds))}; the same evaluation seeds)")
     return lines
 
 
@@ -627,7 +683,10 @@ def summarise(records: list[dict[str, Any]], out: Path, header: str, footer: str
     """Write ``results.json``, ``results.md`` (``header``, table, claims, ``footer``) and the plots; log the table."""
     rows = pooled_rows(records)
     (out / "results.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
-    summary = [header, "", markdown_table(rows), "", *claims(rows), "", footer]
+    paired = paired_lines(records)
+    summary = [header, "", markdown_table(rows), "", *claims(rows), "",
+               *(["Paired differences in success (episode by episode on the same evaluation seeds):", *paired, ""]
+                 if paired else []), footer]
     (out / "results.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
     plot(rows, out)
     log("\n".join(summary))

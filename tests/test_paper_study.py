@@ -17,6 +17,8 @@ from benchmarks.paper import (
     Run,
     claims,
     markdown_table,
+    paired_difference,
+    paired_lines,
     needed_datasets,
     planned_runs,
     plot,
@@ -39,7 +41,7 @@ TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_r
                              "vision_pooling": "attention",
                              "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
 KEYS = {"task", "method", "demos", "positions", "seed", "success_rate", "success_ci95", "cycle_time_steps",
-        "cycle_time_s", "episodes", "successes", "distractors", "init", "named_object_first_rate"}
+        "cycle_time_s", "episodes", "successes", "distractors", "init", "named_object_first_rate", "outcomes"}
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +152,29 @@ def test_ablations_run_on_the_first_task_and_demo_count_only():
     one_task = planned_runs(Preset(tasks=("Push",), demos=(30,), methods=("sft",), ablations=("sft_base", "base"),
                                    seeds=(0,), eval_episodes=1, steps=1))
     assert needed_datasets(one_task) == [("Push", 30)]
+
+
+def test_paired_difference_by_hand():
+    # seed 0: a = 1,1,0,0 and b = 1,0,0,0 (one more success); seed 1: a = 0,1 and b = 1,1 (one fewer)
+    difference, (low, high) = paired_difference([([1, 1, 0, 0], [1, 0, 0, 0]), ([0, 1], [1, 1])])
+    assert difference == pytest.approx(0.0) and -1 <= low < 0 < high <= 1
+    assert paired_difference([([1, 1, 1], [0, 0, 0])]) == (1.0, (1.0, 1.0))  # every resample alike
+    difference, (low, high) = paired_difference([([1, 1, 0, 0], [1, 0, 0, 0])])
+    # per-episode differences 0, 1, 0, 0: mean 1/4; a resample's mean is k/4 for k = 0..4
+    assert difference == 0.25 and (low, high) == (0.0, 0.75)
+    with pytest.raises(ValueError, match="equal, non-empty lengths, got 2 and 1"):
+        paired_difference([([1, 0], [1])])
+
+
+def test_paired_lines_compare_seeds_both_methods_finished():
+    def with_outcomes(method: str, seed: int, outcomes: list[int]) -> dict:
+        return {**record(method, "train", sum(outcomes), len(outcomes), None, seed=seed), "outcomes": outcomes}
+
+    records = [with_outcomes("sft", 0, [0, 0, 1, 0]), with_outcomes("sft", 1, [1, 0, 0, 0]),
+               with_outcomes("sft_cotrain", 0, [1, 1, 1, 0]), with_outcomes("sft_base", 2, [1, 1, 1, 1])]
+    (line,) = paired_lines(records)  # sft_base has no seed sft also has: no line
+    assert line.startswith("- T, 30 demos, train: sft_cotrain − sft = +50.0 points, 95% CI [")
+    assert line.endswith("(training seeds 0; the same evaluation seeds)")
 
 
 def test_pooling_over_seeds_by_hand():
