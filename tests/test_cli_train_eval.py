@@ -318,7 +318,8 @@ def test_init_from_copies_every_policy_weight_of_a_model_with_the_same_architect
     printed = capsys.readouterr().out
     source_model = load_model(source / "model.zip", device="cpu")
     trainable = [name for name, _ in source_model.policy.named_parameters()]
-    assert f"initialised {len(trainable)} tensors from" in printed
+    normalization = ["action_mean", "action_std", "state_mean", "state_std"]  # the base's units come along
+    assert f"initialised {len(trainable) + len(normalization)} tensors from" in printed
     assert main(train_args(dataset, tmp_path / "z", 1, "--init-from", str(tmp_path / "missing.zip"))) == 1
     assert "does not exist" in capsys.readouterr().err
 
