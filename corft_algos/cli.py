@@ -512,8 +512,9 @@ def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None
         copied = model.init_from(args.init_from)
         print(f"initialised {len(copied)} tensors from {args.init_from}")
         if len(args.data) == 1:
-            print("tip: co-train with the base's own data to keep what it knows, e.g. --data DEMOS "
-                  "BASE/data/Lift --store-mix 1 1 (`corft pretrain --collect-only` collects it; "
+            print("tip: co-train with the base's own data to keep what it knows: --data DEMOS BASE/data/Lift "
+                  "--store-mix 1 1 --algo-kwargs '{\"feature_cache_views\": 1}' (one view reuses the feature "
+                  "cache its pretraining built; `corft pretrain --collect-only` collects the data; "
                   "benchmarks/RESULTS.md)")
     return model, None
 
