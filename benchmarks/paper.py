@@ -651,6 +651,17 @@ def run_study(preset: Preset, out: Path, log: Callable[[str], None] = print, job
     return records
 
 
+def same_preset(saved: dict[str, Any], preset: Preset) -> bool:
+    """Whether a study's saved ``preset.json`` is ``preset``; its base policy counts as the same where the
+    two paths hold the same bytes (the committed base, seen from another checkout)."""
+    current = json.loads(json.dumps(asdict(preset)))
+    paths = saved.get("base_model"), current.get("base_model")
+    if paths[0] != paths[1] and all(paths) and all(Path(path).is_file() for path in paths):
+        if Path(paths[0]).read_bytes() == Path(paths[1]).read_bytes():
+            saved = {**saved, "base_model": current["base_model"]}
+    return saved == current
+
+
 def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Summarise the trainings of ``out`` already evaluated on every position set, training nothing.
 
@@ -658,7 +669,7 @@ def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) 
     only, the summary's header saying how many of the planned trainings that is (or that all are).
     """
     saved = out / "preset.json"
-    if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(asdict(preset))):
+    if saved.is_file() and not same_preset(json.loads(saved.read_text(encoding="utf-8")), preset):
         raise RuntimeError(f"{out} holds a study of another preset (see {saved}): pass the --preset "
                            "(and --steps, --eval-episodes) it was run with")
     runs = planned_runs(preset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -19,6 +19,7 @@ from benchmarks.paper import (
     markdown_table,
     paired_difference,
     paired_lines,
+    same_preset,
     needed_datasets,
     planned_runs,
     plot,
@@ -152,6 +153,15 @@ def test_ablations_run_on_the_first_task_and_demo_count_only():
     one_task = planned_runs(Preset(tasks=("Push",), demos=(30,), methods=("sft",), ablations=("sft_base", "base"),
                                    seeds=(0,), eval_episodes=1, steps=1))
     assert needed_datasets(one_task) == [("Push", 30)]
+
+
+def test_a_study_of_the_committed_base_seen_from_another_checkout_is_the_same_preset(tmp_path):
+    here, there, other = tmp_path / "here.zip", tmp_path / "there.zip", tmp_path / "other.zip"
+    here.write_bytes(b"base"), there.write_bytes(b"base"), other.write_bytes(b"another base")
+    saved = json.loads(json.dumps(asdict(replace(TINY, base_model=str(there)))))
+    assert same_preset(saved, replace(TINY, base_model=str(here)))
+    assert not same_preset(saved, replace(TINY, base_model=str(other)))
+    assert not same_preset(saved, replace(TINY, base_model=str(here), seeds=(0, 1)))
 
 
 def test_paired_difference_by_hand():
