@@ -49,7 +49,8 @@ from corft_algos.registry import available_algorithms, get_algorithm
 from corft_algos.rollouts import PolicyActor
 from corft_algos.vector_eval import evaluate_vectorized
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
-from corft_envs.episode_store import DatasetError, EpisodeDataset, episode_files, open_episodes
+from corft_envs.episode_store import (DatasetError, EpisodeDataset, episode_files, open_episodes,
+                                      store_signatures)
 from corft_envs.keyboard import KeyScriptExhausted, ScriptedKeys, TerminalKeys
 from corft_envs.teleop import KEY_HELP, KeyboardTeleop
 from robots.errors import RobotError
@@ -478,6 +479,11 @@ def load_for_resume(path: Path, args: argparse.Namespace, algorithm: type[Offlin
         raise UsageError(f"--chunk-size {args.chunk_size} differs from chunk size {data['chunk_size']} of {path}, "
                          f"which this run would resume; rerun with --chunk-size {data['chunk_size']} "
                          "or choose a new --out")
+    trained_on = data.get("dataset_signatures")  # absent in models saved before it was recorded
+    if trained_on is not None and trained_on != store_signatures(dataset):
+        raise UsageError(f"--data {' '.join(map(str, args.data))} is not the data {path} was trained on "
+                         f"({len(trained_on)} store(s) with other episodes); resuming on it would keep the old "
+                         "normalisation and instructions: rerun with the run's own --data or choose a new --out")
     try:
         model = algorithm.load(path, dataset=dataset, device=args.device, **kwargs)
     except ValueError as exc:

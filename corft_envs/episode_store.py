@@ -30,6 +30,7 @@ reads the index for dataset-level arrays and opens episode files lazily.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -1027,6 +1028,20 @@ class ConcatEpisodeDataset(EpisodeDataset):
         """Close the files this process has open, in every store."""
         for part in self.parts:
             part.close()
+
+
+def store_signatures(dataset: EpisodeDataset) -> list[str]:
+    """One digest per store read (``ConcatEpisodeDataset``'s in order) over what its index says of its
+    episodes: the env id, and each episode's file, length, seed, instruction and outcome. Two folders
+    with the same episodes have the same signature wherever they are; a store with other or more
+    episodes has another. Read from the index only, so it is cheap for any store size."""
+    signatures = []
+    for store in getattr(dataset, "parts", [dataset]):
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update(json.dumps([store.env_id, [[r.file, r.length, r.seed, r.instruction, r.success]
+                                                 for r in store.records]]).encode())
+        signatures.append(digest.hexdigest())
+    return signatures
 
 
 def open_episodes(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> EpisodeDataset:

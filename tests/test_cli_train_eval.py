@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -258,6 +259,22 @@ def test_chunk_size_differing_from_the_resumed_checkpoint(trained, dataset, caps
     assert main(args) == 1
     err = capsys.readouterr().err
     assert f"--chunk-size 4 differs from chunk size {CHUNK}" in err and "new --out" in err
+
+
+def test_resuming_on_other_data_is_refused_but_a_copy_of_the_same_data_resumes(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, 2)) == 0
+    other = tmp_path / "other"
+    assert main(["collect", "--env", ENV_ID, "--episodes", "2", "--seed", "7", "--out", str(other),
+                 "--image-size", "32", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(train_args(other, out, 4)) == 1
+    err = capsys.readouterr().err
+    assert f"--data {other} is not the data {out / 'model.zip'} was trained on" in err and "new --out" in err
+    assert load_model(out / "model.zip", device="cpu").num_timesteps == 2, "nothing trained on the other data"
+    moved = shutil.copytree(dataset, tmp_path / "moved")
+    assert main(train_args(moved, out, 4)) == 0, capsys.readouterr().err
+    assert load_model(out / "model.zip", device="cpu").num_timesteps == 4
 
 
 def test_step_flags_must_fit_the_algorithm(dataset, tmp_path, capsys):

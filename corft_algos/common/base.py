@@ -52,7 +52,7 @@ from corft_algos.data import ChunkDataset, to_torch
 from corft_algos.distributed import average_over_ranks, current_rank, data_parallel, shard_of
 from corft_algos.feature_cache import FeatureCache
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
-from corft_envs.episode_store import EpisodeDataset, space_differences
+from corft_envs.episode_store import EpisodeDataset, store_signatures, space_differences
 
 SelfOfflineAlgorithm = TypeVar("SelfOfflineAlgorithm", bound="OfflineAlgorithm")
 
@@ -208,6 +208,7 @@ class OfflineAlgorithm(BaseAlgorithm):
             self.instructions = list(self.dataset.instructions)
             self.dataset_env_id = self.dataset.env_id
             self.dataset_env_kwargs = dict(self.dataset.env_kwargs)
+            self.dataset_signatures = store_signatures(self.dataset.episodes)
         if self._spaces_env is not None:
             self._check_env_spaces(self._spaces_env)
 
