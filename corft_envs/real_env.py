@@ -51,7 +51,8 @@ from corft_envs.chunking import make_task_env
 from corft_envs.controller import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
 from corft_envs.keyboard import SUCCESS_KEYS, EpisodeLabel, KeySource, episode_label
 from corft_envs.layouts import check_positions_mode
-from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_image_size, make_observation_space
+from corft_envs.sim_env import (CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size,
+                                make_observation_space)
 from corft_envs.tasks import get_task
 from corft_envs.twin import TwinWorld
 from robots.base import Arm
@@ -145,11 +146,11 @@ class FR3RealEnv(gym.Env):
             )
         self.image_size = check_image_size(image_size)
         self.positions = check_positions_mode(positions)
-        self.distractors = bool(distractors)
+        self.distractors = check_flag("distractors", distractors)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
-        self.include_instruction = include_instruction
+        self.include_instruction = check_flag("include_instruction", include_instruction)
         self.robot_host = robot_host
         self.instruction = instruction or ""
         self.success_fn = success_fn

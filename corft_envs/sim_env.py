@@ -62,6 +62,15 @@ def check_image_size(image_size: Any) -> int:
     return int(image_size)
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool if it is one, else raise a ``ValueError`` naming the argument: a string such
+    as ``"no"`` would otherwise count as True (``--env-kwargs '{"distractors": false}'`` is the JSON form)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {value!r} ({type(value).__name__}); "
+                         f"in --env-kwargs JSON write {{\"{name}\": false}}")
+    return bool(value)
+
+
 def make_observation_space(image_size: int, include_instruction: bool = False) -> spaces.Dict:
     """The observation space of every FR3 env, simulated or real (see the module docstring).
 
@@ -107,13 +116,13 @@ class FR3TabletopEnv(gym.Env):
         distractors: bool = True,
     ) -> None:
         self.task = get_task(task)
-        self.distractors = bool(distractors)
+        self.distractors = check_flag("distractors", distractors)
         self.positions = check_positions_mode(positions)
         self.image_size = check_image_size(image_size)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
-        self.include_instruction = include_instruction
+        self.include_instruction = check_flag("include_instruction", include_instruction)
 
         self.model = mujoco.MjModel.from_xml_string(build_scene_xml(self.task, self.image_size))
         self.data = mujoco.MjData(self.model)

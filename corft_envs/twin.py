@@ -91,7 +91,7 @@ from corft_envs.robot_model import (
     drop_visual_meshes,
 )
 from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, apply_layout, build_scene_xml
-from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_image_size
+from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size
 from corft_envs.tasks import N_OBJECTS, SceneState, Task, get_task
 
 #: Name prefix franky-sim gives the first robot's bodies, joints and geoms.
@@ -201,7 +201,7 @@ class TwinWorld:
         self.task = get_task(task)
         self.positions = check_positions_mode(positions)
         self.image_size = check_image_size(image_size)
-        self.distractors = bool(distractors)
+        self.distractors = check_flag("distractors", distractors)
         self._simulator, self._robot = build_twin_simulator(self.task, self.image_size)
         self._lock = threading.Lock()
         self._simulator.register_pre_step_callback(lambda _: self._lock.acquire())

@@ -102,6 +102,7 @@ def test_real_envs_have_the_sim_envs_spaces_and_are_nondeterministic(real_id, si
     ({"robot_host": "172.16.0.2"}, r"cameras must name exactly \['front', 'wrist'\]"),
     ({"robot_host": "172.16.0.2", "cameras": {"front": "1"}}, "cameras must name exactly"),
     ({"robot_host": "twin", "cameras": {"front": "1", "wrist": "2"}}, "makes its own virtual cameras"),
+    ({"robot_host": "twin", "distractors": "no"}, "distractors must be true or false, got 'no'"),
 ])
 def test_bad_arguments_say_what_to_pass(kwargs, message):
     with pytest.raises(ValueError, match=message):

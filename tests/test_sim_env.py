@@ -97,6 +97,8 @@ def test_train_and_unseen_positions(make_env):
         ({"image_size": 8}, "image_size must be in [16, 1024]"),
         ({"image_size": 96.0}, "image_size must be an int"),
         ({"render_mode": "human"}, "render_mode='human' is not supported"),
+        ({"distractors": "no"}, "distractors must be true or false, got 'no' (str)"),
+        ({"include_instruction": 1}, "include_instruction must be true or false, got 1 (int)"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, message, make_env):
