@@ -489,7 +489,9 @@ def read_index(root: str | os.PathLike[str]) -> StoreIndex:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        _check_format_version(path, data.get("format_version"))
+        if "format_version" not in data:  # not an index this code wrote (e.g. `{}`): rebuildable, not too new
+            raise KeyError("format_version")
+        _check_format_version(path, data["format_version"])
         return StoreIndex(
             meta=DatasetMeta.from_json(data),
             episodes=tuple(EpisodeRecord.from_json(r) for r in data["episodes"]),

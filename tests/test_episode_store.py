@@ -248,6 +248,20 @@ def test_missing_index_is_reported(store: Path) -> None:
         EpisodeDataset(store)
 
 
+@pytest.mark.parametrize("content", ["{}", "[]", '{"episodes": []}'])
+def test_an_index_without_its_fields_says_to_rebuild_it_not_to_recollect(store: Path, content: str) -> None:
+    before = read_index(store)
+    (store / INDEX_NAME).write_text(content)
+    with pytest.raises(DatasetError, match=r"index\.json: unreadable .* delete it and run the same `corft collect`") \
+            as error:
+        EpisodeDataset(store)
+    assert "re-collect" not in str(error.value)
+    (store / INDEX_NAME).unlink()  # as the message says: the writer rebuilds it from the episode files
+    with EpisodeWriter(store, make_meta()):
+        pass
+    assert read_index(store) == before
+
+
 def test_check_compatible(store: Path) -> None:
     dataset = EpisodeDataset(store)
     dataset.check_compatible(make_tiny_env(8))
