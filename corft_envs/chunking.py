@@ -68,6 +68,9 @@ class ActionChunk(gym.Wrapper):
                 f"got {actions.shape}"
             )
         count = len(actions) if self.execute is None else min(len(actions), self.execute)
+        if not np.all(np.isfinite(actions[:count])):  # the whole chunk, before any of it runs
+            rows = sorted({int(row) for row in np.argwhere(~np.isfinite(actions[:count]))[:, 0]})
+            raise ValueError(f"the chunk's actions {rows} are not finite (NaN or inf); nothing of it was run")
         validate_chunk = getattr(self.env.unwrapped, "validate_chunk", None)
         if validate_chunk is not None:  # e.g. the real arm's safety check, before any action is sent
             validate_chunk(actions[:count])
@@ -111,6 +114,9 @@ def make_task_env(
     :param gamma: the chunk reward's per-step discount.
     :param execute: run only the first ``execute`` actions of a chunk.
     """
+    if chunk_size is None and (gamma != 1.0 or execute is not None):
+        raise ValueError(f"gamma={gamma} and execute={execute} set how chunks run and are rewarded: "
+                         "pass chunk_size=H too, or leave them out for the step-level env")
     env = env_class(task=task, **env_kwargs)
     if chunk_size is None:
         return env

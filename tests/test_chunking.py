@@ -95,6 +95,28 @@ def test_whole_chunk_is_validated_before_any_action_runs():
     assert len(base.executed) == 2
 
 
+def test_a_chunk_with_a_nan_part_way_runs_none_of_it(make_env):
+    base = RewardIsStepIndex(end=100)
+    env = ActionChunk(base, chunk_size=3)
+    env.reset()
+    with pytest.raises(ValueError, match=r"the chunk's actions \[2\] are not finite \(NaN or inf\); nothing of it"):
+        env.step(np.array([[0.0, 0.0], [0.1, 0.0], [np.nan, 0.0]]))
+    assert base.executed == []
+    sim = make_env("corft/Push-v0", image_size=16, chunk_size=3)
+    sim.reset(seed=0)
+    before = sim.unwrapped.tcp_pose()[0].copy()
+    with pytest.raises(ValueError, match="not finite"):
+        sim.step(np.array([[1.0, 0, 0, 0, 0, 0, -1], [1.0, 0, 0, 0, 0, 0, -1], [np.inf, 0, 0, 0, 0, 0, -1]]))
+    np.testing.assert_array_equal(sim.unwrapped.tcp_pose()[0], before)
+
+
+def test_chunk_settings_without_a_chunk_size_are_refused(make_env):
+    with pytest.raises(ValueError, match="set how chunks run and are rewarded: pass chunk_size=H too"):
+        make_env("corft/Push-v0", image_size=16, gamma=0.9)
+    with pytest.raises(ValueError, match="pass chunk_size=H too"):
+        make_env("corft/Push-v0", image_size=16, execute=2)
+
+
 @pytest.mark.parametrize("shape", [(6, 2), (0, 2), (3, 3), (2,)])
 def test_malformed_chunk_is_rejected(shape):
     env = ActionChunk(RewardIsStepIndex(end=100), chunk_size=5)
