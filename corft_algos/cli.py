@@ -23,6 +23,7 @@ import gymnasium as gym
 import torch
 from stable_baselines3.common.logger import Logger, make_output_format
 
+from corft_algos.argument_types import constructor_type_hints, type_problems
 from corft_algos.callbacks import (
     GradientStepCheckpoint,
     LastMetrics,
@@ -44,6 +45,7 @@ from corft_algos.evaluation import (
     trained_scene,
 )
 from corft_algos.pretrain import PRETRAIN_TASKS, PretrainConfig, collect_pretraining_data, write_manifest
+from corft_algos.policies import VLAPolicy
 from corft_algos.presets import CONFIG_NAME, FROM_BASE_PRESET, PRESETS, TrainConfig, get_preset, load_config_file
 from corft_algos.registry import available_algorithms, get_algorithm
 from corft_algos.rollouts import PolicyActor
@@ -440,7 +442,28 @@ def algorithm_kwargs(args: argparse.Namespace, algorithm: type[OfflineAlgorithm]
     unknown = sorted(set(args.algo_kwargs) - constructor_parameters(algorithm))
     if unknown:
         raise UsageError(f"--algo {args.algo} takes no argument {', '.join(unknown)}")
+    problems = type_problems(args.algo_kwargs, constructor_type_hints(algorithm))
+    if problems:
+        raise UsageError("--algo-kwargs: " + "; ".join(problems))
+    check_policy_kwargs(args.policy_kwargs or {})
     return {**args.algo_kwargs, **given, "seed": args.seed}
+
+
+#: VLAPolicy arguments the algorithm sets from the data, not the user.
+POLICY_ARGUMENTS_FROM_DATA = ("observation_space", "action_space", "lr_schedule", "normalization", "instructions",
+                              "with_critic")
+
+
+def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
+    """:raises UsageError: for a ``--policy-kwargs`` name VLAPolicy does not take, or a value of the wrong type."""
+    names = set(inspect.signature(VLAPolicy.__init__).parameters) - {"self", *POLICY_ARGUMENTS_FROM_DATA}
+    unknown = sorted(set(policy_kwargs) - names)
+    if unknown:
+        raise UsageError(f"--policy-kwargs: VLAPolicy takes no argument {', '.join(unknown)}; "
+                         f"it takes {', '.join(sorted(names))}")
+    problems = type_problems(policy_kwargs, constructor_type_hints(VLAPolicy))
+    if problems:
+        raise UsageError("--policy-kwargs: " + "; ".join(problems))
 
 
 def total_steps(model: OfflineAlgorithm, args: argparse.Namespace) -> int:
@@ -586,6 +609,8 @@ def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
     :raises UsageError: for input that cannot work (missing dataset, unfitting checkpoint or eval env, ...).
     """
     say = print if rank.is_main else _silent
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a directory for the run (created if missing)")
     config = resolve_config(args)
     try:
         model, resumed_from = build_model(args)

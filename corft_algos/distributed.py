@@ -63,11 +63,14 @@ def launched_by_torchrun() -> bool:
 def resolve_device(device: str) -> torch.device:
     """The device of this process: ``cuda:<LOCAL_RANK>`` for ``cuda``/``auto`` under torchrun with GPUs.
 
-    :raises ValueError: for ``cuda`` on a machine without one.
+    :raises ValueError: for a device string torch does not know, or ``cuda`` on a machine without one.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N or auto") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")

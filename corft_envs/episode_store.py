@@ -548,6 +548,8 @@ class EpisodeWriter:
     def __init__(self, root: str | os.PathLike[str], meta: DatasetMeta) -> None:
         self.root = Path(root)
         self.meta = meta
+        if self.root.exists() and not self.root.is_dir():
+            raise DatasetError(f"{self.root} is a file; give a directory for the episode store (created if missing)")
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
         try:

@@ -277,6 +277,34 @@ def test_resuming_on_other_data_is_refused_but_a_copy_of_the_same_data_resumes(d
     assert load_model(out / "model.zip", device="cpu").num_timesteps == 4
 
 
+@pytest.mark.parametrize("flags, message", [
+    (("--policy-kwargs", '{"nope": 1}'), "--policy-kwargs: VLAPolicy takes no argument nope; it takes"),
+    (("--policy-kwargs", '{"d_model": "x"}'), "--policy-kwargs: d_model='x' is not int"),
+    (("--algo-kwargs", '{"max_grad_norm": "x"}'), "--algo-kwargs: max_grad_norm='x' is not float"),
+    (("--algo-kwargs", '{"execute": "5"}'), "--algo-kwargs: execute='5' is not int | None"),
+    (("--device", "tpu9"), "--device 'tpu9' is not a device: use cpu, cuda, cuda:N or auto"),
+])
+def test_bad_arguments_are_one_line_before_anything_runs(dataset, tmp_path, capsys, flags, message):
+    args = [arg for arg in train_args(dataset, tmp_path / "run", 1) if arg not in ("--device", "cpu")]
+    if "--policy-kwargs" in flags:
+        at = args.index("--policy-kwargs")
+        del args[at:at + 2]
+    assert main([*args, *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("corft train: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "model.zip").exists()
+
+
+def test_out_pointing_at_a_file_is_refused_by_train_and_collect(dataset, tmp_path, capsys):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    assert main(train_args(dataset, existing, 1)) == 1
+    assert f"--out {existing} is a file; give a directory" in capsys.readouterr().err
+    assert main(["collect", "--env", ENV_ID, "--episodes", "1", "--out", str(existing), "--quiet"]) == 1
+    assert f"{existing} is a file; give a directory for the episode store" in capsys.readouterr().err
+    assert existing.read_text() == "keep me"
+
+
 def test_step_flags_must_fit_the_algorithm(dataset, tmp_path, capsys):
     def train(algo: str, *flags: str) -> int:
         return main(["train", "--algo", algo, "--data", str(dataset), "--out", str(tmp_path / algo), *flags])
