@@ -44,15 +44,6 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
                   if (match := _CHECKPOINT_NAME.fullmatch(path.name)))
 
 
-def latest_checkpoint(directory: str | Path) -> tuple[Path, int] | None:
-    """The checkpoint with the most gradient steps in ``directory`` and its step count, or ``None``."""
-    found = list_checkpoints(directory)
-    if not found:
-        return None
-    steps, path = found[-1]
-    return path, steps
-
-
 def is_better(result: EvalResult, best: EvalResult | None) -> bool:
     """Whether ``result`` beats ``best``: a higher success rate, or the same one with a shorter cycle time."""
     if best is None or result.success_rate > best.success_rate:

@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from corft_algos.callbacks import (
     GradientStepCheckpoint,
     LastMetrics,
     SimEvalCallback,
-    latest_checkpoint,
+    list_checkpoints,
     save_atomically,
 )
 from corft_algos.common.base import PRECISIONS, OfflineAlgorithm, TrainingDivergedError
@@ -473,18 +474,45 @@ def total_steps(model: OfflineAlgorithm, args: argparse.Namespace) -> int:
     return args.steps or DEFAULT_STEPS
 
 
-def resume_point(out: Path) -> tuple[int, Path] | None:
-    """The most advanced saved state in a run directory, ``(steps, path)``; model.zip wins a tie."""
+def saved_state_problem(path: Path) -> str | None:
+    """Why the saved model or checkpoint ``path`` cannot be resumed from (a damaged zip, a member whose
+    bytes fail their CRC, no ``data`` or ``policy.pth``), or ``None`` if it is intact."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = sorted({"data", "policy.pth"} - names)
+            if missing:
+                return f"it lacks {', '.join(missing)}"
+            damaged = archive.testzip()
+            if damaged is not None:
+                return f"its {damaged} is damaged (CRC mismatch)"
+            json.loads(archive.read("data"))
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        return f"it is not a readable model zip ({exc})"
+    return None
+
+
+def resume_point(out: Path, report: Callable[[str], None] | None = None) -> tuple[int, Path] | None:
+    """The most advanced intact saved state in a run directory, ``(steps, path)``; model.zip wins a tie.
+
+    A damaged model.zip or checkpoint (a write cut short by a full disk, a copy gone wrong) is skipped
+    for the next newest intact one, and ``report`` is told which and why.
+    """
+    candidates = [(steps, 0, path) for steps, path in list_checkpoints(out / CHECKPOINT_DIR)]
     final = out / MODEL_NAME
-    latest = latest_checkpoint(out / CHECKPOINT_DIR)
     if final.is_file():
-        final_steps = int(read_model_data(final)["num_timesteps"])
-        if latest is None or final_steps >= latest[1]:
-            return final_steps, final
-    if latest is None:
-        return None
-    path, steps = latest
-    return steps, path
+        problem = saved_state_problem(final)
+        if problem is None:
+            candidates.append((int(read_model_data(final)["num_timesteps"]), 1, final))
+        elif report is not None:
+            report(f"skipping {final}: {problem}")
+    for steps, _, path in sorted(candidates, reverse=True):
+        problem = saved_state_problem(path) if path != final else None
+        if problem is None:
+            return steps, path
+        if report is not None:
+            report(f"skipping {path}: {problem}")
+    return None
 
 
 def load_for_resume(path: Path, args: argparse.Namespace, algorithm: type[OfflineAlgorithm],
@@ -527,7 +555,7 @@ def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None
     algorithm = get_algorithm(args.algo)
     kwargs = algorithm_kwargs(args, algorithm)
     dataset = open_episodes(args.data)
-    saved = resume_point(args.out)
+    saved = resume_point(args.out, report=print)
     if saved is not None:
         return load_for_resume(saved[1], args, algorithm, dataset, kwargs), saved[1]
     if args.rl_steps is not None:

@@ -252,6 +252,23 @@ def test_missing_dataset_suggests_collect(tmp_path, capsys):
     assert err.startswith("corft train: error:") and "corft collect" in err and len(err.splitlines()) == 1
 
 
+def test_damaged_saved_states_are_skipped_for_the_newest_intact_one(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, 4)) == 0  # checkpoints at steps 2 and 4, model.zip at 4
+    damaged = [out / "model.zip", out / "checkpoints" / "rl_model_4_steps.zip"]
+    for path in damaged:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # a write cut short, or bits gone
+        path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(train_args(dataset, out, 6)) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    for path in damaged:
+        assert f"skipping {path}: " in printed
+    assert f"resumed from {out / 'checkpoints' / 'rl_model_2_steps.zip'} at gradient step 2" in printed
+    assert load_model(out / "model.zip", device="cpu").num_timesteps == 6
+
+
 def test_chunk_size_differing_from_the_resumed_checkpoint(trained, dataset, capsys):
     out, _ = trained
     args = train_args(dataset, out, 6)
