@@ -339,10 +339,26 @@ class ChunkDataset(Dataset):
         self._build_samples(lengths)
 
     def _read_steps(self) -> tuple[np.ndarray, np.ndarray]:
-        """Actions and rewards of every step, concatenated, plus one trailing zero row for padding."""
+        """Actions and rewards of every step, concatenated, plus one trailing zero row for padding.
+
+        :raises ValueError: naming the episode file and array if an action, reward or state is NaN or inf
+            (training on it would diverge at the first step, far from the cause).
+        """
         action_shape = self.episodes.action_space.shape
-        actions = [np.asarray(episode.actions, dtype=np.float32) for episode in self.episodes]
-        rewards = [np.asarray(episode.rewards, dtype=np.float32) for episode in self.episodes]
+        actions, rewards = [], []
+        for episode in self.episodes:
+            arrays = {"actions": np.asarray(episode.actions, dtype=np.float32),
+                      "rewards": np.asarray(episode.rewards, dtype=np.float32)}
+            if "state" in episode.observations:
+                arrays["observations/state"] = np.asarray(episode.observations["state"], dtype=np.float32)
+            for name, values in arrays.items():
+                if not np.all(np.isfinite(values)):
+                    where = np.argwhere(~np.isfinite(values))[0]
+                    raise ValueError(f"{episode.path}: {name} holds NaN or inf (first at index "
+                                     f"{tuple(int(i) for i in where)}); delete the episode file and run its "
+                                     "`corft collect` command again to replace it")
+            actions.append(arrays["actions"])
+            rewards.append(arrays["rewards"])
         padding_action = np.zeros((1, *action_shape), dtype=np.float32)
         padding_reward = np.zeros(1, dtype=np.float32)
         return np.concatenate([*actions, padding_action]), np.concatenate([*rewards, padding_reward])

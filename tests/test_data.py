@@ -399,6 +399,22 @@ def test_bad_settings_are_refused(two_episodes: Path, settings: dict, message: s
         ChunkDataset(two_episodes, **{"chunk_size": 3, **settings})
 
 
+@pytest.mark.parametrize("array", ["actions", "rewards", "observations/state"])
+def test_nan_or_inf_in_a_store_is_refused_naming_the_file_and_array(tmp_path: Path, array: str) -> None:
+    actions, rewards = [list(row) for row in ACTIONS_1], list(REWARDS_1)
+    states = [[i, 2, -i] for i in range(len(actions) + 1)]
+    if array == "actions":
+        actions[2][1] = float("nan")
+    elif array == "rewards":
+        rewards[3] = float("inf")
+    else:
+        states[1][0] = float("nan")
+    store = write_store(tmp_path / "store", [episode(ACTIONS_0, REWARDS_0, terminated=True, tag=0),
+                                             episode(actions, rewards, terminated=False, tag=2, states=states)])
+    with pytest.raises(ValueError, match=rf"episode_000001\.h5: {array} holds NaN or inf \(first at index"):
+        ChunkDataset(store, chunk_size=2)
+
+
 def test_missing_and_empty_stores_are_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="corft collect"):
         ChunkDataset(tmp_path / "nowhere", chunk_size=3)
