@@ -36,6 +36,7 @@ from corft_algos.policies import INSTRUCTION_KEY
 from corft_algos.registry import get_algorithm
 from corft_envs.chunking import ActionChunk
 from corft_envs.controller import CONTROL_HZ, CONTROL_PERIOD
+from corft_envs.env_arguments import combine_env_kwargs
 from corft_envs.episode_store import space_differences
 from robots.safety import SafetyViolation
 
@@ -282,14 +283,18 @@ def eval_env_kwargs(
     record_video: bool = False,
     env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``gym.make`` arguments of an evaluation env: positions, the instruction key, the model's image size."""
-    kwargs: dict[str, Any] = {**(env_kwargs or {}), "positions": positions, "include_instruction": True}
+    """The ``gym.make`` arguments of an evaluation env: positions, the instruction key, the model's image size.
+
+    :raises ValueError: if ``env_kwargs`` contradicts one of them (``--env-kwargs`` against ``--positions``).
+    """
+    settings: dict[str, tuple[Any, str]] = {"positions": (positions, "--positions"),
+                                            "include_instruction": (True, "the evaluation")}
     size = image_size if image_size is not None else model_image_size(model)
     if size is not None:
-        kwargs["image_size"] = size
+        settings["image_size"] = (size, "the model's image size" if image_size is None else "image_size")
     if record_video:
-        kwargs["render_mode"] = "rgb_array"
-    return kwargs
+        settings["render_mode"] = ("rgb_array", "--video")
+    return combine_env_kwargs(env_kwargs or {}, settings)
 
 
 def make_eval_env(
@@ -312,7 +317,12 @@ def make_eval_env(
     :param env_kwargs: further ``gym.make`` keyword arguments.
     :raises ValueError: if the model does not fit the env (see :func:`check_model_fits_env`).
     """
-    env = gym.make(env_id, **eval_env_kwargs(model, positions, image_size, record_video, env_kwargs))
+    kwargs = eval_env_kwargs(model, positions, image_size, record_video, env_kwargs)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except TypeError as exc:  # an argument the env does not take, e.g. a misspelt --env-kwargs key
+        raise ValueError(f"{env_id} cannot be made with {sorted(env_kwargs or {})} from --env-kwargs: "
+                         f"{str(exc).split(' was raised')[0]}") from None
     if record_video:
         env = FrameRecorder(env)
     chunked = ActionChunk(env, chunk_size=model.chunk_size, execute=execute)

@@ -29,6 +29,7 @@ from gymnasium.vector import AsyncVectorEnv
 from tqdm import tqdm
 
 from corft_envs.chunking import ActionChunk
+from corft_envs.env_arguments import combine_env_kwargs
 from corft_envs.episode_store import DatasetMeta, EpisodeData, EpisodeWriter
 from corft_envs.experts import make_expert
 
@@ -168,13 +169,16 @@ class CollectConfig:
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``gym.make`` of the step-level env."""
-        kwargs: dict[str, Any] = {**self.env_options, "positions": self.positions}
+        """Keyword arguments for ``gym.make`` of the step-level env.
+
+        :raises ValueError: if ``env_options`` contradicts ``positions``, ``image_size`` or ``robot_host``.
+        """
+        settings: dict[str, tuple[Any, str]] = {"positions": (self.positions, "--positions")}
         if self.image_size is not None:
-            kwargs["image_size"] = self.image_size
+            settings["image_size"] = (self.image_size, "--image-size")
         if self.robot_host is not None:
-            kwargs["robot_host"] = self.robot_host
-        return kwargs
+            settings["robot_host"] = (self.robot_host, "--robot-host")
+        return combine_env_kwargs(self.env_options, settings)
 
     @property
     def attempt_limit(self) -> int:

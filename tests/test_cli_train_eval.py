@@ -322,6 +322,24 @@ def test_out_pointing_at_a_file_is_refused_by_train_and_collect(dataset, tmp_pat
     assert existing.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("command, message", [
+    (["eval", "--positions", "unseen", "--env-kwargs", '{"positions": "train"}'],
+     "--env-kwargs sets positions='train', --positions sets 'unseen': give each setting once"),
+    (["eval", "--env-kwargs", '{"image_size": 64}'], "--env-kwargs sets image_size=64, the model's image size sets 32"),
+    (["eval", "--env-kwargs", '{"nope": 1}'],
+     "cannot be made with ['nope'] from --env-kwargs: FR3TabletopEnv.__init__() got an unexpected keyword"),
+    (["collect", "--env", ENV_ID, "--positions", "unseen", "--env-kwargs", '{"positions": "train"}'],
+     "--env-kwargs sets positions='train', --positions sets 'unseen'"),
+])
+def test_env_kwargs_that_contradict_a_flag_or_the_env_are_one_line_errors(trained, tmp_path, capsys, command, message):
+    source, _ = trained
+    target = ["--model", str(source / "model.zip")] if command[0] == "eval" else ["--out", str(tmp_path / "store")]
+    assert main([*command, *target, "--episodes", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "store").exists()
+
+
 def test_step_flags_must_fit_the_algorithm(dataset, tmp_path, capsys):
     def train(algo: str, *flags: str) -> int:
         return main(["train", "--algo", algo, "--data", str(dataset), "--out", str(tmp_path / algo), *flags])
