@@ -54,6 +54,7 @@ from corft_algos.vector_eval import evaluate_vectorized
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
 from corft_envs.episode_store import (DatasetError, EpisodeDataset, episode_files, open_episodes,
                                       store_signatures)
+from corft_envs.folder_lock import FolderBusyError, FolderLock
 from corft_envs.keyboard import KeyScriptExhausted, ScriptedKeys, TerminalKeys
 from corft_envs.teleop import KEY_HELP, KeyboardTeleop
 from robots.errors import RobotError
@@ -637,8 +638,6 @@ def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
     :raises UsageError: for input that cannot work (missing dataset, unfitting checkpoint or eval env, ...).
     """
     say = print if rank.is_main else _silent
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} is a file; give a directory for the run (created if missing)")
     config = resolve_config(args)
     try:
         model, resumed_from = build_model(args)
@@ -696,6 +695,27 @@ def _silent(*_: Any, **__: Any) -> None:
     """``print`` for the ranks other than 0."""
 
 
+@contextlib.contextmanager
+def run_folder_lock(out: Path, rank: Rank) -> Iterator[None]:
+    """Hold ``out``'s lock while this run writes it (rank 0 alone: torchrun's processes are one run).
+
+    :raises UsageError: if ``out`` is a file, or another live ``corft train`` holds the lock.
+    """
+    if not rank.is_main:
+        yield
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory for the run (created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FolderLock(out)
+    except FolderBusyError as exc:
+        raise UsageError(f"another corft train ({exc}) is training in --out {out}; wait for it to finish or "
+                         "choose another --out") from None
+    with lock:
+        yield
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Run ``corft train`` (also as one of torchrun's processes); one error line and exit status 1 for bad input
     or divergence, 130 after Ctrl-C."""
@@ -707,7 +727,7 @@ def run_train(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         args.device = str(device)
-        with distributed_session(device) as rank:
+        with distributed_session(device) as rank, run_folder_lock(args.out, rank):
             return train(args, rank)
     except KeyboardInterrupt:
         if rank.is_main:

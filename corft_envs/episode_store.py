@@ -29,7 +29,6 @@ reads the index for dataset-level arrays and opens episode files lazily.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -47,13 +46,14 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
+from corft_envs.folder_lock import FolderBusyError, FolderLock
+
 logger = logging.getLogger(__name__)
 
 #: Version of the on-disk layout; readers refuse other versions.
 FORMAT_VERSION = 1
 #: Name of the metadata index inside a store directory.
 INDEX_NAME = "index.json"
-_LOCK_NAME = ".lock"
 _EPISODE_PATTERN = re.compile(r"^episode_(\d{6,})\.h5$")
 _REBUILD_HINT = (
     "delete the file and run the same `corft collect` command again: it keeps "
@@ -601,7 +601,7 @@ class EpisodeWriter:
     def close(self) -> None:
         """Release the directory lock."""
         if self._lock is not None:
-            os.close(self._lock)
+            self._lock.release()
             self._lock = None
 
     def __enter__(self) -> EpisodeWriter:
@@ -612,16 +612,12 @@ class EpisodeWriter:
     ) -> None:
         self.close()
 
-    def _acquire_lock(self) -> int:
-        descriptor = os.open(self.root / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    def _acquire_lock(self) -> FolderLock:
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            raise DatasetError(
-                f"{self.root}: another collector is writing here; wait for it to finish or use another --out"
-            ) from None
-        return descriptor
+            return FolderLock(self.root)
+        except FolderBusyError as exc:
+            raise DatasetError(f"{self.root}: another collector ({exc}) is writing here; wait for it to "
+                               "finish or use another --out") from None
 
     def _remove_stale_temporaries(self) -> None:
         for path in self.root.glob(".*.tmp"):

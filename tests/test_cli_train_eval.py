@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from corft_algos.common.base import TrainingDivergedError
 from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model, read_model_data
 from corft_algos.sft import SFT
 from corft_envs.episode_store import EpisodeDataset
+from corft_envs.folder_lock import FolderLock
 from corft_envs.sim_env import FR3TabletopEnv
 
 ENV_ID = "corft/PickPlace-v0"
@@ -338,6 +340,19 @@ def test_env_kwargs_that_contradict_a_flag_or_the_env_are_one_line_errors(traine
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "store").exists()
+
+
+def test_a_second_train_on_a_busy_run_folder_is_refused_and_a_dead_holders_lock_is_not(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    with FolderLock(out):  # as a live `corft train` holds it
+        assert main(train_args(dataset, out, 1)) == 1
+        err = capsys.readouterr().err
+        assert f"another corft train (process {os.getpid()} is writing {out}) is training in --out {out}" in err
+        assert not (out / "model.zip").exists()
+    (out / ".lock").write_text("999999")  # the file a killed run leaves: its lock died with it
+    assert main(train_args(dataset, out, 1)) == 0, capsys.readouterr().err
+    assert (out / "model.zip").is_file()
 
 
 def test_step_flags_must_fit_the_algorithm(dataset, tmp_path, capsys):
