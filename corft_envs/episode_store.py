@@ -632,6 +632,10 @@ class EpisodeWriter:
         for path in episode_files(self.root):
             file_meta, record = read_episode_metadata(path)
             self._check_meta(path, file_meta)
+            with h5py.File(path, "r") as handle:  # a misshapen file would make a "complete" store no one can read
+                problems = _layout_problems(handle, self.meta, record.length)
+            if problems:
+                raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {_REBUILD_HINT}")
             kept.append(record)
         discarded = recorded.discarded if recorded is not None else ()
         if recorded is not None:

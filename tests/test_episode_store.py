@@ -240,6 +240,9 @@ def test_file_that_disagrees_with_spaces_is_named(store: Path) -> None:
         handle["observations/state"] = np.zeros((3, 4), np.float32)
     with pytest.raises(DatasetError, match=r"episode_000001\.h5.*'observations/state'"):
         EpisodeDataset(store)
+    # Resuming the collection checks the arrays too, not only the attributes: no "complete" unreadable store.
+    with pytest.raises(DatasetError, match=r"episode_000001\.h5: array 'observations/state' is float32\(3, 4\)"):
+        EpisodeWriter(store, make_meta())
 
 
 def test_missing_index_is_reported(store: Path) -> None:
