@@ -208,8 +208,8 @@ FEW_SHOT = ("base", "sft_cotrain", "sft_base", "sft")
 # λ = 0.25 and values clipped to [0, 1]. Distractor cubes are on unless a preset says otherwise.
 PRESETS: dict[str, Preset] = {
     # The base's data for co-training: its first 200 episodes (collecting and caching all 1000 takes longer
-    # than the whole demo).
-    "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=("sft", "sft_cotrain", "corft_cotrain"), seeds=(0,),
+    # than the whole demo). The longest training first, so that two jobs keep both cores busy.
+    "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=("corft_cotrain", "sft_cotrain", "sft"), seeds=(0,),
                     eval_episodes=20, steps=3000, base_model=str(COMMITTED_BASE), base_episodes=200),
     "fewshot": Preset(tasks=("PickPlace",), demos=(30, 60), methods=FEW_SHOT, seeds=(0, 1, 2), eval_episodes=50,
                       steps=6000, videos=0, base_model=str(COMMITTED_BASE)),
