@@ -208,9 +208,11 @@ FEW_SHOT = ("base", "sft_cotrain", "sft_base", "sft")
 # λ = 0.25 and values clipped to [0, 1]. Distractor cubes are on unless a preset says otherwise.
 PRESETS: dict[str, Preset] = {
     # The base's data for co-training: its first 200 episodes (collecting and caching all 1000 takes longer
-    # than the whole demo). The longest training first, so that two jobs keep both cores busy.
+    # than the whole demo). A smaller budget than the library's recipe (2000 steps, CO-RFT 2000 + 500) and
+    # the longest training first, so that two jobs keep both cores busy: the demo fits 15 min on 2 cores.
     "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=("corft_cotrain", "sft_cotrain", "sft"), seeds=(0,),
-                    eval_episodes=20, steps=3000, base_model=str(COMMITTED_BASE), base_episodes=200),
+                    eval_episodes=20, steps=2000, finetune_steps=2000, finetune_rl_steps=500,
+                    base_model=str(COMMITTED_BASE), base_episodes=200),
     "fewshot": Preset(tasks=("PickPlace",), demos=(30, 60), methods=FEW_SHOT, seeds=(0, 1, 2), eval_episodes=50,
                       steps=6000, videos=0, base_model=str(COMMITTED_BASE)),
     "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=BASELINES,
