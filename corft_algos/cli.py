@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import inspect
 import json
@@ -261,6 +262,13 @@ def with_model_policy(args: argparse.Namespace,
     return config, lambda env: PolicyActor(model, env)
 
 
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also when it lands inside a ctypes call (MuJoCo's EGL rendering), which wraps it in an
+    ``ArgumentError`` ("argument 1: KeyboardInterrupt")."""
+    return isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, ctypes.ArgumentError) and "KeyboardInterrupt" in str(exc))
+
+
 def run_collect(args: argparse.Namespace) -> int:
     """Run ``corft collect``; print a summary, or how to resume after Ctrl-C or a hardware fault."""
     try:
@@ -269,7 +277,9 @@ def run_collect(args: argparse.Namespace) -> int:
             make_policy = make_actor or make_teleop
             options = {} if make_policy is None else {"make_policy": make_policy}
             summary = collect(config, progress=not args.quiet, **options)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ctypes.ArgumentError) as exc:
+        if not is_interrupt(exc):
+            raise
         saved = len(episode_files(config.out)) if config.out.is_dir() else 0
         print(f"\ninterrupted: {saved} episodes saved in {config.out}; resume with:\n  {collect_command(config)}",
               file=sys.stderr)
@@ -815,7 +825,9 @@ def run_eval(args: argparse.Namespace) -> int:
             env_kwargs["operator_keys"] = operator_keys
             print("Enter = success, Backspace = failure, Ctrl-C stops the arm", file=sys.stderr)
         result = run_evaluation(args, model, env_id, env_kwargs)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ctypes.ArgumentError) as exc:
+        if not is_interrupt(exc):
+            raise
         print("\ninterrupted; the arm was stopped; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except RobotError as exc:

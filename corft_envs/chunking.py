@@ -68,12 +68,12 @@ class ActionChunk(gym.Wrapper):
                 f"got {actions.shape}"
             )
         count = len(actions) if self.execute is None else min(len(actions), self.execute)
-        if not np.all(np.isfinite(actions[:count])):  # the whole chunk, before any of it runs
-            rows = sorted({int(row) for row in np.argwhere(~np.isfinite(actions[:count]))[:, 0]})
-            raise ValueError(f"the chunk's actions {rows} are not finite (NaN or inf); nothing of it was run")
         validate_chunk = getattr(self.env.unwrapped, "validate_chunk", None)
         if validate_chunk is not None:  # e.g. the real arm's safety check, before any action is sent
             validate_chunk(actions[:count])
+        elif not np.all(np.isfinite(actions[:count])):  # the whole chunk, before any of it runs
+            rows = sorted({int(row) for row in np.argwhere(~np.isfinite(actions[:count]))[:, 0]})
+            raise ValueError(f"the chunk's actions {rows} are not finite (NaN or inf); nothing of it was run")
         rewards: list[float] = []
         success = False
         for action in actions[:count]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import csv
 import io
 import json
@@ -17,7 +18,7 @@ import torch
 from gymnasium.wrappers import FilterObservation
 
 from corft_algos.callbacks import is_better
-from corft_algos.cli import main
+from corft_algos.cli import is_interrupt, main
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model, read_model_data
 from corft_algos.sft import SFT
@@ -353,6 +354,13 @@ def test_a_second_train_on_a_busy_run_folder_is_refused_and_a_dead_holders_lock_
     (out / ".lock").write_text("999999")  # the file a killed run leaves: its lock died with it
     assert main(train_args(dataset, out, 1)) == 0, capsys.readouterr().err
     assert (out / "model.zip").is_file()
+
+
+def test_ctrl_c_inside_a_ctypes_call_counts_as_an_interrupt():
+    # MuJoCo's EGL rendering is a ctypes call: Ctrl-C landing there arrives wrapped in an ArgumentError
+    assert is_interrupt(KeyboardInterrupt()) and is_interrupt(ctypes.ArgumentError("argument 1: KeyboardInterrupt: "))
+    assert not is_interrupt(ctypes.ArgumentError("argument 1: TypeError: wrong type"))
+    assert not is_interrupt(ValueError("KeyboardInterrupt"))
 
 
 def test_step_flags_must_fit_the_algorithm(dataset, tmp_path, capsys):
