@@ -270,7 +270,7 @@ def train_command(out: Path, preset: Preset, run: Run, method: Method | None = N
                   data: list[Path] | None = None) -> list[str]:
     """The ``corft train`` arguments of ``run`` (``method`` and ``data`` default to the run's)."""
     method = method or METHODS[run.method]
-    data = data or [dataset_dir(out, run.task, run.demos), *(base_data(out, preset) if method.cotrain else [])]
+    data = data or [dataset_dir(out, run.task, run.demos), *(base_data_stores(out, preset) if method.cotrain else [])]
     learning_rate = preset.finetune_learning_rate if method.from_base else preset.learning_rate
     if method.from_base:
         il_steps, rl_steps = preset.finetune_steps, preset.finetune_rl_steps
@@ -329,8 +329,15 @@ def base_data_config(out: Path, preset: Preset) -> PretrainConfig:
                           workers=preset.eval_workers)
 
 
+def base_data_stores(out: Path, preset: Preset) -> list[Path]:
+    """The folders of the base's pretraining data (the co-training rows' second store); :func:`base_data`
+    fills them once, before the trainings, which only read them (several at a time)."""
+    config = base_data_config(out, preset)
+    return [config.data_dir(task) for task in config.tasks]
+
+
 def base_data(out: Path, preset: Preset) -> list[Path]:
-    """The stores of the base's pretraining data (co-training rows), collected unless there already."""
+    """The stores of the base's pretraining data, collected unless there already."""
     return collect_pretraining_data(base_data_config(out, preset), progress=False)
 
 

@@ -94,6 +94,11 @@ def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(stu
     assert data == [str(out / "data" / "PickPlace_3"), str(out / "base" / "data" / "Lift")]
     assert command[command.index("--store-mix") + 1:][:2] == ["1", "1.0"]
     assert load_model(cotrain.directory(out) / "model.zip", device="cpu").store_mix == [1.0, 1.0]
+    # Building a command collects nothing: the study fills the base's data once, before trainings run
+    # several at a time (two collectors on one store would be refused).
+    fresh = tmp_path / "fresh"
+    train_command(fresh, TINY, cotrain)
+    assert not fresh.exists()
     zero_shot = Run("PickPlace", 3, "base", 0)
     assert not (zero_shot.directory(out) / "model.zip").exists()  # evaluated as it is, not trained
     # ... in the target task's env, not in the base's own (Lift)
