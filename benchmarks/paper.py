@@ -272,12 +272,12 @@ def train_command(out: Path, preset: Preset, run: Run, method: Method | None = N
     method = method or METHODS[run.method]
     data = data or [dataset_dir(out, run.task, run.demos), *(base_data_stores(out, preset) if method.cotrain else [])]
     learning_rate = preset.finetune_learning_rate if method.from_base else preset.learning_rate
-    if method.from_base:
-        il_steps, rl_steps = preset.finetune_steps, preset.finetune_rl_steps
-    else:
-        il_steps = round(preset.steps * preset.il_fraction)
-        rl_steps = preset.steps - il_steps
-    total = il_steps + rl_steps if method.staged else (preset.finetune_steps if method.from_base else preset.steps)
+    steps = preset.finetune_steps if method.from_base else preset.steps
+    # A staged row from the base imitates for the recipe's steps, then adds its RL steps; from scratch,
+    # it splits the budget.
+    il_steps = steps if method.from_base else round(steps * preset.il_fraction)
+    rl_steps = preset.finetune_rl_steps if method.from_base else steps - il_steps
+    total = il_steps + rl_steps if method.staged else steps
     args = ["train", "--algo", method.algo, "--data", *map(str, data), "--out", str(run.directory(out)),
             "--chunk-size", str(method.chunk_size), "--batch-size", str(preset.batch_size),
             "--learning-rate", str(learning_rate), "--seed", str(run.seed),

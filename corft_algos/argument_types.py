@@ -47,8 +47,7 @@ def fits(value: Any, annotation: Any) -> bool:
     if annotation is str:
         return isinstance(value, str)
     container = origin or annotation
-    if container in (list, tuple, Sequence) or (isinstance(container, type) and issubclass(container, Sequence)
-                                                and container is not str):
+    if isinstance(container, type) and issubclass(container, Sequence) and container is not str:
         if not isinstance(value, (list, tuple)):
             return False
         items = [item for item in typing.get_args(annotation) if item is not Ellipsis]

@@ -324,7 +324,7 @@ class ChunkDataset(Dataset):
     ) -> None:
         _check_settings(chunk_size, gamma, success_oversample)
         self.episodes = _open_episodes(episodes)
-        self.store_mix = _check_store_mix(store_mix, len(getattr(self.episodes, "roots", [self.episodes.root])))
+        self.store_mix = _check_store_mix(store_mix, len(self.episodes.parts))
         lengths = self.episodes.lengths
         if lengths.sum() == 0:
             raise ValueError(

@@ -124,7 +124,7 @@ class FeatureCache:
         encoder = module_fingerprint(policy.vision.model)
         parts: list[np.ndarray] = []
         first_episode = 0
-        for store in getattr(frames.dataset, "parts", [frames.dataset]):
+        for store in frames.dataset.parts:
             episodes = range(first_episode, first_episode + len(store))
             first_episode += len(store)
             spec = CacheSpec(store=store_fingerprint(store), encoder=encoder, image_keys=image_keys,

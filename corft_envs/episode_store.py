@@ -370,6 +370,15 @@ def _layout_problems(arrays: Mapping[str, Any], meta: DatasetMeta, length: int) 
     return problems
 
 
+def _file_layout_problems(path: Path, meta: DatasetMeta, length: int) -> list[str]:
+    """:func:`_layout_problems` of an episode file's arrays, or why it cannot be read."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return _layout_problems(handle, meta, length)
+    except OSError as exc:
+        return [f"cannot read ({exc})"]
+
+
 # ----------------------------------------------------------------------------
 # Atomic file writing
 # ----------------------------------------------------------------------------
@@ -632,8 +641,7 @@ class EpisodeWriter:
         for path in episode_files(self.root):
             file_meta, record = read_episode_metadata(path)
             self._check_meta(path, file_meta)
-            with h5py.File(path, "r") as handle:  # a misshapen file would make a "complete" store no one can read
-                problems = _layout_problems(handle, self.meta, record.length)
+            problems = _file_layout_problems(path, self.meta, record.length)  # else a "complete" unreadable store
             if problems:
                 raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {_REBUILD_HINT}")
             kept.append(record)
@@ -861,11 +869,7 @@ class EpisodeDataset:
         problems = [f"metadata: {p}" for p in self.meta.differences(file_meta)]
         if file_record != record:
             problems.append(f"episode attributes {file_record} differ from the index entry {record}")
-        try:
-            with h5py.File(path, "r") as handle:
-                problems += _layout_problems(handle, self.meta, record.length)
-        except OSError as exc:
-            problems.append(f"cannot read ({exc})")
+        problems += _file_layout_problems(path, self.meta, record.length)
         if problems:
             raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {_REBUILD_HINT}")
 
@@ -918,6 +922,11 @@ class EpisodeDataset:
     def successes(self) -> np.ndarray:
         """``(N,)`` bool, whether each episode succeeded."""
         return np.array([r.success for r in self.records], dtype=bool)
+
+    @property
+    def parts(self) -> list[EpisodeDataset]:
+        """The stores read, in order: this one alone (:class:`ConcatEpisodeDataset` has several)."""
+        return [self]
 
     @property
     def store_of_episode(self) -> np.ndarray:
@@ -995,8 +1004,8 @@ class ConcatEpisodeDataset(EpisodeDataset):
                  max_open_files: int = 32) -> None:
         if not roots:
             raise DatasetError("ConcatEpisodeDataset needs at least one store directory")
-        self.parts = [EpisodeDataset(root, validate=validate, max_open_files=max_open_files) for root in roots]
-        first = self.parts[0]
+        self._parts = [EpisodeDataset(root, validate=validate, max_open_files=max_open_files) for root in roots]
+        first = self._parts[0]
         for part in self.parts[1:]:
             problems = space_differences(first.observation_space, part.observation_space, "observation_space")
             problems += space_differences(first.action_space, part.action_space, "action_space")
@@ -1008,6 +1017,11 @@ class ConcatEpisodeDataset(EpisodeDataset):
         self._index = first._index
         self._handles = first._handles
         self._part_of = [(number, local) for number, part in enumerate(self.parts) for local in range(len(part))]
+
+    @property
+    def parts(self) -> list[EpisodeDataset]:
+        """The stores read, in the order given."""
+        return self._parts
 
     @property
     def records(self) -> tuple[EpisodeRecord, ...]:
@@ -1040,7 +1054,7 @@ def store_signatures(dataset: EpisodeDataset) -> list[str]:
     with the same episodes have the same signature wherever they are; a store with other or more
     episodes has another. Read from the index only, so it is cheap for any store size."""
     signatures = []
-    for store in getattr(dataset, "parts", [dataset]):
+    for store in dataset.parts:
         digest = hashlib.blake2b(digest_size=12)
         digest.update(json.dumps([store.env_id, [[r.file, r.length, r.seed, r.instruction, r.success]
                                                  for r in store.records]]).encode())
