@@ -19,7 +19,10 @@ real data runs on it unchanged, behind the same
   as a real-robot loop does: ``step`` sends the action, waits for the end of
   the period that began when the previous observation was read, then reads
   the next one. Camera reads, policy inference and sending share the period;
-  the time each took is in ``info["timing"]``.
+  the time each took is in ``info["timing"]``. On the twin the period also
+  lasts 0.1 s of *simulated* time (``sim_period_s``): franky-sim's physics
+  falls behind the wall clock on a busy CPU, and the twin's arm must see the
+  pace a real arm would.
 - **Reset** moves the arm home (joint space) and opens the gripper.
 - **Success**: the operator's label ends an episode (:meth:`FR3RealEnv.label_episode`,
   or the Enter / Backspace keys of ``operator_keys``; a failure label
@@ -68,6 +71,10 @@ logger = logging.getLogger(__name__)
 TWIN_HOST = "twin"
 #: Frame rate the twin's virtual cameras stream at, as a RealSense's default.
 TWIN_CAMERA_FPS = 30
+#: On the twin, how often a step polls the simulator's clock while waiting out its period (s),
+#: and how long past the wall-clock period it waits for that clock at most (s).
+SIM_CLOCK_POLL = 0.001
+SIM_CLOCK_TIMEOUT = 2.0
 
 SuccessFn = Callable[["FR3RealEnv"], bool]
 
@@ -185,6 +192,7 @@ class FR3RealEnv(gym.Env):
         self._connected = False
         self._closed = False
         self._cycle_start: float | None = None
+        self._cycle_start_sim: float | None = None
         self._label: EpisodeLabel | None = None
         self._episode_over = True
         self._last_images: dict[str, np.ndarray] = {}
@@ -215,6 +223,7 @@ class FR3RealEnv(gym.Env):
             self._label = None
             observation, _ = self._observe()
         self._cycle_start = time.monotonic()
+        self._cycle_start_sim = self._sim_clock()
         self._episode_over = False
         return observation, {"instruction": self.instruction, "is_success": False}
 
@@ -229,10 +238,14 @@ class FR3RealEnv(gym.Env):
             sent_at = time.monotonic()
             if self.operator_keys is not None:
                 self._label = episode_label(self.operator_keys.poll()) or self._label
-            period_end = self._cycle_start + CONTROL_PERIOD
-            time.sleep(max(0.0, period_end - time.monotonic()))
+            self._wait_out_the_period()
             period = time.monotonic() - self._cycle_start
             self._cycle_start = time.monotonic()
+            timing = {"command_s": sent_at - began, "period_s": period}
+            if self.world is not None:
+                now = self._sim_clock()
+                timing["sim_period_s"] = now - self._cycle_start_sim
+                self._cycle_start_sim = now
             observation, read_times = self._observe()
             success = self._judge_success()
         failure = self._label == "failure"
@@ -240,7 +253,7 @@ class FR3RealEnv(gym.Env):
         info = {
             "is_success": success,
             "applied_action": sent.action,
-            "timing": {"command_s": sent_at - began, "period_s": period, **read_times},
+            "timing": {**timing, **read_times},
         }
         if self._label is not None:
             info["operator_label"] = self._label
@@ -331,6 +344,25 @@ class FR3RealEnv(gym.Env):
         if self.include_instruction:
             observation["instruction"] = self.instruction
         return observation, times
+
+    def _sim_clock(self) -> float | None:
+        """The twin's simulated time (s), or ``None`` on hardware."""
+        return self.world.sim_time() if self.world is not None else None
+
+    def _wait_out_the_period(self) -> None:
+        """Wait until :data:`CONTROL_PERIOD` has passed since the cycle began.
+
+        On hardware that is wall-clock time. On the twin it is also simulated
+        time: a busy CPU slows franky-sim's physics below real time, and
+        commands paced by the wall clock alone would then come faster than the
+        arm moves (the scripted expert overshot its grasp by centimetres).
+        """
+        time.sleep(max(0.0, self._cycle_start + CONTROL_PERIOD - time.monotonic()))
+        if self._cycle_start_sim is None:
+            return
+        give_up = time.monotonic() + SIM_CLOCK_TIMEOUT  # a stopped simulator: the next read reports it
+        while self.world.sim_time() < self._cycle_start_sim + CONTROL_PERIOD and time.monotonic() < give_up:
+            time.sleep(SIM_CLOCK_POLL)
 
     def _judge_success(self) -> bool:
         if self._label is not None:

@@ -347,6 +347,11 @@ class TwinWorld:
             mujoco.mju_mat2Quat(quaternion, site.xmat)
             return site.xpos.copy(), quaternion
 
+    def sim_time(self) -> float:
+        """The simulator's clock (s): it runs slower than the wall clock when the CPU is busy."""
+        with self.physics() as (_, data):
+            return float(data.time)
+
     # ------------------------------------------------------------- cameras
     def render(self, camera: str) -> np.ndarray:
         """An RGB ``uint8`` ``(image_size, image_size, 3)`` image from camera ``"front"`` or ``"wrist"``.

@@ -76,7 +76,8 @@ class SentAction:
     :param gripper_command: ``"grasp"`` or ``"open"`` if this action changed the
         gripper's commanded state (the driver starts the command at once, or when
         the hand finishes the one it is running), ``None`` otherwise.
-    :param timestamp: wall-clock time the motion was sent (``time.time()``, s).
+    :param timestamp: wall-clock time the action went out (``time.time()``, s): the
+        moment its control period began.
     """
 
     action: np.ndarray
@@ -204,7 +205,9 @@ class Arm(ABC):
         Nothing is sent unless every action passes the safety checks (see
         :mod:`robots.safety`); the jump check includes the last action sent
         before, unless the arm was stopped or sent home since. The first action
-        goes out at once. With ``wait`` the call returns at the end of the last
+        goes out at once, each next one a whole control period after the one
+        before (never faster than 10 Hz: a late action delays the rest rather
+        than being caught up on). With ``wait`` the call returns at the end of the last
         action's control period, otherwise as soon as the last action is sent
         (the caller then keeps the pace, as the real env does). On any
         exception, Ctrl-C included, the arm is stopped and the exception
@@ -220,14 +223,17 @@ class Arm(ABC):
         checked = self.check_chunk(chunk)
         with self._stopping_on_error():
             sent: list[SentAction] = []
-            start = time.monotonic()
+            next_send = time.monotonic()
             for step, (action, command) in enumerate(zip(checked.actions, checked.commands)):
-                late = _sleep_until(start + step * CONTROL_PERIOD)
+                late = _sleep_until(next_send)
                 if late > CONTROL_PERIOD / 2:
                     logger.warning("step %d of the chunk goes out %.0f ms late", step, late * 1e3)
-                sent.append(self._send(action, command))
+                timestamp = time.time()
+                # The next action waits a whole period from now: a late one is not caught up on.
+                next_send = time.monotonic() + CONTROL_PERIOD
+                sent.append(self._send(action, command, timestamp))
             if wait:
-                _sleep_until(start + len(sent) * CONTROL_PERIOD)
+                _sleep_until(next_send)
         return sent
 
     def move_home(self) -> None:
@@ -253,12 +259,11 @@ class Arm(ABC):
             self._command_gripper(close, wait=True)
             self._gripper_closed = close
 
-    def _send(self, action: np.ndarray, command: CartesianCommand) -> SentAction:
+    def _send(self, action: np.ndarray, command: CartesianCommand, timestamp: float) -> SentAction:
         """Send one checked action now: a Cartesian motion, and a gripper command if its state changes."""
         position, quaternion = self._tcp_pose()
         target_position, target_quaternion = compose_target(position, quaternion, command, self.limits.workspace)
         self._move_to(target_position, target_quaternion)
-        timestamp = time.time()
         gripper_command: GripperCommand | None = None
         if command.close_gripper != self._gripper_closed:
             self._gripper_closed = None  # unknown until the command went out

@@ -16,7 +16,8 @@ Works unchanged against the real robot and against ``franky-sim``'s server
   running one seamlessly (franky replans from the current state), so the
   10 Hz loop never blocks on the arm. Starting a motion takes 0.4 ms (2 ms at
   most), so steps go out at 10 Hz, across chunk boundaries too (measured on
-  franky-sim, 5 chunks of 10: periods of 0.098-0.103 s, 0.100 s on average).
+  franky-sim). Each action waits a whole period after the one before, so a
+  late step delays the next rather than being caught up on.
 - **Dynamics.** ``dynamics_factor`` scales the velocity, acceleration and
   jerk limits of every motion (it is franky's global relative dynamics
   factor). The contract asks for up to 5 cm per step (0.5 m/s); with a low

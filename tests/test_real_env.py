@@ -160,11 +160,39 @@ def test_chunk_moves_in_the_base_frame_and_reports_its_timing(twin_env):
     observation, reward, terminated, truncated, info = twin_env.step(chunk_along_x(10))
     assert info["chunk_len"] == 10 and not (terminated or truncated)
     # the rate itself is measured by benchmarks/twin_loop.py, not asserted on a shared machine
-    assert set(info["timing"]) == {"command_s", "period_s", "state_s", "camera_front_s", "camera_wrist_s"}
+    assert set(info["timing"]) == {"command_s", "period_s", "sim_period_s", "state_s", "camera_front_s",
+                                   "camera_wrist_s"}
     assert info["timing"]["period_s"] >= 0.1  # a period never ends early
     moved = settle(twin_env)[:3] - start
     assert moved[0] > 0.05 and abs(moved[1]) < 5e-3 and abs(moved[2]) < 5e-3
     assert observation["image_front"].shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and observation["image_front"].std() > 10
+
+
+def test_on_a_slowed_twin_a_step_still_lasts_a_period_of_simulated_time(twin_env):
+    """A thread hogging the GIL slows franky-sim's physics; steps wait for its clock, not only the wall's."""
+    twin_env.reset(seed=0)
+    stop = threading.Event()
+
+    def hog() -> None:
+        while not stop.is_set():
+            deadline = time.perf_counter() + 0.002
+            while time.perf_counter() < deadline:  # pure Python: holds the GIL between switches
+                pass
+            time.sleep(0.002)
+
+    hogs = [threading.Thread(target=hog, daemon=True)]
+    for thread in hogs:
+        thread.start()
+    try:
+        timings = [twin_env.step(chunk_along_x(1))[4]["timing"] for _ in range(3)]
+    finally:
+        stop.set()
+        for thread in hogs:
+            thread.join()
+    for timing in timings:
+        assert timing["sim_period_s"] >= 0.1 - 1e-6, timing
+    # the simulator did fall behind the wall clock: without the wait the arm would see faster commands
+    assert sum(t["period_s"] for t in timings) > sum(t["sim_period_s"] for t in timings) + 0.05, timings
 
 
 # -- success: the twin's state, a success function, the operator ------------------------------
