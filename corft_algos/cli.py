@@ -51,6 +51,7 @@ from corft_algos.policies import VLAPolicy
 from corft_algos.presets import CONFIG_NAME, FROM_BASE_PRESET, PRESETS, TrainConfig, get_preset, load_config_file
 from corft_algos.registry import available_algorithms, get_algorithm
 from corft_algos.rollouts import PolicyActor
+from corft_algos.selection import DEFAULT_CANDIDATE_NOISE, SELECTIONS, ChunkSelector
 from corft_algos.vector_eval import evaluate_vectorized
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
 from corft_envs.episode_store import (DatasetError, EpisodeDataset, episode_files, open_episodes,
@@ -773,6 +774,15 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"seed of the first episode (default: {DEFAULT_EVAL_SEED}, away from the demonstrations' seeds)")
     add("--execute", type=_positive_int, metavar="K",
         help="run only the first K actions of each chunk (default: the model's own, saved at training)")
+    add("--candidates", type=_positive_int, default=1, metavar="N",
+        help="CO-RFT models: draw N candidate chunks around the action expert's and run the one the critic "
+             "ranks best (best-of-N; default: 1, the expert's chunk)")
+    add("--selection", choices=SELECTIONS, default="critic",
+        help="with --candidates: critic (best-of-N) or random (the same candidates, chosen at random: the "
+             "baseline that isolates the critic's ranking)")
+    add("--candidate-noise", type=float, default=DEFAULT_CANDIDATE_NOISE, metavar="SIGMA",
+        help=f"with --candidates: σ of the candidates' offsets, normalised action units "
+             f"(default: {DEFAULT_CANDIDATE_NOISE})")
     add("--video", type=Path, metavar="DIR", help="write one mp4 of the front camera per episode here")
     add("--json", type=Path, metavar="PATH", help="write the result as JSON here")
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
@@ -788,6 +798,8 @@ def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm, e
                 execute: int | None) -> list[str]:
     """The lines ``corft eval`` prints: settings, one line per episode, success rate and cycle time."""
     executed = "whole chunks" if execute is None else f"{execute} actions per chunk"
+    if isinstance(model, ChunkSelector):
+        executed += f", {model.selection} choice of {model.n_candidates} candidates (σ {model.noise})"
     scene = {key: value for key, value in env_kwargs.items() if key != "operator_keys"}
     lines = [f"{model_path} ({model.algorithm_name}, {model.num_timesteps} gradient steps, H={model.chunk_size}) "
              f"in {result.env_id}, {result.positions} positions, {result.num_episodes} episodes, "
@@ -815,6 +827,8 @@ def run_eval(args: argparse.Namespace) -> int:
     operator_keys = None
     try:
         model = load_model(args.model, device=args.device)
+        if args.candidates > 1:
+            model = ChunkSelector(model, args.candidates, args.candidate_noise, args.selection, seed=args.seed)
         env_id = args.env_id or model.dataset_env_id
         env_kwargs = {**trained_scene(model), **env_kwargs_of(args)}
         args.execute = rollout_execute(model, args.execute)

@@ -398,6 +398,16 @@ def test_corft_trains_both_stages(dataset, tmp_path, capsys):
     assert "corft: 3 gradient steps" in printed and "td_loss" in printed
     assert read_model_data(out / "model.zip")["num_timesteps"] == 3
 
+    evaluate = ["eval", "--model", str(out / "model.zip"), "--episodes", "1", "--device", "cpu", "--threads", "1",
+                "--quiet", "--candidates", "4"]
+    assert main([*evaluate, "--selection", "random"]) == 0
+    assert "random choice of 4 candidates (σ 0.1)" in capsys.readouterr().out
+    sft = tmp_path / "sft"
+    assert main(train_args(dataset, sft, 1)) == 0
+    capsys.readouterr()
+    assert main([*evaluate[:2], str(sft / "model.zip"), *evaluate[3:]]) == 1
+    assert "critic-ranked selection needs a model with a critic (CORFT); SFT has none" in capsys.readouterr().err
+
 
 def test_algo_kwargs_reach_the_algorithm_and_unknown_ones_are_refused(dataset, tmp_path, capsys):
     out = tmp_path / "corft_ablation"
