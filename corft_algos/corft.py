@@ -15,12 +15,13 @@ chunks with a critic expert beside the action expert (DESIGN.md section 4):
   Q-chunking's target; ``value_bounds=(low, high)`` clips the bootstrapped
   ``min_k Q̄`` to the range returns can take), each sample's squared errors
   summed over its prefixes and averaged over samples, plus the Cal-QL term on
-  the full-chunk head
+  the full-chunk head (``calql_heads="all"``: summed over every valid head)
 
       α · E[ logsumexp_{a ∈ samples} max(Q(c, a), G(c)) − Q(c, a_data) ],
 
   samples = uniform chunks, π(c_t) + noise and π(c_{t+1}) + noise, G the
-  discounted Monte-Carlo return. For a chunk cut by the episode's end the last
+  discounted Monte-Carlo return (``calql_floor="policy"``: the floor on the
+  policy's samples only, as in the Cal-QL reference). For a chunk cut by the episode's end the last
   valid head stands in for the full-chunk head.
 - **actor** (TD3+BC): ``−λ · mean_j Q_1^{(j)}(c, π(c)_{0:j+1}) / mean|Q| + L_IL``
   over valid steps (``L_IL`` over those of successful episodes only: failed
@@ -52,6 +53,10 @@ from corft_algos.registry import register_algorithm
 from corft_algos.sft import SFT
 
 
+CALQL_HEADS = ("last", "all")
+CALQL_FLOORS = ("all", "policy")
+
+
 def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
     """``θ̄ ← (1 − τ) θ̄ + τ θ`` for every parameter."""
     with torch.no_grad():
@@ -81,6 +86,11 @@ class CORFT(SFT):
     :param noise_clip: c, the clip of that noise.
     :param n_action_samples: chunks of each kind (uniform, π(c_t), π(c_{t+1})) in Cal-QL's logsumexp.
     :param boundary_only: train only the last valid prefix (Q-chunking's target).
+    :param calql_heads: ``"last"``: Cal-QL on the (last valid) full-chunk head only; ``"all"``: on every
+        valid prefix head, summed per sample as the TD loss is (the actor maximises every head, so an
+        unconstrained one may overestimate).
+    :param calql_floor: ``"all"``: every sample is floored at the Monte-Carlo return; ``"policy"``: only
+        the policy's samples, as the Cal-QL reference does (uniform chunks are not lifted).
     :param success_oversample: stage-2 oversampling of chunks that hold the success step.
     :param value_bounds: ``(low, high)`` clip of the bootstrapped value ``min_k Q̄`` in the critic's
         targets, the range the returns can take: ``(0, 1)`` for a sparse reward of 1 that ends the
@@ -108,6 +118,8 @@ class CORFT(SFT):
         noise_clip: float = 0.5,
         n_action_samples: int = 3,
         boundary_only: bool = False,
+        calql_heads: str = "last",
+        calql_floor: str = "all",
         success_oversample: float = 2.0,
         value_bounds: tuple[float, float] | None = (0.0, 1.0),
         **kwargs: Any,
@@ -119,6 +131,11 @@ class CORFT(SFT):
         self.tau, self.policy_delay, self.critic_warmup_steps = tau, policy_delay, critic_warmup_steps
         self.calql_alpha, self.actor_q_weight = calql_alpha, actor_q_weight
         self.target_noise, self.noise_clip, self.n_action_samples = target_noise, noise_clip, n_action_samples
+        if calql_heads not in CALQL_HEADS:
+            raise ValueError(f"calql_heads must be one of {CALQL_HEADS}, got {calql_heads!r}")
+        if calql_floor not in CALQL_FLOORS:
+            raise ValueError(f"calql_floor must be one of {CALQL_FLOORS}, got {calql_floor!r}")
+        self.calql_heads, self.calql_floor = calql_heads, calql_floor
         self.boundary_only, self.success_oversample = boundary_only, success_oversample
         self.value_bounds = None if value_bounds is None else (float(value_bounds[0]), float(value_bounds[1]))
         self.rl_started = False
@@ -263,7 +280,8 @@ class CORFT(SFT):
 
     def _calql_penalty(self, context: torch.Tensor, next_context: torch.Tensor, data_q: torch.Tensor,
                        batch: dict[str, Any]) -> torch.Tensor:
-        """Cal-QL on the (last valid) full-chunk head, summed over the critic copies."""
+        """Cal-QL on the last valid head (``calql_heads="last"``) or every valid head, summed over the critic
+        copies; the floor on every sample or on the policy's only (``calql_floor``)."""
         policy, samples = self.policy, self.n_action_samples
         size = context.shape[0]
         with torch.no_grad():
@@ -272,14 +290,18 @@ class CORFT(SFT):
             for source in (context, next_context):
                 repeated = source.repeat_interleave(samples, dim=0)
                 chunks.append(self._noisy(self._policy_chunks(repeated, policy.action_expert)).view_as(chunks[0]))
-            sampled = torch.cat(chunks, dim=1)  # (B, 3N, H, A)
+            sampled = torch.cat(chunks, dim=1)  # (B, 3N, H, A): uniform, then the policy's
         count = sampled.shape[1]
         sample_q = policy.critic(context.repeat_interleave(count, dim=0), sampled.flatten(0, 1))
-        head = last_valid_index(batch["valid"])  # (B,)
-        sample_q = sample_q.view(len(sample_q), size, count, -1)
-        sample_q = sample_q.gather(-1, head.view(1, size, 1, 1).expand(len(sample_q), size, count, 1)).squeeze(-1)
-        head_q = data_q.gather(-1, head.view(1, size, 1).expand(len(data_q), size, 1)).squeeze(-1)
-        return sum(calql_penalty(sample_q[k], head_q[k], batch["mc_return"]) for k in range(len(data_q)))
+        sample_q = sample_q.view(len(sample_q), size, count, -1)  # (K, B, 3N, H)
+        floored = torch.arange(count, device=self.device) >= (samples if self.calql_floor == "policy" else 0)
+        if self.calql_heads == "all":
+            heads = batch["valid"]
+        else:
+            heads = torch.zeros_like(batch["valid"])
+            heads[torch.arange(size, device=self.device), last_valid_index(batch["valid"])] = True
+        return sum(calql_penalty(sample_q[k], data_q[k], batch["mc_return"], floored, heads)
+                   for k in range(len(data_q)))
 
     def _actor_step(self, context: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]:
         q_term, bc_term = self.run_loss(self.actor_loss_terms, context, batch)

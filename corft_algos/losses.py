@@ -9,8 +9,9 @@ sample starting at step t: rewards ``r_{t+j}``, ``valid_j = [t + j < T]``,
   ``y_j = Σ_{i=0..j} γ^i r_{t+i} + γ^{j+1} (1 - d_j) V_j``, where
   ``V_j = min_k Q̄_k^{(H-1)}(c_{t+j+1}, π̄(c_{t+j+1}) + ε)``; the boundary-only
   variant (Q-chunking) keeps only the last valid ``j``.
-- Cal-QL conservatism on the full-chunk head:
-  ``α · E[ logsumexp_{a ∈ samples} max(Q(c, a), G) − Q(c, a_data) ]``.
+- Cal-QL conservatism on the full-chunk head (or, with ``calql_heads="all"``, summed over every
+  valid prefix head): ``α · E[ logsumexp_{a ∈ samples} max(Q(c, a), G) − Q(c, a_data) ]``, the floor
+  ``G`` on every sample or (``calql_floor="policy"``, the Cal-QL reference's choice) on the policy's only.
 - Actor (TD3+BC): ``−λ · mean_j Q_1^{(j)}(c, π(c)_{0:j+1}) / mean|Q| + L_BC``.
 """
 
@@ -78,15 +79,31 @@ def prefix_td_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.T
     return (((prediction - target) ** 2) * mask.float()).sum() / prediction.shape[0]
 
 
-def calql_penalty(sample_q: torch.Tensor, data_q: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:
-    """Cal-QL conservatism (without α): ``E[ logsumexp_n max(Q(c, a_n), G) − Q(c, a_data) ]``.
+def calql_penalty(sample_q: torch.Tensor, data_q: torch.Tensor, mc_return: torch.Tensor,
+                  floored: torch.Tensor | None = None, head_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cal-QL conservatism (without α): ``E_b[ Σ_j m_bj (logsumexp_n q̃_bnj − Q_bj(c, a_data)) ]``.
 
-    :param sample_q: ``(B, N)`` Q-values of the sampled chunks.
-    :param data_q: ``(B,)`` Q-value of the dataset chunk.
-    :param mc_return: ``(B,)`` Monte-Carlo return ``G`` from the chunk's start, the calibration floor.
+    ``q̃_bnj = max(Q_bnj(c, a_n), G_b)`` for the samples the floor applies to, ``Q_bnj`` for the others:
+    the Cal-QL reference floors only the policy's samples, so uniform random chunks are not lifted to
+    the return. Without heads (2-D ``sample_q``) the sum over ``j`` drops out.
+
+    :param sample_q: ``(B, N)``, or ``(B, N, H)`` with a Q-value per prefix head.
+    :param data_q: ``(B,)``, or ``(B, H)``: the dataset chunk's.
+    :param mc_return: ``(B,)`` Monte-Carlo return ``G`` from the chunk's start, the calibration floor
+        (every prefix head estimates the return from the same start).
+    :param floored: ``(N,)`` bool, the samples floored at ``G``; default all.
+    :param head_mask: ``(B, H)`` bool ``m``, the heads penalised (summed per sample); default all.
     """
-    floored = torch.maximum(sample_q, mc_return.unsqueeze(-1))
-    return (torch.logsumexp(floored, dim=-1) - data_q).mean()
+    floor = mc_return.view(-1, *([1] * (sample_q.dim() - 1)))
+    lifted = torch.maximum(sample_q, floor)
+    if floored is not None:
+        shape = (1, -1) + (1,) * (sample_q.dim() - 2)
+        lifted = torch.where(floored.view(shape), lifted, sample_q)
+    per_head = torch.logsumexp(lifted, dim=1) - data_q
+    if per_head.dim() == 2:
+        mask = torch.ones_like(per_head, dtype=torch.bool) if head_mask is None else head_mask
+        per_head = (per_head * mask.float()).sum(-1)
+    return per_head.mean()
 
 
 def actor_q_term(prefix_q: torch.Tensor, valid: torch.Tensor, weight: float,

@@ -6,6 +6,7 @@ bad observations and bad load arguments; resume; divergence.
 """
 
 import copy
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -282,3 +283,32 @@ def test_value_bounds_clip_the_bootstrapped_values(tiny_dataset):
     assert torch.allclose(bootstrap((6.0, 9.0)), torch.full((4, 4), 6.0))
     with pytest.raises(ValueError, match=r"value_bounds must be \(low, high\) with low < high"):
         make("corft", tiny_dataset, value_bounds=(1.0, 0.0))
+
+
+@pytest.mark.parametrize("heads", ["last", "all"])
+@pytest.mark.parametrize("floor", ["all", "policy"])
+def test_calql_options_penalise_the_heads_and_floor_the_samples_they_name(tiny_dataset, heads, floor):
+    """Every critic copy outputs Q = -5 for any chunk, so the penalty has a closed form per sample."""
+    model = make("corft", tiny_dataset, il_steps=0, calql_heads=heads, calql_floor=floor, n_action_samples=3)
+    for network in model.policy.critic.q_networks:
+        torch.nn.init.zeros_(network.head.weight)
+        torch.nn.init.constant_(network.head.bias, -5.0)
+    batch = model.next_batch(with_observations=False)
+    context, next_context = model._contexts_for(batch)
+    data_q = model.policy.critic(context, model.policy.normalize_actions(batch["actions"]))
+    penalty = model._calql_penalty(context, next_context[:, 0], data_q, batch)
+    g = batch["mc_return"].double()
+    if floor == "all":  # all 9 samples lifted to G (> -5)
+        per_head = torch.logsumexp(g.unsqueeze(-1).expand(-1, 9), -1) + 5.0
+    else:  # 3 uniform samples stay at -5, 6 of the policy's are lifted to G
+        per_head = torch.log(3 * math.exp(-5.0) + 6 * torch.exp(g)) + 5.0
+    heads_per_sample = batch["valid"].sum(-1).double() if heads == "all" else torch.ones_like(g)
+    expected = 2 * (per_head * heads_per_sample).mean()  # two critic copies
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_calql_options_are_checked(tiny_dataset):
+    with pytest.raises(ValueError, match=r"calql_heads must be one of \('last', 'all'\), got 'first'"):
+        make("corft", tiny_dataset, calql_heads="first")
+    with pytest.raises(ValueError, match=r"calql_floor must be one of \('all', 'policy'\), got 'none'"):
+        make("corft", tiny_dataset, calql_floor="none")

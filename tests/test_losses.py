@@ -93,6 +93,34 @@ def test_calql_penalty_averages_over_the_batch():
     assert calql_penalty(sample_q, data_q, mc_return).item() == pytest.approx(math.log(2))
 
 
+def test_calql_floors_only_the_samples_it_is_told_to():
+    sample_q = torch.tensor([[0.1, 0.2, 0.9]])  # a uniform sample, then two of the policy's
+    data_q, mc_return = torch.tensor([0.5]), torch.tensor([0.6])
+    policy_only = torch.tensor([False, True, True])
+    # uniform 0.1 stays, policy max(0.2, 0.6) = 0.6, max(0.9, 0.6) = 0.9
+    expected = math.log(math.exp(0.1) + math.exp(0.6) + math.exp(0.9)) - 0.5
+    assert calql_penalty(sample_q, data_q, mc_return, floored=policy_only).item() == pytest.approx(expected, rel=1e-6)
+    every = math.log(2 * math.exp(0.6) + math.exp(0.9)) - 0.5
+    assert calql_penalty(sample_q, data_q, mc_return).item() == pytest.approx(every, rel=1e-6)
+
+
+def test_calql_on_heads_sums_the_masked_heads_per_sample_and_averages_the_samples():
+    # B = 2 samples, N = 2 chunks, H = 2 heads; the floor G = 0 lifts nothing here but -1
+    sample_q = torch.tensor([[[0.0, 1.0], [0.0, -1.0]],
+                             [[2.0, 0.0], [2.0, 0.0]]])  # (B, N, H)
+    data_q = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    mc_return = torch.tensor([0.0, 0.0])
+    # sample 0, head 0: logsumexp(0, 0) - 0 = log 2; head 1: logsumexp(1, max(-1, 0)) - 1 = log(e + 1) - 1
+    # sample 1, head 0: logsumexp(2, 2) - 1 = 1 + log 2; head 1: logsumexp(0, 0) - 0 = log 2
+    heads = [[math.log(2), math.log(math.e + 1) - 1], [1 + math.log(2), math.log(2)]]
+    every = torch.ones(2, 2, dtype=torch.bool)
+    assert calql_penalty(sample_q, data_q, mc_return, head_mask=every).item() == pytest.approx(
+        (sum(heads[0]) + sum(heads[1])) / 2, rel=1e-6)
+    last_valid = torch.tensor([[False, True], [True, False]])  # sample 1 was cut after its first step
+    assert calql_penalty(sample_q, data_q, mc_return, head_mask=last_valid).item() == pytest.approx(
+        (heads[0][1] + heads[1][0]) / 2, rel=1e-6)
+
+
 def test_actor_q_term_is_normalised_by_mean_absolute_q():
     prefix_q = torch.tensor([[2.0, -4.0, 100.0]], requires_grad=True)
     valid = torch.tensor([[True, True, False]])
