@@ -105,3 +105,18 @@ def test_selector_predicts_like_the_model_and_explains_what_it_needs(tiny_datase
         ChunkSelector(SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=TINY_POLICY))
     with pytest.raises(ValueError, match="selection must be one of"):
         ChunkSelector(model, selection="best")
+
+
+def test_critic_diagnostics_auc_and_padded_chunks_by_hand():
+    from benchmarks.critic_diagnostics import auc, recorded_chunks
+    from corft_envs.episode_store import EpisodeData
+
+    # pairs (positive, negative): (3,1) above, (3,3) tie, (2,1) above, (2,3) below -> (1 + 0.5 + 1 + 0) / 4
+    assert auc([3.0, 2.0], [1.0, 3.0]) == pytest.approx(0.625)
+    assert np.isnan(auc([1.0], []))
+    actions = np.arange(5 * 2, dtype=np.float32).reshape(5, 2)
+    episode = EpisodeData(observations={}, actions=actions, rewards=np.zeros(5, np.float32),
+                          is_success=np.zeros(5, bool), instruction="x", seed=0, terminated=False, truncated=True)
+    chunks = recorded_chunks(episode, [0, 3], horizon=4)
+    np.testing.assert_array_equal(chunks[0], actions[:4])
+    np.testing.assert_array_equal(chunks[1], [actions[3], actions[4], actions[4], actions[4]])
