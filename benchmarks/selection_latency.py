@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 import corft_envs  # noqa: E402,F401
 from benchmarks.common import parse_dataclass_args  # noqa: E402
-from corft_algos.evaluation import load_model, model_image_size, trained_scene  # noqa: E402
+from corft_algos.evaluation import load_model, model_image_size, trained_env_id, trained_scene  # noqa: E402
 from corft_algos.selection import ChunkSelector  # noqa: E402
 from corft_envs.controller import CONTROL_PERIOD  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
     candidates = [int(n) for n in args.candidates.split(",")]
     model = load_model(Path(args.model), device="cpu")
     predictors = {n: model if n == 1 else ChunkSelector(model, n_candidates=n) for n in candidates}
-    env = gym.make(model.dataset_env_id, include_instruction=True, image_size=model_image_size(model),
+    env = gym.make(trained_env_id(model), include_instruction=True, image_size=model_image_size(model),
                    **trained_scene(model))
     seconds: dict[int, list[float]] = {n: [] for n in candidates}
     try:

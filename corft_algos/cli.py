@@ -44,6 +44,7 @@ from corft_algos.evaluation import (
     read_model_data,
     rollout_execute,
     run_episodes,
+    trained_env_id,
     trained_scene,
 )
 from corft_algos.pretrain import PRETRAIN_TASKS, PretrainConfig, collect_pretraining_data, write_manifest
@@ -829,7 +830,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model = load_model(args.model, device=args.device)
         if args.candidates > 1:
             model = ChunkSelector(model, args.candidates, args.candidate_noise, args.selection, seed=args.seed)
-        env_id = args.env_id or model.dataset_env_id
+        env_id = args.env_id or trained_env_id(model)
         env_kwargs = {**trained_scene(model), **env_kwargs_of(args)}
         args.execute = rollout_execute(model, args.execute)
         if args.workers > 1 and (args.video is not None or "robot_host" in env_kwargs):

@@ -260,6 +260,21 @@ def check_model_fits_env(model: ChunkPolicy, env: gym.Env, env_id: str) -> None:
         )
 
 
+def trained_env_id(model: ChunkPolicy) -> str:
+    """The env id the model's training data came from, checked before anything is made from it.
+
+    The id is read from the model file, so it is refused unless it is registered already and plain:
+    ``gym.make("module:Env-v0")`` imports ``module``, and a crafted file would run code that way.
+
+    :raises ValueError: if the model names no env, or one that is not registered.
+    """
+    env_id = getattr(model, "dataset_env_id", None)
+    if not isinstance(env_id, str) or ":" in env_id or env_id not in gym.registry:
+        raise ValueError(f"the model names the env {env_id!r}, which is not a registered env id; pass the env "
+                         f"to evaluate in (--env ID, e.g. corft/PickPlace-v0)")
+    return env_id
+
+
 #: Env arguments that set the scene, taken from the model's training data unless given.
 SCENE_KWARGS = ("distractors",)
 

@@ -375,6 +375,18 @@ def test_step_flags_must_fit_the_algorithm(dataset, tmp_path, capsys):
     assert "unknown algorithm 'sac'; registered: bc, corft, offline_rl_h1, sft" in capsys.readouterr().err
 
 
+def test_a_models_env_id_is_checked_before_gym_make_imports_anything(trained, tmp_path, capsys):
+    out, _ = trained
+    model = load_model(out / "model.zip", device="cpu")
+    model.dataset_env_id = "this:Zen-v0"  # gym.make would import the module `this`, which prints
+    model.save(tmp_path / "crafted.zip")
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tmp_path / "crafted.zip"), "--episodes", "1", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "the model names the env 'this:Zen-v0', which is not a registered env id; pass the env" in captured.err
+    assert "Beautiful is better than ugly" not in captured.out + captured.err
+
+
 def test_eval_of_a_missing_model(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "model.zip"), "--episodes", "1"]) == 1
     assert "does not exist" in capsys.readouterr().err
