@@ -395,8 +395,16 @@ class VLAPolicy(BasePolicy):
         The observation dict holds the env's keys plus ``"instruction"`` (a str,
         or a list of str for a batch).
         """
-        batch = self.check_observation(observation)
+        batch, tensors = self.observation_tensors(observation)
         self.set_training_mode(False)
+        with torch.no_grad():
+            chunk = self._predict(tensors, deterministic).cpu().numpy()
+        return (chunk[0] if batch is None else chunk), state
+
+    def observation_tensors(self, observation: dict[str, Any]) -> tuple[int | None, dict[str, torch.Tensor]]:
+        """A checked observation (single or batched) as batched tensors on the policy's device, the
+        instruction as its embeddings; and the batch size (``None`` for a single observation)."""
+        batch = self.check_observation(observation)
         instructions = [observation[INSTRUCTION_KEY]] if batch is None else list(observation[INSTRUCTION_KEY])
         tensors = {}
         for key in self.observation_space.spaces:
@@ -404,8 +412,7 @@ class VLAPolicy(BasePolicy):
             tensors[key] = torch.as_tensor(value if batch is not None else value[None], device=self.device)
         with torch.no_grad():
             tensors[INSTRUCTION_KEY] = self.instruction_embedding(instructions)
-            chunk = self._predict(tensors, deterministic).cpu().numpy()
-        return (chunk[0] if batch is None else chunk), state
+        return batch, tensors
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

@@ -108,14 +108,10 @@ class ChunkSelector:
                 deterministic: bool = True) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """The chosen chunk ``(H, A)`` for one observation (``(B, H, A)`` for a batch), as the model's ``predict``."""
         policy = self.model.policy
-        batch = policy.check_observation(observation)
+        batch, tensors = policy.observation_tensors(observation)
         policy.set_training_mode(False)
-        instructions = [observation[INSTRUCTION_KEY]] if batch is None else list(observation[INSTRUCTION_KEY])
-        tensors = {key: torch.as_tensor(np.asarray(observation[key]) if batch is not None
-                                        else np.asarray(observation[key])[None], device=policy.device)
-                   for key in policy.observation_space.spaces}
         with torch.no_grad():
-            context = policy.encode(tensors, policy.instruction_embedding(instructions))
+            context = policy.encode(tensors, tensors[INSTRUCTION_KEY])
             chunk = self.select(context)
         return (chunk[0] if batch is None else chunk).cpu().numpy(), state
 
