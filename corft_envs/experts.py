@@ -314,11 +314,28 @@ class LiftExpert(ScriptedExpert):
             yield Hold(3, True)
 
 
+class PlaceExpert(ScriptedExpert):
+    """Grasp the named cube, carry it over the pad, set it down on the table and let go."""
+
+    #: TCP height at which the held cube touches the table (m).
+    SET_DOWN_HEIGHT = 0.02
+
+    def script(self) -> Script:
+        if not (yield from self.grasp(0)):
+            return
+        pad = self.fixture_position()
+        yield Reach(np.array([pad[0], pad[1], LIFT_HEIGHT]), True)
+        yield Reach(np.array([pad[0], pad[1], self.SET_DOWN_HEIGHT]), True, tolerance=0.005)
+        yield Hold(3, False)
+        yield Reach(np.array([pad[0], pad[1], LIFT_HEIGHT]), False)
+
+
 EXPERTS: dict[str, type[ScriptedExpert]] = {
     "PickPlace": PickPlaceExpert,
     "Push": PushExpert,
     "Stack": StackExpert,
     "Lift": LiftExpert,
+    "Place": PlaceExpert,
 }
 
 

@@ -12,7 +12,9 @@ the region, spots included. All positions are in the robot base frame (m);
 objects are always at least :data:`MIN_SEPARATION` apart.
 
 Fixtures (the bowl, the push target) stay at :data:`FIXTURE_SPOT` with the same
-jitter in every mode: the generalisation study varies object positions.
+jitter in every mode: the generalisation study varies object positions. A task
+whose fixture goes anywhere (``Place``'s pad, for pretraining) draws it
+uniformly in :data:`FIXTURE_REGION`, clear of every object.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ UNSEEN_CLEARANCE = 0.05
 MIN_SEPARATION = 0.07
 #: Where the bowl or push target stands (m).
 FIXTURE_SPOT = np.array([0.50, 0.16])
+#: x range, y range of a fixture placed anywhere (m): the object region and the bowl's side of the table.
+FIXTURE_REGION = ((0.36, 0.62), (-0.22, 0.20))
+#: Minimum distance of a fixture placed anywhere from every object's centre (m).
+FIXTURE_CLEARANCE = 0.09
 
 _MAX_REJECTION_TRIES = 10_000
 
@@ -89,9 +95,21 @@ def sample_object_positions(
     raise RuntimeError(f"could not place {count} objects in mode {positions!r}")
 
 
-def sample_fixture_position(rng: np.random.Generator) -> np.ndarray:
-    """The fixture's (x, y): :data:`FIXTURE_SPOT` jittered by :data:`SPOT_JITTER`."""
-    return FIXTURE_SPOT + rng.uniform(-SPOT_JITTER, SPOT_JITTER, size=2)
+def sample_fixture_position(rng: np.random.Generator, task: Task, object_xy: np.ndarray) -> np.ndarray:
+    """The fixture's (x, y).
+
+    :data:`FIXTURE_SPOT` jittered by :data:`SPOT_JITTER`; for a task with ``fixture_anywhere``,
+    uniform in :data:`FIXTURE_REGION` at least :data:`FIXTURE_CLEARANCE` from every object in ``object_xy``.
+    """
+    if not task.fixture_anywhere:
+        return FIXTURE_SPOT + rng.uniform(-SPOT_JITTER, SPOT_JITTER, size=2)
+    low = np.array([FIXTURE_REGION[0][0], FIXTURE_REGION[1][0]])
+    high = np.array([FIXTURE_REGION[0][1], FIXTURE_REGION[1][1]])
+    for _ in range(_MAX_REJECTION_TRIES):
+        xy = rng.uniform(low, high)
+        if np.min(np.linalg.norm(object_xy - xy, axis=1)) >= FIXTURE_CLEARANCE:
+            return xy
+    raise RuntimeError(f"could not place {task.name}'s fixture clear of the objects")
 
 
 @dataclass(frozen=True)
@@ -118,5 +136,5 @@ def sample_layout(rng: np.random.Generator, task: Task, positions: PositionsMode
     palette = list(COLOURS)
     colours = [palette[i] for i in rng.permutation(len(palette))[:N_OBJECTS]]
     object_xy = sample_object_positions(rng, N_OBJECTS, positions)
-    fixture_xy = sample_fixture_position(rng)
+    fixture_xy = sample_fixture_position(rng, task, object_xy)
     return EpisodeLayout(colours, object_xy, fixture_xy, task.instruction(rng, colours))

@@ -55,6 +55,9 @@ class Task(ABC):
     templates: tuple[str, ...]
     #: Objects with a role (``obj0``, and ``obj1`` in Stack); the others are distractors.
     objects_in_play: int = 1
+    #: Whether the fixture is placed anywhere on the table at reset (``Place``'s pad) instead of at
+    #: its fixed spot (the bowl, the push target).
+    fixture_anywhere: bool = False
 
     def instruction(self, rng: np.random.Generator, colours: list[str]) -> str:
         """Draw an instruction from the family for the episode's colours."""
@@ -183,9 +186,43 @@ class Lift(Task):
         return bool(state.object_positions[0][2] > self.object_half_size[2] + self.lift_height)
 
 
+class Place(Task):
+    """Put the <colour> cube on the white square: carrying a cube to a target seen anywhere, for pretraining.
+
+    Not one of the fine-tuning targets: the square is a flat pad drawn anywhere on the table at each
+    reset (:attr:`fixture_anywhere`), so the task teaches grasping a cube anywhere and carrying it to a
+    place the camera shows, never the bowl (PickPlace), a push (Push) or another cube (Stack).
+    """
+
+    name = "Place"
+    max_episode_steps = 150
+    templates = (
+        "put the {a} cube on the white square",
+        "place the {a} cube onto the square",
+        "move the {a} cube to the white pad",
+    )
+    fixture_anywhere = True
+    #: Half side of the drawn square, and how far from its centre the cube may rest (m).
+    pad_half = 0.045
+    success_distance = 0.035
+    #: The gripper must have let go: wider than the cube (m), as in Stack.
+    released_width = 0.05
+
+    def add_fixture(self, worldbody: ET.Element) -> None:
+        pad = ET.SubElement(worldbody, "body", name="fixture", pos="0.5 0.16 0")
+        ET.SubElement(pad, "geom", type="box", size=f"{self.pad_half} {self.pad_half} 0.0005",
+                      pos="0 0 0.0005", rgba="0.95 0.95 0.95 1", contype="0", conaffinity="0")
+
+    def is_success(self, state: SceneState) -> bool:
+        cube = state.object_positions[0]
+        on_pad = np.linalg.norm(cube[:2] - state.fixture_position[:2]) < self.success_distance
+        resting = cube[2] < self.object_half_size[2] + 0.01
+        return bool(on_pad and resting and state.gripper_width > self.released_width)
+
+
 #: The fine-tuning targets (few-shot data, the study's rows).
 TARGET_TASKS = ("PickPlace", "Push", "Stack")
-TASKS: dict[str, Task] = {task.name: task for task in (PickPlace(), Push(), Stack(), Lift())}
+TASKS: dict[str, Task] = {task.name: task for task in (PickPlace(), Push(), Stack(), Lift(), Place())}
 
 
 def get_task(name: str) -> Task:
