@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from importlib import metadata
@@ -59,11 +60,18 @@ _REBUILD_HINT = (
     "delete the file and run the same `corft collect` command again: it keeps "
     "every intact episode and collects replacements"
 )
+#: Disk space (bytes) an episode write leaves free beside the episode's own uncompressed size: h5py cannot
+#: fail cleanly on a full disk (it can crash in ``close``), so a write that might fill it is refused first.
+DISK_RESERVE_BYTES = 64 * 2**20
 _MISSING_HINT = "run the same `corft collect` command again: it re-indexes the episode files and collects replacements"
 
 
 class DatasetError(Exception):
     """An episode store on disk is missing, damaged, or does not fit its use."""
+
+
+class DiskFullError(DatasetError):
+    """The store's disk has too little free space for the next episode; nothing was written."""
 
 
 def project_version() -> str:
@@ -600,12 +608,27 @@ class EpisodeWriter:
             truncated=episode.truncated,
         )
         if keep:
+            self._check_free_space(episode)
             write_episode_file(self.root / record.file, episode, self.meta, record)
             self._index = replace(self._index, episodes=self._index.episodes + (record,))
         else:
             self._index = replace(self._index, discarded=self._index.discarded + (record,))
         self._write_index()
         return record
+
+    def _check_free_space(self, episode: EpisodeData) -> None:
+        """Refuse to write ``episode`` unless its uncompressed size plus :data:`DISK_RESERVE_BYTES` is free.
+
+        :raises DiskFullError: naming the free and the needed space; the store keeps every finished episode.
+        """
+        needed = sum(array.nbytes for array in episode.arrays().values()) + DISK_RESERVE_BYTES
+        free = shutil.disk_usage(self.root).free
+        if free < needed:
+            raise DiskFullError(
+                f"{self.root}: {free / 2**20:.0f} MiB free on its disk, but an episode write needs up to "
+                f"{needed / 2**20:.0f} MiB (the episode uncompressed plus {DISK_RESERVE_BYTES / 2**20:.0f} MiB kept "
+                f"free); nothing was written and the store's {len(self.episodes)} finished episodes are intact. "
+                "Free some space and run the same command again to resume, or collect elsewhere with --out")
 
     def close(self) -> None:
         """Release the directory lock."""

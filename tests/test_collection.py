@@ -137,6 +137,26 @@ def test_resume_counts_discarded_attempts(tmp_path: Path) -> None:
     assert_same_datasets(tmp_path / "resumed", tmp_path / "direct")
 
 
+def test_a_disk_too_full_for_the_next_episode_stops_collect_with_one_line_and_the_store_intact(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from corft_envs import episode_store
+
+    out = tmp_path / "data"
+    shutil.copytree(reference, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    # ask for more free space than this disk has: the real free-space check refuses the next write
+    monkeypatch.setattr(episode_store, "DISK_RESERVE_BYTES", shutil.disk_usage(out).free + 2**30)
+    assert main(collect_args(out, 6)) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "MiB free on its disk" in error and "4 finished episodes are intact" in error
+    after = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert after == before  # no partial episode file, the index unchanged
+    assert len(EpisodeDataset(out)) == 4
+
+
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path: Path, reference: Path) -> None:
     out = tmp_path / "data"
     process = start_collector(collect_args(out, 4))

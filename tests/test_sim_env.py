@@ -8,9 +8,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from corft_envs import SIM_ENV_IDS, make_sim_env
 from corft_envs.controller import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE, decode_action
-from corft_envs.layouts import SPOT_JITTER, TRAIN_SPOTS, UNSEEN_CLEARANCE, MIN_SEPARATION
+from corft_envs.layouts import (FIXTURE_CLEARANCE, FIXTURE_REGION, FIXTURE_SPOT, MIN_SEPARATION, SPOT_JITTER,
+                                TRAIN_SPOTS, UNSEEN_CLEARANCE)
 from corft_envs.sim_env import STATE_DIM
-from corft_envs.tasks import COLOURS
+from corft_envs.tasks import COLOURS, SceneState, get_task
 
 
 @pytest.mark.parametrize("env_id", SIM_ENV_IDS)
@@ -90,6 +91,38 @@ def test_train_and_unseen_positions(make_env):
         assert distances.min() >= MIN_SEPARATION - 1e-3
 
 
+def test_place_draws_its_pad_anywhere_clear_of_the_cubes_and_the_bowl_stays_put(make_env):
+    place, pick_place = make_env("corft/Place-v0", image_size=16), make_env(image_size=16)
+    pads = []
+    for seed in range(20):
+        place.reset(seed=seed)
+        state = place.unwrapped.scene_state()
+        pad = state.fixture_position[:2]
+        assert FIXTURE_REGION[0][0] <= pad[0] <= FIXTURE_REGION[0][1]
+        assert FIXTURE_REGION[1][0] <= pad[1] <= FIXTURE_REGION[1][1]
+        assert np.linalg.norm(state.object_positions[:, :2] - pad, axis=1).min() >= FIXTURE_CLEARANCE - 1e-9
+        pads.append(pad)
+        pick_place.reset(seed=seed)
+        bowl = pick_place.unwrapped.scene_state().fixture_position[:2]
+        assert np.abs(bowl - FIXTURE_SPOT).max() <= SPOT_JITTER + 1e-9
+    assert np.ptp(np.array(pads), axis=0).min() > 0.15  # spread over the table, not jittered about one spot
+
+
+@pytest.mark.parametrize(
+    "cube, width, success",
+    [
+        ((0.52, 0.03, 0.02), 0.08, True),  # on the pad, resting, let go
+        ((0.52, 0.03, 0.02), 0.04, False),  # still held
+        ((0.50, 0.05, 0.02), 0.08, False),  # 0.04 m from the pad's centre: off it (limit 0.035)
+        ((0.50, 0.00, 0.05), 0.08, False),  # above the pad, not resting on the table
+    ],
+)
+def test_place_success_by_hand(cube, width, success):
+    objects = np.array([cube, (0.4, -0.2, 0.02), (0.6, -0.2, 0.02)])
+    state = SceneState(objects, fixture_position=np.array([0.50, 0.01, 0.0]), gripper_width=width)
+    assert get_task("Place").is_success(state) is success
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -108,7 +141,7 @@ def test_bad_arguments_name_the_argument(kwargs, message, make_env):
 
 
 def test_unknown_task_lists_known_ones():
-    with pytest.raises(ValueError, match="task='Juggle' is unknown; use one of Lift, PickPlace, Push, Stack"):
+    with pytest.raises(ValueError, match="task='Juggle' is unknown; use one of Lift, PickPlace, Place, Push, Stack"):
         make_sim_env(task="Juggle")
 
 
