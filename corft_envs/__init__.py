@@ -39,7 +39,7 @@ SIM_ENV_IDS = tuple(f"corft/{name}-v0" for name in TASKS)
 for _name, _task in TASKS.items():
     gym.register(
         id=f"corft/{_name}-v0",
-        entry_point=make_sim_env,
+        entry_point="corft_envs:make_sim_env",  # a string, so that env.spec.to_json() works (Minari)
         kwargs={"task": _name},
         max_episode_steps=_task.max_episode_steps,
     )
