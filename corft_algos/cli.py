@@ -784,6 +784,9 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--candidate-noise", type=float, default=DEFAULT_CANDIDATE_NOISE, metavar="SIGMA",
         help=f"with --candidates: σ of the candidates' offsets, normalised action units "
              f"(default: {DEFAULT_CANDIDATE_NOISE})")
+    add("--candidate-models", type=Path, nargs="+", metavar="PATH",
+        help="CO-RFT models: the candidates are the model's chunk and these models' chunks (an ensemble, "
+             "e.g. SFT trained with other seeds), chosen by --selection; replaces --candidates")
     add("--video", type=Path, metavar="DIR", help="write one mp4 of the front camera per episode here")
     add("--json", type=Path, metavar="PATH", help="write the result as JSON here")
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
@@ -799,7 +802,10 @@ def eval_report(result: EvalResult, model_path: Path, model: OfflineAlgorithm, e
                 execute: int | None) -> list[str]:
     """The lines ``corft eval`` prints: settings, one line per episode, success rate and cycle time."""
     executed = "whole chunks" if execute is None else f"{execute} actions per chunk"
-    if isinstance(model, ChunkSelector):
+    if isinstance(model, ChunkSelector) and model.members:
+        executed += (f", {model.selection} choice of {model.n_candidates} candidates (the model's chunk and "
+                     f"{len(model.members)} other models')")
+    elif isinstance(model, ChunkSelector):
         executed += f", {model.selection} choice of {model.n_candidates} candidates (σ {model.noise})"
     scene = {key: value for key, value in env_kwargs.items() if key != "operator_keys"}
     lines = [f"{model_path} ({model.algorithm_name}, {model.num_timesteps} gradient steps, H={model.chunk_size}) "
@@ -828,7 +834,12 @@ def run_eval(args: argparse.Namespace) -> int:
     operator_keys = None
     try:
         model = load_model(args.model, device=args.device)
-        if args.candidates > 1:
+        if args.candidate_models and args.candidates > 1:
+            raise UsageError("--candidate-models sets the candidates (the model's chunk and theirs): drop --candidates")
+        if args.candidate_models:
+            members = [load_model(path, device=args.device) for path in args.candidate_models]
+            model = ChunkSelector(model, selection=args.selection, seed=args.seed, members=members)
+        elif args.candidates > 1:
             model = ChunkSelector(model, args.candidates, args.candidate_noise, args.selection, seed=args.seed)
         env_id = args.env_id or trained_env_id(model)
         env_kwargs = {**trained_scene(model), **env_kwargs_of(args)}

@@ -19,6 +19,14 @@ independent per-step noise averages out over the executed steps). The
 gripper keeps the expert's logits. Best-of-N can therefore return the
 expert's own chunk whenever the critic ranks it first.
 
+Ensemble candidates. With ``members`` (other trained models of the same
+task and chunk size, e.g. SFT with other training seeds) the candidates are
+instead the model's own chunk and each member's, ``N = 1 + len(members)``:
+distinct motions the data supports, not offsets of one. Each member encodes
+the observation with its own backbone; the critic values every candidate as
+the env actions it is (``(a − μ) / σ`` in the critic model's normalisation,
+the gripper at ±1).
+
 Attribution. ``selection="random"`` picks uniformly among the same candidates;
 the difference between the two on identical evaluation seeds is the critic's
 ranking, not the candidates' spread.
@@ -26,6 +34,7 @@ ranking, not the candidates' spread.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -81,11 +90,14 @@ class ChunkSelector:
     :param noise: σ of the candidates' offsets (normalised action units).
     :param selection: ``"critic"`` (best-of-N) or ``"random"`` (the attribution baseline).
     :param seed: seed of the candidates' offsets and of the random choice.
-    :raises ValueError: if the model has no critic, or for a bad argument.
+    :param members: further models whose chunks are the other candidates (ensemble candidates, see the
+        module docstring); ``n_candidates`` is then ``1 + len(members)`` and ``noise`` is not used.
+    :raises ValueError: if the model has no critic, a member's chunk or action size differs, or for a bad
+        argument.
     """
 
     def __init__(self, model: Any, n_candidates: int = 8, noise: float = DEFAULT_CANDIDATE_NOISE,
-                 selection: Selection = "critic", seed: int = 0) -> None:
+                 selection: Selection = "critic", seed: int = 0, members: Sequence[Any] = ()) -> None:
         if getattr(model.policy, "critic", None) is None:
             raise ValueError(f"critic-ranked selection needs a model with a critic (CORFT); "
                              f"{type(model).__name__} has none")
@@ -95,7 +107,15 @@ class ChunkSelector:
             raise ValueError(f"noise must be >= 0, got {noise}")
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
-        self.model, self.n_candidates, self.noise, self.selection = model, n_candidates, float(noise), selection
+        for member in members:
+            if member.action_space.shape != model.action_space.shape:
+                raise ValueError(f"a member's chunks have shape {member.action_space.shape}, the model's "
+                                 f"{model.action_space.shape}: ensemble candidates need the same chunk size "
+                                 "and action dims")
+        self.members = list(members)
+        self.model, self.selection = model, selection
+        self.n_candidates = 1 + len(self.members) if self.members else n_candidates
+        self.noise = 0.0 if self.members else float(noise)
         self.generator = torch.Generator(device=model.policy.device).manual_seed(seed)
 
     def __getattr__(self, name: str) -> Any:
@@ -112,8 +132,27 @@ class ChunkSelector:
         policy.set_training_mode(False)
         with torch.no_grad():
             context = policy.encode(tensors, tensors[INSTRUCTION_KEY])
-            chunk = self.select(context)
+            if self.members:
+                chunk = self.select_among(context, self.member_chunks(observation, batch is None))
+            else:
+                chunk = self.select(context)
         return (chunk[0] if batch is None else chunk).cpu().numpy(), state
+
+    def member_chunks(self, observation: dict[str, Any], single: bool) -> torch.Tensor:
+        """Each member's chunk for ``observation``, env actions ``(B, M, H, A)``."""
+        chunks = [np.asarray(member.predict(observation, deterministic=True)[0]) for member in self.members]
+        stacked = np.stack([chunk[None] if single else chunk for chunk in chunks], axis=1)
+        return torch.as_tensor(stacked, dtype=torch.float32, device=self.model.policy.device)
+
+    @torch.no_grad()
+    def select_among(self, context: torch.Tensor, member_chunks: torch.Tensor) -> torch.Tensor:
+        """Env actions ``(B, H, A)`` of the chosen one of the model's chunk and ``member_chunks`` ``(B, M, H, A)``."""
+        policy = self.model.policy
+        own = policy.raw_actions(*policy.action_expert(context)).unsqueeze(1)
+        candidates = torch.cat([own, member_chunks.to(own.dtype)], dim=1)
+        values = pessimistic_chunk_values(policy.critic, context, policy.normalize_actions(candidates))
+        index = choose(values, self.selection, self.generator)
+        return candidates[torch.arange(len(index), device=index.device), index]
 
     @torch.no_grad()
     def select(self, context: torch.Tensor) -> torch.Tensor:

@@ -419,6 +419,11 @@ def test_corft_trains_both_stages(dataset, tmp_path, capsys):
     capsys.readouterr()
     assert main([*evaluate[:2], str(sft / "model.zip"), *evaluate[3:]]) == 1
     assert "critic-ranked selection needs a model with a critic (CORFT); SFT has none" in capsys.readouterr().err
+    ensemble = [*evaluate[:-2], "--candidate-models", str(sft / "model.zip"), str(sft / "model.zip")]
+    assert main(ensemble) == 0
+    assert "critic choice of 3 candidates (the model's chunk and 2 other models')" in capsys.readouterr().out
+    assert main([*ensemble, "--candidates", "4"]) == 1
+    assert "--candidate-models sets the candidates" in capsys.readouterr().err
 
 
 def test_algo_kwargs_reach_the_algorithm_and_unknown_ones_are_refused(dataset, tmp_path, capsys):

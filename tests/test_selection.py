@@ -107,6 +107,56 @@ def test_selector_predicts_like_the_model_and_explains_what_it_needs(tiny_datase
         ChunkSelector(model, selection="best")
 
 
+class FixedChunk:
+    """A member model whose chunk is a constant, for any observation (``predict`` as the models' own)."""
+
+    def __init__(self, model, value: float) -> None:
+        self.action_space = model.action_space
+        self.chunk = np.full(model.action_space.shape, value, np.float32)
+
+    def predict(self, observation, deterministic=True):
+        single = not isinstance(observation["instruction"], list)
+        return (self.chunk if single else np.stack([self.chunk] * len(observation["instruction"]))), None
+
+
+class SumOfX(torch.nn.Module):
+    """A critic by hand: ``Q^{(j)} = Σ_{i<=j}`` of the normalised x actions (first action dim), two equal copies."""
+
+    def forward(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return actions[..., 0].cumsum(-1).unsqueeze(0).expand(2, -1, -1)
+
+
+def test_ensemble_candidates_are_the_models_and_the_members_chunks_valued_as_env_actions(tiny_dataset, observation):
+    model = CORFT(dataset=tiny_dataset, chunk_size=4, il_steps=2, critic_warmup_steps=0, policy_delay=1,
+                  batch_size=4, seed=0, policy_kwargs=TINY_POLICY)
+    model.learn(4)
+    policy = model.policy
+    policy.critic = SumOfX()
+    low, high = FixedChunk(model, -0.5), FixedChunk(model, 0.9)
+    selector = ChunkSelector(model, members=[low, high], seed=0)
+    assert selector.n_candidates == 3 and selector.noise == 0.0
+    chunk, _ = selector.predict(observation)
+    np.testing.assert_array_equal(chunk, high.chunk)  # x = 0.9 on every step: the highest sum
+    batch = {key: np.stack([value] * 2) for key, value in observation.items() if key != "instruction"}
+    batch["instruction"] = [observation["instruction"]] * 2
+    np.testing.assert_array_equal(selector.predict(batch)[0], np.stack([high.chunk] * 2))
+
+    with torch.no_grad():  # the values the critic saw: (a - mean) / std of the env actions, for each candidate
+        _, tensors = policy.observation_tensors(observation)
+        context = policy.encode(tensors, tensors["instruction"])
+        own = policy.raw_actions(*policy.action_expert(context))[0]
+    expected = [((c[:, 0] - policy.action_mean[0]) / policy.action_std[0]).sum().item()
+                for c in (own, torch.as_tensor(low.chunk), torch.as_tensor(high.chunk))]
+    assert np.argmax(expected) == 2
+    picks = [ChunkSelector(model, members=[low, high], selection="random", seed=seed).predict(observation)[0]
+             for seed in range(30)]
+    assert {round(float(p[0, 0]), 4) for p in picks} >= {-0.5, 0.9}  # random choice reaches the members' chunks
+    with pytest.raises(ValueError, match="ensemble candidates need the same chunk size"):
+        other = FixedChunk(model, 0.0)
+        other.action_space = type(model.action_space)(-1, 1, (5, 7))
+        ChunkSelector(model, members=[other])
+
+
 def test_critic_diagnostics_auc_and_padded_chunks_by_hand():
     from benchmarks.critic_diagnostics import auc, recorded_chunks
     from corft_envs.episode_store import EpisodeData
