@@ -8,6 +8,7 @@ and mappings); an annotation they do not understand accepts any value.
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,16 @@ def constructor_type_hints(klass: type) -> dict[str, Any]:
                 continue
     hints.pop("return", None)
     return hints
+
+
+def constructor_parameters(klass: type, below: type = object) -> set[str]:
+    """Names of the arguments ``klass``'s constructors along its MRO take (``self``, ``*args`` and ``**kwargs``
+    left out).
+
+    :param below: count only the constructors of the classes that derive from it, not its own nor its bases'.
+    """
+    return {name for base in klass.__mro__ if "__init__" in vars(base) and base is not below and issubclass(base, below)
+            for name in inspect.signature(vars(base)["__init__"]).parameters} - {"self", "args", "kwargs"}
 
 
 def fits(value: Any, annotation: Any) -> bool:

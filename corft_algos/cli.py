@@ -25,7 +25,7 @@ import gymnasium as gym
 import torch
 from stable_baselines3.common.logger import Logger, make_output_format
 
-from corft_algos.argument_types import constructor_type_hints, type_problems
+from corft_algos.argument_types import constructor_parameters, constructor_type_hints, type_problems
 from corft_algos.callbacks import (
     GradientStepCheckpoint,
     LastMetrics,
@@ -417,12 +417,6 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         setattr(args, name, config.algo_kwargs.get(name))
     args.policy_kwargs = config.policy_kwargs or None
     return config
-
-
-def constructor_parameters(algorithm: type[OfflineAlgorithm]) -> set[str]:
-    """Names of the arguments ``algorithm``'s constructors along its MRO take."""
-    return {name for klass in algorithm.__mro__ if "__init__" in vars(klass)
-            for name in inspect.signature(klass.__init__).parameters} - {"self", "args", "kwargs"}
 
 
 def is_staged(algorithm: type[OfflineAlgorithm]) -> bool:

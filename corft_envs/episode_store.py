@@ -88,11 +88,12 @@ def project_version() -> str:
 
 
 def space_to_json(space: gym.Space) -> dict[str, Any]:
-    """Serialize a ``Box`` or (nested) ``Dict`` space to plain JSON data.
+    """Serialize a ``Box``, ``Text`` or (nested) ``Dict`` space to plain JSON data (the episode store's
+    index and corft's model files hold spaces this way).
 
     Infinite bounds are written as the strings ``"inf"`` / ``"-inf"`` so the
     result is standard JSON; bounds that are the same everywhere are written
-    once as a scalar.
+    once as a scalar. A ``Text`` space keeps its lengths and its characters.
     """
     if isinstance(space, spaces.Dict):
         return {"type": "Dict", "spaces": {k: space_to_json(s) for k, s in space.spaces.items()}}
@@ -104,14 +105,19 @@ def space_to_json(space: gym.Space) -> dict[str, Any]:
             "low": _bound_to_json(space.low),
             "high": _bound_to_json(space.high),
         }
+    if isinstance(space, spaces.Text):
+        return {"type": "Text", "min_length": space.min_length, "max_length": space.max_length,
+                "charset": space.characters}
     raise ValueError(
-        f"cannot store a {type(space).__name__} space; the episode store supports "
-        "Box spaces and Dict spaces of them"
+        f"cannot store a {type(space).__name__} space; Box and Text spaces and Dict spaces of them can be stored"
     )
 
 
 def space_from_json(data: Mapping[str, Any]) -> gym.Space:
-    """Inverse of :func:`space_to_json`."""
+    """Inverse of :func:`space_to_json`.
+
+    :raises ValueError: for an unknown space type.
+    """
     kind = data.get("type")
     if kind == "Dict":
         return spaces.Dict({k: space_from_json(s) for k, s in data["spaces"].items()})
@@ -124,7 +130,10 @@ def space_from_json(data: Mapping[str, Any]) -> gym.Space:
             shape=shape,
             dtype=dtype,
         )
-    raise ValueError(f"unknown space type {kind!r} (expected 'Box' or 'Dict')")
+    if kind == "Text":
+        return spaces.Text(min_length=int(data["min_length"]), max_length=int(data["max_length"]),
+                           charset=str(data["charset"]))
+    raise ValueError(f"unknown space type {kind!r} (expected 'Box', 'Text' or 'Dict')")
 
 
 def _number_to_json(value: np.generic) -> int | float | str:

@@ -144,6 +144,8 @@ def test_spaces_survive_json() -> None:
     assert space_from_json(data) == space
     uneven = spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, np.inf], np.float32))
     assert space_from_json(json.loads(json.dumps(space_to_json(uneven), allow_nan=False))) == uneven
+    text = spaces.Text(max_length=128, min_length=2, charset="abc ,.'-")
+    assert space_from_json(json.loads(json.dumps(space_to_json(text)))) == text
 
 
 def test_recorder_keeps_reset_and_final_observation(episodes: list[EpisodeData]) -> None:
