@@ -1,4 +1,5 @@
-"""The ``corft`` command line: ``collect`` demonstrations, ``train`` an algorithm, ``eval`` a model.
+"""The ``corft`` command line: ``collect`` demonstrations, ``train`` an algorithm, ``eval`` a model (and
+``pretrain`` a base, ``bench`` a study, ``convert-model`` an old-format model file).
 
 Each subcommand has two functions here: ``add_<name>_parser`` declares its
 arguments, ``run_<name>`` runs it and returns the exit status.
@@ -16,7 +17,6 @@ import logging
 import shlex
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,13 @@ from corft_algos.evaluation import (
     load_model,
     make_eval_env,
     model_image_size,
-    read_model_data,
     rollout_execute,
     run_episodes,
     trained_env_id,
     trained_scene,
 )
+from corft_algos.legacy_format import TRUST_WARNING, convert_old_model
+from corft_algos.model_format import ModelFileError, OldFormatError, read_model, read_model_config
 from corft_algos.pretrain import PRETRAIN_TASKS, PretrainConfig, collect_pretraining_data, write_manifest
 from corft_algos.policies import VLAPolicy
 from corft_algos.presets import CONFIG_NAME, FROM_BASE_PRESET, PRESETS, TrainConfig, get_preset, load_config_file
@@ -483,19 +484,19 @@ def total_steps(model: OfflineAlgorithm, args: argparse.Namespace) -> int:
 
 def saved_state_problem(path: Path) -> str | None:
     """Why the saved model or checkpoint ``path`` cannot be resumed from (a damaged zip, a member whose
-    bytes fail their CRC, no ``data`` or ``policy.pth``), or ``None`` if it is intact."""
+    bytes fail their CRC, a missing member, JSON or tensors that do not parse), or ``None`` if it is intact.
+
+    :raises OldFormatError: for a file in the old pickle-based format: not skipped, since a run that went on
+        without it would overwrite the run's state.
+    """
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            missing = sorted({"data", "policy.pth"} - names)
-            if missing:
-                return f"it lacks {', '.join(missing)}"
-            damaged = archive.testzip()
-            if damaged is not None:
-                return f"its {damaged} is damaged (CRC mismatch)"
-            json.loads(archive.read("data"))
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        return f"it is not a readable model zip ({exc})"
+        read_model(path)
+    except OldFormatError:
+        raise
+    except ModelFileError as exc:
+        return exc.reason
+    except OSError as exc:
+        return f"it cannot be read ({exc})"
     return None
 
 
@@ -510,7 +511,7 @@ def resume_point(out: Path, report: Callable[[str], None] | None = None) -> tupl
     if final.is_file():
         problem = saved_state_problem(final)
         if problem is None:
-            candidates.append((int(read_model_data(final)["num_timesteps"]), 1, final))
+            candidates.append((int(read_model_config(final)["progress"]["num_timesteps"]), 1, final))
         elif report is not None:
             report(f"skipping {final}: {problem}")
     for steps, _, path in sorted(candidates, reverse=True):
@@ -528,16 +529,17 @@ def load_for_resume(path: Path, args: argparse.Namespace, algorithm: type[Offlin
 
     :raises UsageError: if the algorithm, the chunk size or another given argument differs from the saved one.
     """
-    data = read_model_data(path)
-    saved = data.get("algorithm_name")
+    config = read_model_config(path)
+    saved = config["algorithm_name"]
     if saved != algorithm.algorithm_name:
         raise UsageError(f"{path} holds a {saved!r} model and this run would resume it; "
                          f"rerun with --algo {saved} or choose a new --out")
-    if args.chunk_size is not None and args.chunk_size != data["chunk_size"]:
-        raise UsageError(f"--chunk-size {args.chunk_size} differs from chunk size {data['chunk_size']} of {path}, "
-                         f"which this run would resume; rerun with --chunk-size {data['chunk_size']} "
+    chunk_size = config["arguments"].get("chunk_size")
+    if args.chunk_size is not None and args.chunk_size != chunk_size:
+        raise UsageError(f"--chunk-size {args.chunk_size} differs from chunk size {chunk_size} of {path}, "
+                         f"which this run would resume; rerun with --chunk-size {chunk_size} "
                          "or choose a new --out")
-    trained_on = data.get("dataset_signatures")  # absent in models saved before it was recorded
+    trained_on = config["dataset"].get("signatures")  # None in models converted from files that predate them
     if trained_on is not None and trained_on != store_signatures(dataset):
         raise UsageError(f"--data {' '.join(map(str, args.data))} is not the data {path} was trained on "
                          f"({len(trained_on)} store(s) with other episodes); resuming on it would keep the old "
@@ -761,7 +763,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add = parser.add_argument
-    add("--model", type=Path, metavar="PATH", required=True, help="model zip, e.g. runs/pp_corft/model.zip")
+    add("--model", type=Path, metavar="PATH", required=True,
+        help="model zip, e.g. runs/pp_corft/model.zip (or a save_pretrained folder)")
     add("--env", dest="env_id", metavar="ID", help="Gymnasium id (default: the env the training data came from)")
     add("--positions", choices=POSITIONS, default="train", help="object position set (default: train)")
     add("--episodes", type=_positive_int, default=50, metavar="N", help="episodes (default: 50)")
@@ -965,6 +968,40 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------
+# corft convert-model
+# ----------------------------------------------------------------------------
+
+
+def add_convert_model_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``corft convert-model``."""
+    parser = subparsers.add_parser(
+        "convert-model",
+        help="convert a model file in the old pickle-based format to the model format (trusted files only)",
+        description=(
+            "Convert a model zip saved in corft's old format (stable-baselines3's, with pickled objects) to "
+            "the model format (JSON and safetensors), which loads without running code. WARNING: "
+            f"{TRUST_WARNING}. The converted file is checked to load with the same weights."
+        ),
+    )
+    parser.add_argument("old", type=Path, metavar="OLD.zip", help="the model zip in the old format")
+    parser.add_argument("new", type=Path, metavar="NEW.zip", help="where to write the converted model (must not exist)")
+    parser.set_defaults(handler=run_convert_model)
+
+
+def run_convert_model(args: argparse.Namespace) -> int:
+    """Run ``corft convert-model``; one error line and exit status 1 for a file it cannot convert."""
+    print(f"corft convert-model: warning: {TRUST_WARNING}", file=sys.stderr)
+    try:
+        model = convert_old_model(args.old, args.new)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"corft convert-model: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {args.new}: a {model.algorithm_name} model at gradient step {model.num_timesteps}, in the model "
+          "format (it loads without running code; the old file can go)")
+    return 0
+
+
+# ----------------------------------------------------------------------------
 # corft bench
 # ----------------------------------------------------------------------------
 
@@ -990,6 +1027,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(subparsers)
     add_pretrain_parser(subparsers)
     add_bench_parser(subparsers)
+    add_convert_model_parser(subparsers)
     return parser
 
 

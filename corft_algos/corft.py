@@ -100,6 +100,7 @@ class CORFT(SFT):
 
     algorithm_name: ClassVar[str] = "corft"
     uses_critic: ClassVar[bool] = True
+    training_state_attributes: ClassVar[tuple[str, ...]] = (*SFT.training_state_attributes, "rl_started")
 
     def __init__(
         self,
@@ -144,9 +145,6 @@ class CORFT(SFT):
 
     def _success_oversample(self) -> float:
         return self.success_oversample
-
-    def _transient_attributes(self) -> list[str]:
-        return ["_contexts"]
 
     def _setup_optimizers(self) -> None:
         super()._setup_optimizers()

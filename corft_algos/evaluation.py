@@ -12,15 +12,13 @@ with seed ``seed + k`` (by default from :data:`DEFAULT_EVAL_SEED`), the policy a
   camera per episode, one frame per control step.
 
 :func:`load_model` loads a saved model of any registered algorithm, reading
-the algorithm's name from the zip.
+the algorithm's name from the model file's JSON.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +30,7 @@ from gymnasium import spaces
 from tqdm import tqdm
 
 import corft_envs  # noqa: F401  (registers the env ids)
+from corft_algos.model_format import read_model_config
 from corft_algos.policies import INSTRUCTION_KEY
 from corft_algos.registry import get_algorithm
 from corft_envs.chunking import ActionChunk
@@ -479,39 +478,24 @@ def evaluate(
 # ----------------------------------------------------------------------------
 
 
-def read_model_data(path: str | Path) -> dict[str, Any]:
-    """The ``data`` JSON of a stable-baselines3 model zip (plain values as saved; objects stay serialised).
-
-    :raises FileNotFoundError: if ``path`` does not exist.
-    :raises ValueError: if it is not a stable-baselines3 model zip.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist; `corft train ... --out DIR` writes DIR/model.zip")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not a saved model (a zip with a 'data' entry): {exc}") from None
-
-
 def saved_algorithm_name(path: str | Path) -> str:
-    """The ``algorithm_name`` stored in a model zip.
+    """The name of the algorithm that saved a model file (read from its JSON; nothing is built).
 
     :raises FileNotFoundError: if ``path`` does not exist.
-    :raises ValueError: if it is not a model saved by a corft algorithm.
+    :raises ValueError: if it is not a corft model file, is damaged, or is in the old pickle-based format.
     """
-    name = read_model_data(path).get("algorithm_name")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{path} holds no 'algorithm_name': it was not saved by a corft algorithm")
-    return name
+    return read_model_config(path)["algorithm_name"]
 
 
 def load_model(path: str | Path, device: str = "auto", **kwargs: Any) -> Any:
-    """Load a saved model with the class registered under the name stored in the zip.
+    """Load a saved model (a zip, or a ``save_pretrained`` folder) with the class registered under the
+    algorithm name stored in it. Nothing in the file runs as code.
 
-    :param path: the model zip.
+    :param path: the model zip or folder.
     :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
     :param kwargs: passed to the class's ``load`` (e.g. ``dataset=...``).
+    :raises FileNotFoundError: if ``path`` does not exist.
+    :raises ValueError: if the file cannot be loaded (see :func:`corft_algos.model_format.read_model`), or names
+        an algorithm that is not registered.
     """
     return get_algorithm(saved_algorithm_name(path)).load(path, device=device, **kwargs)

@@ -35,7 +35,7 @@ from torch import nn
 
 from corft_algos.networks.experts import ActionExpert, CriticExpert
 from corft_algos.networks.language import EMBEDDING_DIM, embed_instructions
-from corft_algos.networks.vision import VisionEncoder, build_vision_model
+from corft_algos.networks.vision import VisionEncoder, build_vision_model, folder_model_config
 from corft_envs.sim_env import STATE_DIM
 
 INSTRUCTION_KEY = "instruction"
@@ -95,6 +95,10 @@ class VLAPolicy(BasePolicy):
     :param instructions: the training instructions; their embeddings are kept in a buffer.
     :param d_model: token width.
     :param vision_model: local directory of a ``transformers`` model replacing the default tower.
+    :param vision_model_config: that model's ``transformers`` config as JSON data; read from the folder when
+        not given (kept as :attr:`vision_model_config`, which a saved model carries). Given, the tower is built
+        from it with a random init and the folder is not read: loading a saved model does this, its state
+        dict bringing the weights.
     :param vision_arch: the tower when ``vision_model`` is ``None``: ``"mobilenet_v2"`` (the default;
         ImageNet-pretrained, :mod:`corft_algos.networks.pretrained`), or one built from a config with a random init,
         ``"siglip"`` (a small vision transformer) or ``"resnet"`` (a small ResNet).
@@ -140,6 +144,7 @@ class VLAPolicy(BasePolicy):
         instructions: list[str] | tuple[str, ...] = (),
         d_model: int = 128,
         vision_model: str | None = None,
+        vision_model_config: dict[str, Any] | None = None,
         vision_arch: str = "mobilenet_v2",
         vision_config: dict[str, Any] | None = None,
         freeze_vision: bool | None = None,
@@ -167,7 +172,12 @@ class VLAPolicy(BasePolicy):
         self.chunk_size, self.action_dim = action_space.shape
         self.normalization = normalization
         self.instructions = list(instructions)
-        self.arch = dict(d_model=d_model, vision_model=vision_model, vision_arch=vision_arch, proprio_dims=proprio_dims,
+        #: The ``vision_model`` folder's ``transformers`` config (``None`` without one).
+        self.vision_model_config = vision_model_config
+        if vision_model is not None and vision_model_config is None:
+            self.vision_model_config = folder_model_config(vision_model)
+        self.arch = dict(d_model=d_model, vision_model=vision_model, vision_model_config=self.vision_model_config,
+                         vision_arch=vision_arch, proprio_dims=proprio_dims,
                          vision_config=vision_config, freeze_vision=freeze_vision, vision_norm=vision_norm,
                          vision_tokens=vision_tokens,
                          language_pooling=language_pooling, language_film=language_film,
@@ -196,7 +206,7 @@ class VLAPolicy(BasePolicy):
         if self.image_keys:
             image_size = observation_space[self.image_keys[0]].shape[0]
             tower = build_vision_model(vision_model, image_size, vision_config, vision_arch, freeze=freeze_vision,
-                                       norm=vision_norm)
+                                       norm=vision_norm, vision_model_config=vision_model_config)
             if language_film is None:  # on where it leaves the tower (and its feature cache) alone
                 language_film = bool(getattr(tower, "frozen", False))
             self.vision = VisionEncoder(tower, image_size, d_model, vision_tokens, heads,

@@ -20,7 +20,8 @@ from gymnasium.wrappers import FilterObservation
 from corft_algos.callbacks import is_better
 from corft_algos.cli import is_interrupt, main
 from corft_algos.common.base import TrainingDivergedError
-from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model, read_model_data
+from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model
+from corft_algos.model_format import read_model_config
 from corft_algos.sft import SFT
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.folder_lock import FolderLock
@@ -208,7 +209,7 @@ def test_rerun_with_more_steps_resumes_from_the_model(dataset, tmp_path, capsys)
     assert main(train_args(dataset, out, 2)) == 0
     assert main(train_args(dataset, out, 4)) == 0
     assert f"resumed from {out / 'model.zip'} at gradient step 2" in capsys.readouterr().out
-    assert read_model_data(out / "model.zip")["num_timesteps"] == 4
+    assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 4
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["rl_model_2_steps.zip", "rl_model_4_steps.zip"]
     with open(out / "progress_from_step_2.csv") as handle:
         assert [int(float(row["time/gradient_steps"])) for row in csv.DictReader(handle)] == [4]
@@ -236,7 +237,7 @@ def test_ctrl_c_exits_130_and_rerun_resumes_from_the_checkpoint(dataset, tmp_pat
     monkeypatch.undo()
     assert main(train_args(dataset, out, 4)) == 0
     assert f"resumed from {checkpoint} at gradient step 2" in capsys.readouterr().out
-    assert read_model_data(out / "model.zip")["num_timesteps"] == 4
+    assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 4
 
 
 def test_divergence_exits_1_naming_the_last_checkpoint(dataset, tmp_path, monkeypatch, capsys):
@@ -408,7 +409,7 @@ def test_corft_trains_both_stages(dataset, tmp_path, capsys):
                  "--policy-kwargs", TINY_POLICY, "--device", "cpu", "--threads", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "corft: 3 gradient steps" in printed and "td_loss" in printed
-    assert read_model_data(out / "model.zip")["num_timesteps"] == 3
+    assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 3
 
     evaluate = ["eval", "--model", str(out / "model.zip"), "--episodes", "1", "--device", "cpu", "--threads", "1",
                 "--quiet", "--candidates", "4"]

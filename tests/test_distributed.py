@@ -13,12 +13,12 @@ from pathlib import Path
 import json
 import pytest
 import torch
-from stable_baselines3.common.save_util import load_from_zip_file
 
 from corft_algos import CORFT, SFT
 from corft_algos.augmentation import random_offsets, shift_images
 from corft_algos.data import ChunkDataset
 from corft_algos.distributed import Rank, shard_of
+from corft_algos.model_format import read_model, read_model_config
 from test_cli_train_eval import TINY_POLICY
 
 TRAIN = ["train", "--data", None, "--batch-size", "8", "--chunk-size", "4", "--policy-kwargs", TINY_POLICY,
@@ -40,8 +40,7 @@ def logged(out: Path) -> list[dict[str, float]]:
 
 
 def policy_parameters(path: Path) -> dict[str, torch.Tensor]:
-    _, params, _ = load_from_zip_file(path, device="cpu")
-    return {name: value for name, value in params["policy"].items() if value.is_floating_point()}
+    return {name: value for name, value in read_model(path).policy_state.items() if value.is_floating_point()}
 
 
 def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -82,8 +81,7 @@ def test_torchrun_resumes_from_rank_0s_checkpoint(tiny_dataset, tmp_path):
     run_train(tiny_dataset, out, 2, "--algo", "sft", "--steps", "2")
     printed = run_train(tiny_dataset, out, 2, "--algo", "sft", "--steps", "4").stdout
     assert f"resumed from {out / 'model.zip'} at gradient step 2" in printed
-    data, _, _ = load_from_zip_file(out / "model.zip", device="cpu")
-    assert data["num_timesteps"] == 4
+    assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 4
     assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["rl_model_2_steps.zip",
                                                                                "rl_model_4_steps.zip"]
 

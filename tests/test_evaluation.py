@@ -181,16 +181,27 @@ def test_load_model_reports_missing_and_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "missing.zip")
     (tmp_path / "text.zip").write_text("not a zip")
-    with pytest.raises(ValueError, match="not a saved model"):
+    with pytest.raises(ValueError, match="text.zip: not a readable model zip"):
         load_model(tmp_path / "text.zip")
     with zipfile.ZipFile(tmp_path / "sb3.zip", "w") as archive:
         archive.writestr("data", json.dumps({"gamma": 0.99}))
-    with pytest.raises(ValueError, match="not saved by a corft algorithm"):
+    with pytest.raises(ValueError, match="old pickle-based format"):
         saved_algorithm_name(tmp_path / "sb3.zip")
+    with zipfile.ZipFile(tmp_path / "foreign.zip", "w") as archive:
+        archive.writestr("weights.bin", b"")
+    with pytest.raises(ValueError, match="not a corft model file"):
+        saved_algorithm_name(tmp_path / "foreign.zip")
+    config = {"format_version": 2, "algorithm_name": "no_such_algo", "policy_class": "VLAPolicy", "arguments": {},
+              "progress": {}, "observation_space": {}, "action_space": {}, "normalization": {}, "instructions": [],
+              "dataset": {}}
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
-        archive.writestr("data", json.dumps({"algorithm_name": "no_such_algo"}))
+        archive.writestr("corft_model.json", json.dumps(config))
     with pytest.raises(ValueError, match="unknown algorithm 'no_such_algo'; registered: .*sft"):
         load_model(tmp_path / "other.zip")
+    with zipfile.ZipFile(tmp_path / "nameless.zip", "w") as archive:
+        archive.writestr("corft_model.json", json.dumps({**config, "algorithm_name": None}))
+    with pytest.raises(ValueError, match="'algorithm_name' is missing or not a JSON str"):
+        saved_algorithm_name(tmp_path / "nameless.zip")
 
 
 def test_named_object_first_rate_counts_lifts_of_the_named_object_over_all_episodes():

@@ -17,8 +17,9 @@ What it adds to SB3 for offline learning from an episode store:
   blocking, and metrics kept on the device until the logs are written;
 - under ``torchrun``, DistributedDataParallel: each rank trains on its shard
   of the global batch (:mod:`corft_algos.distributed`);
-- ``load`` refuses keyword arguments that conflict with the saved ones and a
-  zip saved by another algorithm.
+- ``save`` / ``load`` (and ``save_pretrained`` / ``from_pretrained``) use corft's model format
+  (:mod:`corft_algos.model_format`): JSON and safetensors, so loading a model never runs code; ``load``
+  refuses keyword arguments that conflict with the saved ones and a file saved by another algorithm.
 
 Subclasses set :attr:`algorithm_name`, build their optimizers in
 :meth:`_setup_optimizers` (with :meth:`make_optimizer`) and implement one
@@ -42,7 +43,6 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import configure_logger
 from tqdm import tqdm
@@ -51,6 +51,7 @@ from corft_algos.augmentation import random_offsets, shift_images
 from corft_algos.data import ChunkDataset, to_torch
 from corft_algos.distributed import average_over_ranks, current_rank, data_parallel, shard_of
 from corft_algos.feature_cache import FeatureCache
+from corft_algos.model_format import read_model, restore_model, write_model_zip, write_pretrained
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
 from corft_envs.episode_store import EpisodeDataset, store_signatures, space_differences
 
@@ -126,6 +127,8 @@ class OfflineAlgorithm(BaseAlgorithm):
 
     algorithm_name: ClassVar[str] = ""
     policy_aliases: ClassVar[dict[str, type[VLAPolicy]]] = {"VLAPolicy": VLAPolicy}
+    #: Attributes that a saved model keeps besides its arguments, for resuming (JSON values).
+    training_state_attributes: ClassVar[tuple[str, ...]] = ("num_timesteps",)
     #: Whether the policy needs the critic expert.
     uses_critic: ClassVar[bool] = False
     policy: VLAPolicy
@@ -191,7 +194,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         if not isinstance(self.dataset, ChunkDataset):
             self.dataset = ChunkDataset(self.dataset, chunk_size=self.chunk_size, gamma=self.gamma,
                                         success_oversample=self._success_oversample(),
-                                        store_mix=getattr(self, "store_mix", None))
+                                        store_mix=self.store_mix)
         elif self.dataset.chunk_size != self.chunk_size:
             raise ValueError(f"the ChunkDataset has chunk_size={self.dataset.chunk_size}, "
                              f"the algorithm chunk_size={self.chunk_size}")
@@ -311,7 +314,7 @@ class OfflineAlgorithm(BaseAlgorithm):
     def feature_cache(self) -> FeatureCache | None:
         """The frozen tower's features of every training frame (built on first use), or ``None`` when the
         tower trains or ``feature_cache_views`` is 0."""
-        views = getattr(self, "feature_cache_views", 0)  # models saved before the cache existed: none
+        views = self.feature_cache_views
         if self._feature_cache is None and views > 0 and self.policy.vision_frozen and self.dataset is not None:
             self._feature_cache = FeatureCache.build_or_load(self.dataset.frames, self.policy, views=views,
                                                              progress=self.verbose > 0)
@@ -473,6 +476,7 @@ class OfflineAlgorithm(BaseAlgorithm):
         model's (they describe its dataset); its layers' buffers (BatchNorm's
         running statistics) are copied with their weights.
 
+        :param source: a model, or a model file (:meth:`load`'s; read without running code).
         :param normalization: ``"source"`` (the default) also takes the source's action and state
             statistics, so the model starts out acting exactly as the source does and fine-tuning
             adapts it in the units it was trained in; with this dataset's statistics instead
@@ -481,15 +485,12 @@ class OfflineAlgorithm(BaseAlgorithm):
             difference at that size; benchmarks/RESULTS.md.) The source's are taken only where they
             have the same shapes and binary action dimensions.
         :returns: the names of the tensors copied.
-        :raises ValueError: on an unknown ``normalization``.
+        :raises ValueError: on an unknown ``normalization``, or a model file that cannot be read (damaged, or in
+            the old pickle-based format).
         """
         if normalization not in ("source", "dataset"):
             raise ValueError(f"normalization must be 'source' or 'dataset', got {normalization!r}")
-        if not isinstance(source, OfflineAlgorithm):
-            _, params, _ = load_from_zip_file(source, device=self.device)
-            state = params["policy"]
-        else:
-            state = source.policy.state_dict()
+        state = source.policy.state_dict() if isinstance(source, OfflineAlgorithm) else read_model(source).policy_state
         own = self.policy.state_dict()
         skipped = {name for name, _ in self.policy.named_buffers(recurse=False)}
         if normalization == "source" and all(name in state and state[name].shape == own[name].shape
@@ -505,17 +506,27 @@ class OfflineAlgorithm(BaseAlgorithm):
         return sorted(copied)
 
     # ------------------------------------------------------------- save / load
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "dataset", "_spaces_env", "_batches", "_rng",
-                "_torch_generator", "_data_parallel", "_grad_scaler", "_metric_sums", "_metric_counts", "_num_policy_parameters",
-                "_feature_cache", *self._transient_attributes()]
-
-    def _transient_attributes(self) -> list[str]:
-        """Attributes recomputed after loading (caches); not saved."""
-        return []
-
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        """The modules and optimizers :meth:`get_parameters` and :meth:`set_parameters` cover."""
         return ["policy", *self.optimizer_names()], []
+
+    def save(self, path: str | Path) -> None:  # type: ignore[override]
+        """Save the model to one zip in corft's model format (:mod:`corft_algos.model_format`): the arguments,
+        spaces, statistics and progress as JSON, the policy's and the optimizers' tensors as safetensors.
+        Loading it never runs code. ``.zip`` is appended to a path without a suffix.
+
+        :raises ValueError: if something to save is not a JSON value (e.g. a learning rate given as a function)
+            or a ``vision_model`` tower cannot be rebuilt from its config.
+        """
+        write_model_zip(self, path)
+
+    def save_pretrained(self, folder: str | Path, include_optimizers: bool = False) -> None:
+        """Save the model in Hugging Face's layout: ``folder/config.json`` (the zip's ``corft_model.json``) and
+        ``folder/model.safetensors`` (the policy), plus the optimizer files if ``include_optimizers``.
+
+        :raises ValueError: as :meth:`save`.
+        """
+        write_pretrained(self, folder, include_optimizers)
 
     @classmethod
     def load(  # type: ignore[override]
@@ -523,37 +534,42 @@ class OfflineAlgorithm(BaseAlgorithm):
         path: str | Path,
         env: gym.Env | None = None,
         device: torch.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
         **kwargs: Any,
     ) -> SelfOfflineAlgorithm:
-        """Load a saved model; ``dataset=...`` attaches training data to continue learning.
+        """Load a model saved by :meth:`save` (or :meth:`save_pretrained`); ``dataset=...`` attaches training data
+        to continue learning. Reads JSON and safetensors only; a file in the old pickle-based format is refused.
 
-        :raises ValueError: if the zip was saved by another algorithm, or a keyword
-            argument conflicts with the saved value.
+        :param env: optional; its spaces are checked against the model's.
+        :param kwargs: constructor arguments; each one the file holds must equal the saved value.
+        :raises FileNotFoundError: if ``path`` does not exist.
+        :raises ValueError: if the file was saved by another algorithm, a keyword argument conflicts with the saved
+            value, or the file is damaged, not a corft model, or in the old format
+            (:class:`~corft_algos.model_format.ModelFileError`, naming the file).
         """
-        data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
-        saved_name = data.get("algorithm_name")
-        if saved_name != cls.algorithm_name:
-            raise ValueError(f"{path} holds a {saved_name!r} model; load it with that algorithm's class, "
-                             f"not {cls.__name__} ({cls.algorithm_name!r})")
-        conflicts = [f"{key}={value!r} (saved: {data[key]!r})" for key, value in kwargs.items()
-                     if key in data and not _same(data[key], value)]
-        if conflicts:
-            raise ValueError(f"cannot load {path} with conflicting arguments: {', '.join(conflicts)}")
-        model = super().load(path, env=None, device=device, custom_objects=custom_objects,
-                             print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+        path = Path(path)
+        if not path.exists() and not path.suffix and path.with_suffix(".zip").is_file():  # as save() names it
+            path = path.with_suffix(".zip")
+        model = restore_model(cls, read_model(path), device=device, **kwargs)
         if env is not None:
             model._check_env_spaces(env)
         return model
 
+    @classmethod
+    def from_pretrained(
+        cls: type[SelfOfflineAlgorithm],
+        folder: str | Path,
+        env: gym.Env | None = None,
+        device: torch.device | str = "auto",
+        **kwargs: Any,
+    ) -> SelfOfflineAlgorithm:
+        """Load a model saved by :meth:`save_pretrained`, as :meth:`load` does.
 
-def _same(saved: Any, given: Any) -> bool:
-    try:
-        return bool(np.all(saved == given))
-    except (TypeError, ValueError):
-        return False
+        :raises NotADirectoryError: if ``folder`` is not a folder (a model zip loads with :meth:`load`).
+        """
+        if not Path(folder).is_dir():
+            raise NotADirectoryError(f"{folder} is not a folder written by save_pretrained(); "
+                                     f"load a model zip with {cls.__name__}.load")
+        return cls.load(folder, env=env, device=device, **kwargs)
 
 
 def _to_device(value: Any, device: torch.device, pin: bool = False) -> Any:

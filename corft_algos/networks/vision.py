@@ -10,7 +10,9 @@ model that ``transformers`` loads from a local directory can replace it
 ``vision_model`` attribute (SigLIP, CLIP, ...) that tower is used; the
 token features are read from ``last_hidden_state``, as sequences ``(B, N, D)``
 or, for convolutional models, feature maps ``(B, D, h, w)``, which get a
-learned position embedding per cell before pooling.
+learned position embedding per cell before pooling. A saved model carries the
+folder's ``transformers`` config (:func:`folder_model_config`), and loading
+rebuilds the tower from it (:func:`vision_model_from_config`) without the folder.
 
 With ``film_dim`` (a trainable ResNet tower), the instruction conditions the
 convolutional features *inside* the tower, as in RT-1: after each ResNet
@@ -31,13 +33,16 @@ FiLM then conditions the projected feature map, after the tower.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
-from transformers import (AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig, ResNetModel, SiglipVisionConfig,
-                          SiglipVisionModel)
+from transformers import (CONFIG_MAPPING, AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, ResNetConfig,
+                          ResNetModel, SiglipVisionConfig, SiglipVisionModel)
 
 from corft_algos.networks.pretrained import DEFAULT_MOBILENET_LAYERS, PretrainedTower
 
@@ -74,19 +79,69 @@ VISION_ARCHS: dict[str, tuple] = {
 }
 
 
-def load_vision_model(path: str | Path) -> nn.Module:
-    """Load a vision (or vision-language) model from a local directory, offline.
-
-    :raises FileNotFoundError: if ``path`` is not a directory.
-    """
+def _model_folder(path: str | Path) -> Path:
+    """:raises FileNotFoundError: if ``path`` is not a directory (models are never downloaded by name)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(
             f"vision_model={str(path)!r} is not a directory; pass a local folder saved with save_pretrained() "
             "(models are never downloaded by name)"
         )
-    model = AutoModel.from_pretrained(path, local_files_only=True)
+    return path
+
+
+def load_vision_model(path: str | Path) -> nn.Module:
+    """Load a vision (or vision-language) model from a local directory, offline; its ``vision_model`` if it has one.
+
+    :raises FileNotFoundError: if ``path`` is not a directory.
+    """
+    model = AutoModel.from_pretrained(_model_folder(path), local_files_only=True)
     return getattr(model, "vision_model", model)
+
+
+def folder_model_config(path: str | Path) -> dict[str, Any]:
+    """The ``transformers`` config of the model in a local directory, as JSON data: what
+    :func:`vision_model_from_config` rebuilds that model's architecture from.
+
+    :raises FileNotFoundError: if ``path`` is not a directory.
+    """
+    config = AutoConfig.from_pretrained(_model_folder(path), local_files_only=True)
+    return json.loads(config.to_json_string(use_diff=False))
+
+
+def vision_model_from_config(config: dict[str, Any]) -> nn.Module:
+    """The tower :func:`load_vision_model` gives for a folder with this config, built from the config alone
+    (random init: a saved model's state dict brings the weights).
+
+    :param config: a ``transformers`` config as JSON data (:func:`folder_model_config`).
+    :raises ValueError: if this ``transformers`` does not know the config's ``model_type``.
+    """
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"the vision model's config has model_type {model_type!r}, which transformers "
+                         f"{transformers.__version__} does not know")
+    model = AutoModel.from_config(CONFIG_MAPPING[model_type].from_dict(config))
+    return getattr(model, "vision_model", model)
+
+
+def vision_model_config_problems(config: dict[str, Any], tower: nn.Module) -> list[str]:
+    """How the tower :func:`vision_model_from_config` builds from ``config`` differs from ``tower`` (class,
+    tensor names, shapes, dtypes); empty when the config rebuilds it. Built on the meta device: no memory,
+    no weights."""
+    try:
+        with torch.device("meta"):
+            rebuilt = vision_model_from_config(config)
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as exc:
+        return [f"building it from its config fails ({exc})"]
+    if type(rebuilt) is not type(tower):
+        return [f"its config builds a {type(rebuilt).__name__}, the tower is a {type(tower).__name__}"]
+    expected = {name: (tuple(value.shape), value.dtype) for name, value in tower.state_dict().items()}
+    built = {name: (tuple(value.shape), value.dtype) for name, value in rebuilt.state_dict().items()}
+    problems = [f"{name} missing" for name in sorted(expected.keys() - built.keys())]
+    problems += [f"{name} unexpected" for name in sorted(built.keys() - expected.keys())]
+    problems += [f"{name} is {built[name]} instead of {expected[name]}"
+                 for name in sorted(expected.keys() & built.keys()) if built[name] != expected[name]]
+    return problems
 
 
 def _model_image_size(model: nn.Module) -> int | None:
@@ -338,7 +393,8 @@ def replace_batch_norm(model: nn.Module, max_groups: int = 8) -> nn.Module:
 
 
 def build_vision_model(vision_model: str | Path | None, image_size: int, vision_config: dict | None,
-                       vision_arch: str = "siglip", freeze: bool | None = None, norm: str = "group") -> nn.Module:
+                       vision_arch: str = "siglip", freeze: bool | None = None, norm: str = "group",
+                       vision_model_config: dict[str, Any] | None = None) -> nn.Module:
     """A model from a local directory, the pretrained ``vision_arch`` tower, or the ``vision_arch`` tower
     built from its default config overridden by ``vision_config`` fields.
 
@@ -346,14 +402,21 @@ def build_vision_model(vision_model: str | Path | None, image_size: int, vision_
         only pretrained towers can be frozen.
     :param norm: ``"group"`` (default) or ``"batch"``: the normalisation of a convolutional tower built
         from a config (:func:`replace_batch_norm`); a pretrained tower keeps its own.
+    :param vision_model_config: the ``vision_model`` folder's config (:func:`folder_model_config`): the tower
+        is built from it (:func:`vision_model_from_config`) and the folder is not read.
     :raises ValueError: for an unknown ``vision_arch`` or ``norm``, a ``vision_config`` field its config
-        lacks, or ``freeze=True`` with a tower trained from scratch.
+        lacks, ``freeze=True`` with a tower trained from scratch, or ``vision_model_config`` without
+        ``vision_model``.
     """
     if norm not in VISION_NORMS:
         raise ValueError(f"vision_norm={norm!r} is unknown; use one of {', '.join(map(repr, VISION_NORMS))}")
+    if vision_model_config is not None and vision_model is None:
+        raise ValueError("vision_model_config describes the model of a vision_model folder; give vision_model too")
     if vision_model is not None:
         if freeze:
             raise ValueError("freeze_vision=True is for vision_arch='mobilenet_v2'; a vision_model folder fine-tunes")
+        if vision_model_config is not None:
+            return vision_model_from_config(vision_model_config)
         return load_vision_model(vision_model)
     if vision_arch in PRETRAINED_ARCHS:
         unknown = set(vision_config or {}) - {"layers"}
