@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from test_algorithms import TINY_POLICY, make
 from test_cli_train_eval import train_args
 
 pytestmark = pytest.mark.usefixtures("torch_threads_restored")
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------
@@ -166,6 +168,15 @@ def test_convert_model_turns_an_old_file_into_one_with_identical_predictions(tin
     assert f"{new} exists; choose another path" in capsys.readouterr().err
     assert main(["convert-model", str(new), str(tmp_path / "again.zip")]) == 1
     assert "is already in the model format" in capsys.readouterr().err
+
+
+def test_committed_model_files_are_in_the_model_format():
+    committed = subprocess.run(["git", "ls-files", "*.zip"], cwd=REPOSITORY, capture_output=True, text=True,
+                               check=True).stdout.split()
+    assert "benchmarks/base/model.zip" in committed
+    for name in committed:
+        config = read_model_config(REPOSITORY / name)
+        assert config["format_version"] == 2 and config["progress"]["num_timesteps"] > 0, name
 
 
 # ----------------------------------------------------------------------------
