@@ -69,6 +69,8 @@ def saved_parameters(algorithm: type[OfflineAlgorithm]) -> set[str]:
     """The constructor arguments a model file holds: those of corft's constructors (stable-baselines3's own are
     not corft's to set), less :data:`UNSAVED_PARAMETERS`."""
     return constructor_parameters(algorithm, below=BaseAlgorithm) - UNSAVED_PARAMETERS
+
+
 #: The top-level fields of ``corft_model.json`` and their JSON types (``vision_model_config`` is optional).
 CONFIG_FIELDS: dict[str, type] = {"algorithm_name": str, "policy_class": str, "arguments": dict, "progress": dict,
                                   "observation_space": dict, "action_space": dict, "normalization": dict,
