@@ -9,7 +9,8 @@
   action spaces (:func:`~corft_envs.episode_store.space_to_json`), the normalisation statistics and the
   instructions as JSON lists, the env and the stores the data came from (``dataset``) and, for a tower
   from a ``vision_model`` folder, that model's ``transformers`` config (``vision_model_config``), so that
-  the folder is never read again;
+  the folder is never read again, and the training's random streams (``random_state``), so that a resumed
+  run draws the batches and noise an uninterrupted one would;
 - ``policy.safetensors``: the policy's state dict;
 - ``optimizers.json`` and ``optimizers.safetensors``: each optimizer's state dict for resuming, its
   tensors (moments, step counts) in the safetensors file, the rest (parameter groups) in the JSON.
@@ -187,6 +188,8 @@ def model_config(model: OfflineAlgorithm) -> dict[str, Any]:
     }
     if model.policy.vision_model_config is not None:
         config["vision_model_config"] = checked_vision_model_config(model)
+    # the sampler's, augmentation's and torch's random streams: a resumed run draws what an uninterrupted one would
+    config["random_state"] = model.random_state()
     return config
 
 
@@ -479,6 +482,12 @@ def restore_model(algorithm: type[OfflineAlgorithm], saved: SavedModel, device: 
                                      f"not fit the policy {MODEL_JSON} describes ({_one_line(exc)})") from None
     if saved.optimizers is not None:
         load_optimizer_states(model, *saved.optimizers, source=source)
+    if "random_state" in config:  # absent from files converted from the old format
+        try:
+            model.set_random_state(config["random_state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelFileError(source, f"{MODEL_JSON} holds random streams that cannot be restored "
+                                         f"({_one_line(exc)})") from None
     return model
 
 

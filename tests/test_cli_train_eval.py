@@ -9,6 +9,10 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,7 +21,7 @@ import pytest
 import torch
 from gymnasium.wrappers import FilterObservation
 
-from corft_algos.callbacks import is_better
+from corft_algos.callbacks import is_better, list_checkpoints
 from corft_algos.cli import is_interrupt, main
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model
@@ -28,6 +32,7 @@ from corft_envs.folder_lock import FolderLock
 from corft_envs.sim_env import FR3TabletopEnv
 
 ENV_ID = "corft/PickPlace-v0"
+REPO = Path(__file__).resolve().parents[1]
 NO_WRIST_ID = "corft_test/PickPlaceNoWrist-v0"
 CHUNK = 10
 #: A small policy so a gradient step takes a fraction of a second on a CPU.
@@ -238,6 +243,44 @@ def test_ctrl_c_exits_130_and_rerun_resumes_from_the_checkpoint(dataset, tmp_pat
     assert main(train_args(dataset, out, 4)) == 0
     assert f"resumed from {checkpoint} at gradient step 2" in capsys.readouterr().out
     assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 4
+
+
+def wait_for_a_checkpoint(out: Path, process: subprocess.Popen[str], timeout: float = 300.0) -> None:
+    """Poll until ``out/checkpoints`` holds a checkpoint (written atomically, so it is whole once there)."""
+    deadline = time.monotonic() + timeout
+    while not list((out / "checkpoints").glob("rl_model_*_steps.zip")):
+        assert process.poll() is None, f"corft train exited early: {process.communicate()}"
+        assert time.monotonic() < deadline, "corft train wrote no checkpoint in time"
+        time.sleep(0.01)
+
+
+def test_sigkill_then_rerun_ends_with_the_parameters_of_an_uninterrupted_run(dataset, tmp_path, capsys):
+    """A real SIGKILL (no handler runs, the lock file stays) once a checkpoint is on disk; rerunning the same
+    command resumes from it and ends with exactly the parameters of a run never interrupted, as the sampler's
+    and the augmentation's random streams are saved with each checkpoint."""
+    steps = 100  # far more than are trained between the first checkpoint and the kill
+    reference = tmp_path / "uninterrupted"
+    assert main(train_args(dataset, reference, steps)) == 0
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "corft_algos.cli", *train_args(dataset, out, steps)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_a_checkpoint(out, process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL and not (out / "model.zip").exists()
+    killed_at = max(steps for steps, _ in list_checkpoints(out / "checkpoints"))
+    assert killed_at < steps, "the run finished before it was killed"
+
+    capsys.readouterr()
+    assert main(train_args(dataset, out, steps)) == 0, capsys.readouterr().err
+    assert f"at gradient step {killed_at}" in capsys.readouterr().out
+    resumed = load_model(out / "model.zip", device="cpu").policy.state_dict()
+    uninterrupted = load_model(reference / "model.zip", device="cpu").policy.state_dict()
+    assert resumed.keys() == uninterrupted.keys()
+    different = [name for name in resumed if not torch.equal(resumed[name], uninterrupted[name])]
+    assert not different, f"{len(different)} tensors differ from the uninterrupted run's, e.g. {different[:3]}"
 
 
 def test_divergence_exits_1_naming_the_last_checkpoint(dataset, tmp_path, monkeypatch, capsys):

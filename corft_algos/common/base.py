@@ -29,6 +29,7 @@ gradient step in :meth:`train_step`, computing each loss through
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import time
@@ -528,6 +529,25 @@ class OfflineAlgorithm(BaseAlgorithm):
         """
         write_pretrained(self, folder, include_optimizers)
 
+    def random_state(self) -> dict[str, Any]:
+        """The training's random streams (the batch sampler's, the augmentation's, torch's global one, which
+        the losses' noise draws from), JSON-serialisable: saved with every model and checkpoint, so that a run
+        resumed from one draws the batches and noise an uninterrupted run would have drawn."""
+        streams: dict[str, Any] = {"sampler": self._rng.bit_generator.state,
+                                   "augmentation": _bytes_text(self._torch_generator.get_state()),
+                                   "torch": _bytes_text(torch.get_rng_state())}
+        if self.device.type == "cuda":
+            streams["cuda"] = _bytes_text(torch.cuda.get_rng_state(self.device))
+        return streams
+
+    def set_random_state(self, streams: dict[str, Any]) -> None:
+        """Restore what :meth:`random_state` returned (a CUDA stream only onto a CUDA device)."""
+        self._rng.bit_generator.state = streams["sampler"]
+        self._torch_generator.set_state(_text_bytes(streams["augmentation"]))
+        torch.set_rng_state(_text_bytes(streams["torch"]))
+        if "cuda" in streams and self.device.type == "cuda":
+            torch.cuda.set_rng_state(_text_bytes(streams["cuda"]), self.device)
+
     @classmethod
     def load(  # type: ignore[override]
         cls: type[SelfOfflineAlgorithm],
@@ -570,6 +590,16 @@ class OfflineAlgorithm(BaseAlgorithm):
             raise NotADirectoryError(f"{folder} is not a folder written by save_pretrained(); "
                                      f"load a model zip with {cls.__name__}.load")
         return cls.load(folder, env=env, device=device, **kwargs)
+
+
+def _bytes_text(state: torch.Tensor) -> str:
+    """A random generator's state (a uint8 tensor) as base64 text, for the model file's JSON."""
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+
+def _text_bytes(text: str) -> torch.Tensor:
+    """The uint8 tensor that :func:`_bytes_text` encoded."""
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
 
 def _to_device(value: Any, device: torch.device, pin: bool = False) -> Any:
