@@ -29,13 +29,16 @@ reads the index for dataset-level arrays and opens episode files lazily.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import shutil
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -60,9 +63,11 @@ _REBUILD_HINT = (
     "delete the file and run the same `corft collect` command again: it keeps "
     "every intact episode and collects replacements"
 )
-#: Disk space (bytes) an episode write leaves free beside the episode's own uncompressed size: h5py cannot
-#: fail cleanly on a full disk (it can crash in ``close``), so a write that might fill it is refused first.
+#: Disk space (bytes) an episode write leaves free beside the episode's own uncompressed size: a write that
+#: might fill the disk is refused before the episode file is started.
 DISK_RESERVE_BYTES = 64 * 2**20
+#: ``OSError`` numbers that mean there is no room for a write: a full disk, a quota, a file-size limit.
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _MISSING_HINT = "run the same `corft collect` command again: it re-indexes the episode files and collects replacements"
 
 
@@ -71,7 +76,7 @@ class DatasetError(Exception):
 
 
 class DiskFullError(DatasetError):
-    """The store's disk has too little free space for the next episode; nothing was written."""
+    """The store's disk has too little space for the next episode; every finished episode is intact."""
 
 
 def project_version() -> str:
@@ -405,11 +410,6 @@ def _temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     tmp = _temporary_path(path)
     try:
@@ -431,24 +431,41 @@ def _storage_options(array: np.ndarray) -> dict[str, Any]:
     return {}
 
 
-def write_episode_file(path: Path, episode: EpisodeData, meta: DatasetMeta, record: EpisodeRecord) -> None:
-    """Write ``episode`` to ``path`` atomically (temporary file, then rename).
+def episode_file_image(episode: EpisodeData, meta: DatasetMeta, record: EpisodeRecord) -> bytes:
+    """The bytes of ``episode``'s HDF5 file, built in memory (h5py never touches the disk).
 
     :raises ValueError: if the episode's arrays do not fit ``meta``'s spaces.
     """
     problems = _layout_problems(episode.arrays(), meta, episode.length)
     if problems:
         raise ValueError(f"episode does not fit the dataset's spaces: {'; '.join(problems)}")
+    image = io.BytesIO()
+    with h5py.File(image, "w") as handle:
+        handle.attrs["format_version"] = FORMAT_VERSION
+        handle.attrs["corft_version"] = project_version()
+        handle.attrs["dataset"] = json.dumps(meta.to_json())
+        handle.attrs["episode"] = json.dumps(record.to_json())
+        for name, array in episode.arrays().items():
+            handle.create_dataset(name, data=array, **_storage_options(array))
+    return image.getvalue()
+
+
+def write_episode_file(path: Path, episode: EpisodeData, meta: DatasetMeta, record: EpisodeRecord) -> None:
+    """Write ``episode`` to ``path`` atomically (temporary file, then rename).
+
+    The file is built in memory and written with plain file I/O: h5py writing to a full disk reports the
+    failure only while closing, and can crash the process there; a plain write raises ``OSError``.
+
+    :raises ValueError: if the episode's arrays do not fit ``meta``'s spaces.
+    :raises OSError: if the write fails (``errno.ENOSPC`` on a full disk); the temporary file is removed.
+    """
+    data = episode_file_image(episode, meta, record)
     tmp = _temporary_path(path)
     try:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs["format_version"] = FORMAT_VERSION
-            handle.attrs["corft_version"] = project_version()
-            handle.attrs["dataset"] = json.dumps(meta.to_json())
-            handle.attrs["episode"] = json.dumps(record.to_json())
-            for name, array in episode.arrays().items():
-                handle.create_dataset(name, data=array, **_storage_options(array))
-        _fsync(tmp)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -618,12 +635,32 @@ class EpisodeWriter:
         )
         if keep:
             self._check_free_space(episode)
-            write_episode_file(self.root / record.file, episode, self.meta, record)
+            with self._no_space_is_disk_full(record.file):
+                write_episode_file(self.root / record.file, episode, self.meta, record)
             self._index = replace(self._index, episodes=self._index.episodes + (record,))
         else:
             self._index = replace(self._index, discarded=self._index.discarded + (record,))
-        self._write_index()
+        with self._no_space_is_disk_full(INDEX_NAME):
+            self._write_index()
         return record
+
+    @contextmanager
+    def _no_space_is_disk_full(self, name: str) -> Iterator[None]:
+        """Turn a write failing for want of space into :class:`DiskFullError`, counting the intact episodes.
+
+        Both writes are atomic: a failed one leaves the file it replaces as it was (an index one episode
+        short is rebuilt from the episode files on resume).
+        """
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in NO_SPACE_ERRNOS:
+                raise
+            raise DiskFullError(
+                f"{self.root}: writing {name} failed: {exc.strerror} (the disk is full, or a quota or file-size "
+                f"limit is reached); nothing partial was kept and the store's {len(episode_files(self.root))} "
+                "finished episodes are intact. Free some space and run the same command again to resume, or "
+                "collect elsewhere with --out") from None
 
     def _check_free_space(self, episode: EpisodeData) -> None:
         """Refuse to write ``episode`` unless its uncompressed size plus :data:`DISK_RESERVE_BYTES` is free.

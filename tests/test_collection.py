@@ -19,6 +19,7 @@ from corft_algos.cli import build_parser, collect_command, collect_config, main
 from corft_envs.collection import CollectConfig, collect
 from corft_envs.episode_store import INDEX_NAME, DatasetError, EpisodeDataset, read_index
 from corft_envs.experts import make_expert
+from corft_envs.folder_lock import LOCK_NAME
 
 ENV_ID = "corft/PickPlace-v0"
 IMAGE_SIZE = 32
@@ -154,6 +155,34 @@ def test_a_disk_too_full_for_the_next_episode_stops_collect_with_one_line_and_th
     assert len(error.splitlines()) == 1 and "MiB free on its disk" in error and "4 finished episodes are intact" in error
     after = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
     assert after == before  # no partial episode file, the index unchanged
+    assert len(EpisodeDataset(out)) == 4
+
+
+def test_a_write_that_fails_for_want_of_space_stops_collect_with_one_line_and_the_store_intact(
+    tmp_path: Path, reference: Path
+) -> None:
+    """The free-space check passes, then the write itself fails (the disk filled meanwhile): a file-size limit
+    makes every write past 32 KiB fail as a full disk would, the index (3 KiB) fitting and the episode not."""
+    import resource
+    import shutil
+
+    out = tmp_path / "data"
+    shutil.copytree(reference, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.name != LOCK_NAME}
+    limit = 32 * 2**10
+    assert all(len(data) < limit for name, data in before.items() if not name.endswith(".h5"))
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, "-m", "corft_algos.cli", *collect_args(out, 6)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    assert result.returncode == 1, f"exit status {result.returncode}: {result.stderr[-2000:]}"
+    error = result.stderr.strip()
+    assert len(error.splitlines()) == 1 and "File too large" in error, error
+    assert "4 finished episodes are intact" in error and "run the same command again" in error
+    after = {path.name: path.read_bytes() for path in out.iterdir() if path.name != LOCK_NAME}
+    assert after == before  # the partial episode file removed, the index unchanged
     assert len(EpisodeDataset(out)) == 4
 
 
