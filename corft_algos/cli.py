@@ -721,6 +721,8 @@ def run_folder_lock(out: Path, rank: Rank) -> Iterator[None]:
         raise UsageError(f"another corft train ({exc}) is training in --out {out}; wait for it to finish or "
                          "choose another --out") from None
     with lock:
+        if lock.takeover_note() is not None:
+            print(lock.takeover_note())
         yield
 
 

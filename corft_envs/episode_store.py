@@ -692,10 +692,13 @@ class EpisodeWriter:
 
     def _acquire_lock(self) -> FolderLock:
         try:
-            return FolderLock(self.root)
+            lock = FolderLock(self.root)
         except FolderBusyError as exc:
             raise DatasetError(f"{self.root}: another collector ({exc}) is writing here; wait for it to "
                                "finish or use another --out") from None
+        if lock.takeover_note() is not None:
+            logger.warning(lock.takeover_note())
+        return lock
 
     def _remove_stale_temporaries(self) -> None:
         for path in self.root.glob(".*.tmp"):

@@ -1,8 +1,10 @@
 """An exclusive lock on a folder that one process writes: an episode store, a training run.
 
 ``flock`` on ``<folder>/.lock``: the kernel releases it when the holder exits, however it exits, so
-a lock left by a killed process is never stale. The holder writes its pid into the file, so the
-refusal can say who holds it.
+a lock left by a killed process never blocks the next one. The holder writes its pid into the file, so
+the refusal can say who holds it, and empties the file when it releases the lock; a pid found in the
+file on taking the lock is therefore a holder that ended without releasing it (killed, or crashed),
+which :attr:`FolderLock.taken_over_from` reports.
 """
 
 from __future__ import annotations
@@ -35,15 +37,28 @@ class FolderLock:
             holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
             os.close(descriptor)
             raise FolderBusyError(f"process {holder} is writing {Path(folder)}") from None
+        left = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        #: The pid (as written) of a holder that ended without releasing the lock, or ``None``.
+        self.taken_over_from: str | None = left or None
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, str(os.getpid()).encode(), 0)
         self._descriptor: int | None = descriptor
 
+    def takeover_note(self) -> str | None:
+        """One line saying whose stale lock was taken over, or ``None`` if it was released cleanly."""
+        if self.taken_over_from is None:
+            return None
+        return (f"taking over {self.path} from process {self.taken_over_from}, which ended without releasing it "
+                "(killed or crashed); its finished work is kept")
+
     def release(self) -> None:
-        """Let the folder go (idempotent)."""
+        """Let the folder go (idempotent); the lock file is left empty."""
         if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
+            try:
+                os.ftruncate(self._descriptor, 0)
+            finally:
+                os.close(self._descriptor)
+                self._descriptor = None
 
     def __enter__(self) -> FolderLock:
         return self

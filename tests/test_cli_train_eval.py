@@ -275,7 +275,9 @@ def test_sigkill_then_rerun_ends_with_the_parameters_of_an_uninterrupted_run(dat
 
     capsys.readouterr()
     assert main(train_args(dataset, out, steps)) == 0, capsys.readouterr().err
-    assert f"at gradient step {killed_at}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"taking over {out / '.lock'} from process {process.pid}, which ended without releasing it" in printed
+    assert f"at gradient step {killed_at}" in printed
     resumed = load_model(out / "model.zip", device="cpu").policy.state_dict()
     uninterrupted = load_model(reference / "model.zip", device="cpu").policy.state_dict()
     assert resumed.keys() == uninterrupted.keys()
@@ -398,6 +400,11 @@ def test_a_second_train_on_a_busy_run_folder_is_refused_and_a_dead_holders_lock_
     (out / ".lock").write_text("999999")  # the file a killed run leaves: its lock died with it
     assert main(train_args(dataset, out, 1)) == 0, capsys.readouterr().err
     assert (out / "model.zip").is_file()
+    assert f"taking over {out / '.lock'} from process 999999, which ended without releasing it" in \
+        capsys.readouterr().out
+    assert (out / ".lock").read_text() == ""  # released: the next run takes nothing over
+    assert main(train_args(dataset, out, 2)) == 0, capsys.readouterr().err
+    assert "taking over" not in capsys.readouterr().out
 
 
 def test_ctrl_c_inside_a_ctypes_call_counts_as_an_interrupt():

@@ -198,6 +198,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path: Path, reference:
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert stdout.startswith("saved 4 episodes")
+    assert f"taking over {out / LOCK_NAME} from process {process.pid}, which ended without releasing it" in stderr
     assert not list(out.glob("*.tmp"))
     assert_same_datasets(out, reference)
 
