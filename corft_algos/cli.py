@@ -541,9 +541,12 @@ def load_for_resume(path: Path, args: argparse.Namespace, algorithm: type[Offlin
                          "or choose a new --out")
     trained_on = config["dataset"].get("signatures")  # None in models converted from files that predate them
     if trained_on is not None and trained_on != store_signatures(dataset):
-        raise UsageError(f"--data {' '.join(map(str, args.data))} is not the data {path} was trained on "
-                         f"({len(trained_on)} store(s) with other episodes); resuming on it would keep the old "
-                         "normalisation and instructions: rerun with the run's own --data or choose a new --out")
+        stores = recorded_data(args.out)
+        was = ", ".join(stores) if stores else f"{len(trained_on)} store(s) with other episodes"
+        own = f"--data {shlex.join(stores)}" if stores else "the run's own --data"
+        raise UsageError(f"--data {' '.join(map(str, args.data))} is not the data {path} was trained on ({was}); "
+                         "resuming on it would keep the old normalisation, instructions and env id: rerun with "
+                         f"{own} or choose a new --out")
     try:
         model = algorithm.load(path, dataset=dataset, device=args.device, **kwargs)
     except ValueError as exc:
@@ -669,6 +672,7 @@ def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
             f"logs and checkpoints in {args.out}")
         if rank.is_main:
             write_config(args.out, config)
+            write_data_record(args.out, args.data)
         model.set_logger(make_logger(args, start) if rank.is_main else Logger(folder=None, output_formats=[]))
         began = time.perf_counter()
         model.learn(target - start, callback=callbacks, log_interval=args.log_interval,
@@ -693,10 +697,33 @@ def train(args: argparse.Namespace, rank: Rank = Rank()) -> int:
 
 def write_config(out: Path, config: TrainConfig) -> None:
     """The resolved configuration as ``OUT/config.json`` (written atomically)."""
-    out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{CONFIG_NAME}.tmp"
-    temporary.write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
-    temporary.replace(out / CONFIG_NAME)
+    write_json_atomically(out / CONFIG_NAME, config.to_json())
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """``data`` as indented JSON in ``path``, through a temporary file (its folder created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+#: The run folder's record of the stores it trains on: a resume on other data is refused naming them.
+DATA_RECORD = "data.json"
+
+
+def write_data_record(out: Path, data: Sequence[Path]) -> None:
+    """``OUT/data.json``: the absolute paths of the stores this run trains on (rewritten by every run of it)."""
+    write_json_atomically(out / DATA_RECORD, {"data": [str(Path(root).resolve()) for root in data]})
+
+
+def recorded_data(out: Path) -> list[str] | None:
+    """The stores ``OUT/data.json`` names, or ``None`` without a readable one (runs from before it was written)."""
+    try:
+        stores = json.loads((out / DATA_RECORD).read_text(encoding="utf-8"))["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [str(store) for store in stores] if isinstance(stores, list) and stores else None
 
 
 def _silent(*_: Any, **__: Any) -> None:

@@ -336,7 +336,8 @@ def test_resuming_on_other_data_is_refused_but_a_copy_of_the_same_data_resumes(d
     capsys.readouterr()
     assert main(train_args(other, out, 4)) == 1
     err = capsys.readouterr().err
-    assert f"--data {other} is not the data {out / 'model.zip'} was trained on" in err and "new --out" in err
+    assert f"--data {other} is not the data {out / 'model.zip'} was trained on ({dataset.resolve()})" in err
+    assert f"rerun with --data {dataset.resolve()} or choose a new --out" in err
     assert load_model(out / "model.zip", device="cpu").num_timesteps == 2, "nothing trained on the other data"
     moved = shutil.copytree(dataset, tmp_path / "moved")
     assert main(train_args(moved, out, 4)) == 0, capsys.readouterr().err
