@@ -259,6 +259,7 @@ def with_model_policy(args: argparse.Namespace,
         return config, None
     if args.teleop is not None:
         raise UsageError("--policy and --teleop both choose who acts: pass one of them")
+    check_model_file(args.policy, "--policy")
     model = load_model(args.policy, device="cpu")
     config = dataclasses.replace(config, chunk_size=config.chunk_size or rollout_execute(model) or model.chunk_size,
                                  image_size=config.image_size or model_image_size(model))
@@ -500,6 +501,18 @@ def saved_state_problem(path: Path) -> str | None:
     return None
 
 
+def check_model_file(path: Path, flag: str) -> None:
+    """Refuse a damaged model zip before loading it (see :func:`saved_state_problem`); a missing one is left
+    to the loader's own message.
+
+    :raises UsageError: naming ``flag``, ``path`` and what is damaged.
+    """
+    problem = saved_state_problem(path) if path.is_file() else None
+    if problem is not None:
+        raise UsageError(f"{flag} {path} cannot be loaded: {problem}; use an intact copy, or another checkpoint "
+                         "of its run (OUT/checkpoints/)")
+
+
 def resume_point(out: Path, report: Callable[[str], None] | None = None) -> tuple[int, Path] | None:
     """The most advanced intact saved state in a run directory, ``(steps, path)``; model.zip wins a tie.
 
@@ -578,6 +591,7 @@ def build_model(args: argparse.Namespace) -> tuple[OfflineAlgorithm, Path | None
     if args.init_from is not None:
         if not args.init_from.is_file():
             raise FileNotFoundError(f"--init-from {args.init_from} does not exist")
+        check_model_file(args.init_from, "--init-from")
         copied = model.init_from(args.init_from)
         print(f"initialised {len(copied)} tensors from {args.init_from}")
         if len(args.data) == 1:
@@ -859,6 +873,9 @@ def run_eval(args: argparse.Namespace) -> int:
     apply_threads(args)
     operator_keys = None
     try:
+        check_model_file(args.model, "--model")
+        for path in args.candidate_models or []:
+            check_model_file(path, "--candidate-models")
         model = load_model(args.model, device=args.device)
         if args.candidate_models and args.candidates > 1:
             raise UsageError("--candidate-models sets the candidates (the model's chunk and theirs): drop --candidates")

@@ -8,11 +8,13 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -301,21 +303,66 @@ def test_missing_dataset_suggests_collect(tmp_path, capsys):
     assert err.startswith("corft train: error:") and "corft collect" in err and len(err.splitlines()) == 1
 
 
+def damage_bytes(path: Path) -> None:
+    """Zero 64 bytes in the middle of ``path``: a write cut short, or bits gone (the zip's CRCs catch it)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def replace_zip_member(path: Path, member: str, content: bytes) -> None:
+    """Rewrite the zip ``path`` with ``member`` holding ``content``: a damaged file whose CRC is right
+    (damaged before it was zipped, or by a tool that rewrote the archive)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    assert member in members
+    members[member] = content
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
 def test_damaged_saved_states_are_skipped_for_the_newest_intact_one(dataset, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(train_args(dataset, out, 4)) == 0  # checkpoints at steps 2 and 4, model.zip at 4
-    damaged = [out / "model.zip", out / "checkpoints" / "rl_model_4_steps.zip"]
-    for path in damaged:
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # a write cut short, or bits gone
-        path.write_bytes(bytes(data))
+    assert main(train_args(dataset, out, 6)) == 0  # checkpoints at steps 2, 4 and 6, model.zip at 6
+    checkpoints = out / "checkpoints"
+    damage_bytes(out / "model.zip")
+    damage_bytes(checkpoints / "rl_model_6_steps.zip")
+    replace_zip_member(checkpoints / "rl_model_4_steps.zip", "policy.pth", b"\x80\x02 not a torch file")
     capsys.readouterr()
-    assert main(train_args(dataset, out, 6)) == 0, capsys.readouterr().err
+    assert main(train_args(dataset, out, 8)) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    for path in damaged:
+    for path in (out / "model.zip", checkpoints / "rl_model_6_steps.zip"):
         assert f"skipping {path}: " in printed
-    assert f"resumed from {out / 'checkpoints' / 'rl_model_2_steps.zip'} at gradient step 2" in printed
-    assert load_model(out / "model.zip", device="cpu").num_timesteps == 6
+    assert f"skipping {checkpoints / 'rl_model_4_steps.zip'}: its policy.pth is not a readable torch file" in printed
+    assert f"resumed from {checkpoints / 'rl_model_2_steps.zip'} at gradient step 2" in printed
+    assert load_model(out / "model.zip", device="cpu").num_timesteps == 8
+
+
+@pytest.mark.parametrize("damage, message", [
+    (damage_bytes, r"(it is not a readable model zip|its \S+ is damaged \(CRC mismatch\))"),
+    (lambda path: replace_zip_member(path, "policy.pth", b"\x80\x02 not a torch file"),
+     r"its policy\.pth is not a readable torch file \(UnpicklingError"),
+    (lambda path: replace_zip_member(path, "policy.pth", zipfile.ZipFile(path).read("policy.pth")[:500]),
+     r"its policy\.pth is not a readable torch file \(RuntimeError"),
+])
+def test_a_damaged_model_is_one_line_naming_it_in_eval_collect_and_init_from(trained, dataset, tmp_path, capsys,
+                                                                             damage, message):
+    source, _ = trained
+    model = Path(shutil.copy(source / "model.zip", tmp_path / "model.zip"))
+    damage(model)
+    commands = {
+        "eval": ["eval", "--model", str(model), "--episodes", "1", "--device", "cpu", "--quiet"],
+        "collect": ["collect", "--env", ENV_ID, "--policy", str(model), "--episodes", "1", "--out",
+                    str(tmp_path / "store"), "--quiet"],
+        "train": train_args(dataset, tmp_path / "run", 1, "--init-from", str(model)),
+    }
+    for name, command in commands.items():
+        assert main(command) == 1, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"corft {name}: error: ") and re.search(f"{model} cannot be loaded: {message}", err), err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "store").exists() and not (tmp_path / "run" / "model.zip").exists()
 
 
 def test_chunk_size_differing_from_the_resumed_checkpoint(trained, dataset, capsys):
