@@ -169,6 +169,9 @@ class VLAPolicy(BasePolicy):
         if language_pooling and vision_pooling == "spatial_softmax":
             raise ValueError("language_pooling steers attention pooling; vision_pooling='spatial_softmax' has no "
                              "queries (condition the tower with language_film instead)")
+        _check_sizes(with_critic, d_model=d_model, heads=heads, vision_tokens=vision_tokens,
+                     fusion_layers=fusion_layers, action_layers=action_layers, critic_layers=critic_layers,
+                     critic_width=critic_width, n_critics=n_critics)
         self.chunk_size, self.action_dim = action_space.shape
         self.normalization = normalization
         self.instructions = list(instructions)
@@ -428,3 +431,23 @@ class VLAPolicy(BasePolicy):
         data = super()._get_constructor_parameters()
         data.update(normalization=self.normalization, instructions=self.instructions, **self.arch)
         return data
+
+
+#: Size arguments of :class:`VLAPolicy` and the least value each takes.
+_LEAST_SIZES = {"d_model": 1, "heads": 1, "vision_tokens": 1, "fusion_layers": 1, "action_layers": 1,
+                "critic_layers": 1, "critic_width": 1, "n_critics": 1}
+
+
+def _check_sizes(with_critic: bool, **sizes: int) -> None:
+    """Refuse sizes torch would fail on deep inside (an assertion, a negative dimension), naming the argument.
+
+    :raises ValueError: for a size below its least value, or a width the attention heads do not divide.
+    """
+    for name, value in sizes.items():
+        if value < _LEAST_SIZES[name]:
+            raise ValueError(f"{name} must be at least {_LEAST_SIZES[name]}, got {value}")
+    widths = {"d_model": sizes["d_model"], **({"critic_width": sizes["critic_width"]} if with_critic else {})}
+    for name, width in widths.items():
+        if width % sizes["heads"]:
+            raise ValueError(f"{name}={width} must be a multiple of heads={sizes['heads']}: each attention head "
+                             f"takes {name} / heads of it")

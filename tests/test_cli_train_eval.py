@@ -394,6 +394,9 @@ def test_resuming_on_other_data_is_refused_but_a_copy_of_the_same_data_resumes(d
 @pytest.mark.parametrize("flags, message", [
     (("--policy-kwargs", '{"nope": 1}'), "--policy-kwargs: VLAPolicy takes no argument nope; it takes"),
     (("--policy-kwargs", '{"d_model": "x"}'), "--policy-kwargs: d_model='x' is not int"),
+    (("--policy-kwargs", '{"d_model": 30, "heads": 4}'), "d_model=30 must be a multiple of heads=4"),
+    (("--policy-kwargs", '{"vision_tokens": -3}'), "vision_tokens must be at least 1, got -3"),
+    (("--policy-kwargs", '{"fusion_layers": 0}'), "fusion_layers must be at least 1, got 0"),
     (("--algo-kwargs", '{"max_grad_norm": "x"}'), "--algo-kwargs: max_grad_norm='x' is not float"),
     (("--algo-kwargs", '{"execute": "5"}'), "--algo-kwargs: execute='5' is not int | None"),
     (("--device", "tpu9"), "--device 'tpu9' is not a device: use cpu, cuda, cuda:N or auto"),
