@@ -35,7 +35,7 @@ from corft_algos.policies import INSTRUCTION_KEY
 from corft_algos.registry import get_algorithm
 from corft_envs.chunking import ActionChunk
 from corft_envs.controller import CONTROL_HZ, CONTROL_PERIOD
-from corft_envs.env_arguments import combine_env_kwargs
+from corft_envs.env_arguments import CHUNK_KWARGS, combine_env_kwargs
 from corft_envs.episode_store import space_differences
 from robots.safety import SafetyViolation
 
@@ -299,7 +299,8 @@ def eval_env_kwargs(
 ) -> dict[str, Any]:
     """The ``gym.make`` arguments of an evaluation env: positions, the instruction key, the model's image size.
 
-    :raises ValueError: if ``env_kwargs`` contradicts one of them (``--env-kwargs`` against ``--positions``).
+    :raises ValueError: if ``env_kwargs`` contradicts one of them (``--env-kwargs`` against ``--positions``),
+        or sets the chunking, which the evaluation applies itself (the model's chunk size).
     """
     settings: dict[str, tuple[Any, str]] = {"positions": (positions, "--positions"),
                                             "include_instruction": (True, "the evaluation")}
@@ -308,7 +309,9 @@ def eval_env_kwargs(
         settings["image_size"] = (size, "the model's image size" if image_size is None else "image_size")
     if record_video:
         settings["render_mode"] = ("rgb_array", "--video")
-    return combine_env_kwargs(env_kwargs or {}, settings)
+    reserved = {name: "the evaluation runs the model's chunks itself (--execute K runs the first K actions of "
+                "each)" for name in CHUNK_KWARGS}
+    return combine_env_kwargs(env_kwargs or {}, settings, reserved)
 
 
 def make_eval_env(

@@ -29,7 +29,7 @@ from gymnasium.vector import AsyncVectorEnv
 from tqdm import tqdm
 
 from corft_envs.chunking import ActionChunk
-from corft_envs.env_arguments import combine_env_kwargs
+from corft_envs.env_arguments import CHUNK_KWARGS, combine_env_kwargs
 from corft_envs.episode_store import DatasetMeta, EpisodeData, EpisodeWriter
 from corft_envs.experts import make_expert
 
@@ -171,14 +171,17 @@ class CollectConfig:
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gym.make`` of the step-level env.
 
-        :raises ValueError: if ``env_options`` contradicts ``positions``, ``image_size`` or ``robot_host``.
+        :raises ValueError: if ``env_options`` contradicts ``positions``, ``image_size`` or ``robot_host``, or
+            sets the chunking, which collection applies itself.
         """
         settings: dict[str, tuple[Any, str]] = {"positions": (self.positions, "--positions")}
         if self.image_size is not None:
             settings["image_size"] = (self.image_size, "--image-size")
         if self.robot_host is not None:
             settings["robot_host"] = (self.robot_host, "--robot-host")
-        return combine_env_kwargs(self.env_options, settings)
+        reserved = {name: "corft collect records single steps and chunks the actions itself (--chunk-size K)"
+                    for name in CHUNK_KWARGS}
+        return combine_env_kwargs(self.env_options, settings, reserved)
 
     @property
     def attempt_limit(self) -> int:

@@ -430,6 +430,10 @@ def test_out_pointing_at_a_file_is_refused_by_train_and_collect(dataset, tmp_pat
      "cannot be made with ['nope'] from --env-kwargs: FR3TabletopEnv.__init__() got an unexpected keyword"),
     (["collect", "--env", ENV_ID, "--positions", "unseen", "--env-kwargs", '{"positions": "train"}'],
      "--env-kwargs sets positions='train', --positions sets 'unseen'"),
+    (["eval", "--env-kwargs", '{"chunk_size": 4}'],
+     "--env-kwargs may not set chunk_size: the evaluation runs the model's chunks itself (--execute K"),
+    (["collect", "--env", ENV_ID, "--env-kwargs", '{"execute": 4}'],
+     "--env-kwargs may not set execute: corft collect records single steps and chunks the actions itself"),
 ])
 def test_env_kwargs_that_contradict_a_flag_or_the_env_are_one_line_errors(trained, tmp_path, capsys, command, message):
     source, _ = trained
