@@ -13,6 +13,8 @@ from typing import Any
 _MODULE_OF = {
     "Arm": "robots.base",
     "ArmState": "robots.base",
+    "COMMAND_KINDS": "robots.base",
+    "CommandKind": "robots.base",
     "SentAction": "robots.base",
     "Camera": "robots.camera",
     "CameraConnectionError": "robots.camera",

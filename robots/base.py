@@ -7,7 +7,9 @@ a whole chunk before anything is sent, pacing at the control rate, the
 gripper's binary state, stopping the arm on any exception or Ctrl-C, and
 reporting and logging what was really sent. A driver supplies the hardware
 calls (measured TCP pose, start a Cartesian motion, command the gripper, stop,
-go home).
+go home), and counts each command the hardware accepted (:attr:`Arm.commands_sent`),
+so tests and fault reports can say how many commands went out, e.g. none after a
+rejected chunk.
 
 Each action's target is relative to the TCP pose *measured* when the action is
 sent, as in the simulator: position ``p + Δp`` clipped to the workspace (the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -37,6 +39,9 @@ from robots.safety import CheckedChunk, SafetyChecker, SafetyLimits
 logger = logging.getLogger(__name__)
 
 GripperCommand = Literal["grasp", "open"]
+#: The kinds of command a driver sends: a Cartesian target, a grasp or an opening, a stop, a move home.
+CommandKind = Literal["move", "gripper", "stop", "home"]
+COMMAND_KINDS: tuple[CommandKind, ...] = ("move", "gripper", "stop", "home")
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,10 @@ class Arm(ABC):
         self.checker = SafetyChecker(self.limits)
         self._previous_action: np.ndarray | None = None
         self._gripper_closed: bool | None = None
+        self._commands_sent = dict.fromkeys(COMMAND_KINDS, 0)
+        #: Called with the kind of every command right after the hardware accepted it (telemetry, and fault
+        #: rehearsals that act at an exact point of a chunk); what it raises propagates as from the send.
+        self.on_command: Callable[[CommandKind], None] | None = None
 
     # -- what a driver implements -------------------------------------------------------------
 
@@ -148,6 +157,18 @@ class Arm(ABC):
         """Move to the home posture and return once there."""
 
     # -- shared behaviour ---------------------------------------------------------------------
+
+    @property
+    def commands_sent(self) -> dict[CommandKind, int]:
+        """How many commands of each kind the hardware accepted since this object was made: ``move`` (a
+        Cartesian target), ``gripper`` (a grasp or an opening), ``stop`` and ``home``. A copy."""
+        return dict(self._commands_sent)
+
+    def _count_command(self, kind: CommandKind) -> None:
+        """Drivers call this right after the hardware accepted a command of ``kind``; then :attr:`on_command`."""
+        self._commands_sent[kind] += 1
+        if self.on_command is not None:
+            self.on_command(kind)
 
     def __enter__(self) -> Arm:
         self.connect()

@@ -274,6 +274,7 @@ class FrankaArm(Arm):
         motion.add_reaction(self._contact_reaction())
         with self._franky_errors("moving"):
             self._robot.move(motion, asynchronous=True)
+        self._count_command("move")
 
     def _contact_reaction(self) -> franky.Reaction:
         """A reaction that replaces the motion by a stop motion when the external force is too large."""
@@ -302,12 +303,14 @@ class FrankaArm(Arm):
                     joint_motion = signal_type == franky.ControlSignalType.JointPositions
                     stop_motion = franky.JointStopMotion() if joint_motion else franky.CartesianStopMotion()
                     self._robot.move(stop_motion, asynchronous=False)
+                    self._count_command("stop")
         except RobotConnectionError:
             raise
         except RobotError as error:
             logger.warning("smooth stop failed (%s); sending a hard stop", error)
             with self._franky_errors("stopping"):
                 self._robot.stop()
+                self._count_command("stop")
                 try:
                     self._robot.join_motion(_POLL_INTERVAL)
                 except franky.ControlException:
@@ -318,6 +321,7 @@ class FrankaArm(Arm):
         self._stop()
         with self._franky_errors("moving home"):
             self._robot.move(franky.JointMotion(HOME_JOINT_POSITIONS.tolist()), asynchronous=True)
+            self._count_command("home")
             deadline = time.monotonic() + HOME_TIMEOUT
             while not self._robot.join_motion(_POLL_INTERVAL):
                 if time.monotonic() > deadline:
@@ -358,6 +362,7 @@ class FrankaArm(Arm):
             else:
                 future = self._gripper.move_async(self.limits.gripper_max_width, self.gripper_speed)
         self._gripper_future = (future, "grasp" if close else "open")
+        self._count_command("gripper")
 
     def _wait_gripper(self) -> None:
         """Wait for the running gripper command (if any) to end, and collect it."""

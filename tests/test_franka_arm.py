@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -112,6 +111,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> bool:
     return True
 
 
+def sent_since(arm: FrankaArm, before: dict[str, int]) -> dict[str, int]:
+    """Commands of each kind the arm's driver handed to franky since ``before`` (an earlier ``commands_sent``)."""
+    return {kind: count - before[kind] for kind, count in arm.commands_sent.items()}
+
+
 def assert_still(arm: FrankaArm, seconds: float = 0.3, tolerance: float = 1e-3) -> np.ndarray:
     """Assert the TCP does not move over ``seconds``; return its position."""
     before = arm.state().tcp_position
@@ -186,10 +190,12 @@ def test_chunk_moves_in_the_base_frame_never_faster_than_10_hz(arm):
     start = arm.state()
     actions = moving_chunk(5, dy=0.0)
     actions[:, 2] = -0.6  # down: in franky's end-effector frame (gripper down) -z would go up
+    before = arm.commands_sent
     begin = time.monotonic()
     sent = arm.send_chunk(actions)
     elapsed = time.monotonic() - begin
     assert len(sent) == 5
+    assert sent_since(arm, before) == {"move": 5, "gripper": 1, "stop": 0, "home": 0}  # the first action opens it
     # never faster than 10 Hz; the achieved rate is measured by benchmarks/twin_loop.py, not asserted here
     assert elapsed >= 5 * CONTROL_PERIOD - 1e-3
     periods = np.diff([s.timestamp for s in sent])
@@ -218,12 +224,17 @@ def test_rotation_is_a_base_frame_rotation_vector(arm):
 def test_gripper_commands_are_sent_only_when_its_state_changes(arm):
     actions = moving_chunk(6, dy=0.0)
     actions[:, 6] = [-1, -1, 1, 1, 1, -0.5]
+    before = arm.commands_sent
     sent = arm.send_chunk(actions)
     assert [s.gripper_command for s in sent] == ["open", None, "grasp", None, None, "open"]
     assert arm.send_action([0, 0, 0, 0, 0, 0, -1]).gripper_command is None  # a one-action chunk
+    sent = sent_since(arm, before)
+    # the hand runs one command at a time: the last opening starts once the grasp has ended, maybe not yet
+    assert sent["move"] == 7 and sent["gripper"] in (2, 3) and sent["stop"] == 0, sent
     arm.grasp()
     assert arm.state().gripper_width < 0.005
     arm.open()
+    assert sent_since(arm, before)["gripper"] == sent["gripper"] + 2
     assert arm.state().gripper_width == pytest.approx(GRIPPER_MAX_WIDTH, abs=3e-3)
 
 
@@ -233,6 +244,7 @@ def test_move_home_from_another_posture(start_sim):
     with FrankaArm(sim.hostname, realtime=False, dynamics_factor=0.6) as arm:
         np.testing.assert_allclose(arm.state().joint_positions, away, atol=1e-2)
         arm.move_home()  # returns when the motion generator is home; franky-sim's joints lag ~0.3 s
+        assert arm.commands_sent["home"] == 1 and arm.commands_sent["move"] == 0
         assert wait_until(lambda: np.allclose(arm.state().joint_positions, HOME_JOINT_POSITIONS, atol=5e-3))
         arm.send_chunk(moving_chunk(2))  # Cartesian motions work after the joint motion
     assert not arm.is_connected
@@ -243,10 +255,12 @@ def test_move_home_from_another_posture(start_sim):
 
 def test_nan_action_is_rejected_before_any_motion(arm):
     before = arm.state().tcp_position
+    sent_before = arm.commands_sent
     actions = moving_chunk(6)
     actions[3, 0] = np.nan
     with pytest.raises(SafetyViolation, match=r"step 3, dx \(action\[0\]\) is nan"):
         arm.send_chunk(actions)
+    assert sent_since(arm, sent_before) == {"move": 0, "gripper": 0, "stop": 0, "home": 0}  # at rest: no stop
     np.testing.assert_allclose(assert_still(arm), before, atol=1e-3)
     assert arm.is_connected
 
@@ -255,59 +269,73 @@ def test_chunk_leaving_the_workspace_is_rejected_before_any_motion(arm):
     before = arm.state().tcp_position  # z = 0.52 at home
     actions = moving_chunk(12, dy=0.0)
     actions[:, 2] = -1.0  # 5 cm down per step: below z = 0.005 at step 10
+    sent_before = arm.commands_sent
     with pytest.raises(SafetyViolation, match=r"step 10 would take the TCP to z = -0\.0\d+ m, below"):
         arm.send_chunk(actions)
+    assert sent_since(arm, sent_before) == {"move": 0, "gripper": 0, "stop": 0, "home": 0}
     np.testing.assert_allclose(assert_still(arm), before, atol=1e-3)
 
 
 def test_too_large_jump_is_rejected_within_and_across_chunks(arm):
     before = arm.state().tcp_position
+    sent_before = arm.commands_sent
     with pytest.raises(SafetyViolation, match="step 4, dy jumps by 1.600 from step 3"):
         arm.send_chunk(np.vstack([moving_chunk(4, dy=0.8), moving_chunk(1, dy=-0.8)]))
+    assert sent_since(arm, sent_before) == {"move": 0, "gripper": 0, "stop": 0, "home": 0}
     np.testing.assert_allclose(assert_still(arm), before, atol=1e-3)
 
     arm.send_chunk(moving_chunk(2, dy=0.8))
+    sent_before = arm.commands_sent
     with pytest.raises(SafetyViolation, match="step 0, dy jumps by 1.600 from the last action sent"):
         arm.send_chunk(moving_chunk(2, dy=-0.8))
+    sent = sent_since(arm, sent_before)
+    assert sent["move"] == 0 and sent["gripper"] == 0 and sent["stop"] <= 1  # stopped if still moving
     assert_still(arm)
     # the arm was stopped, so the next chunk starts afresh
     assert len(arm.send_chunk(moving_chunk(1, dy=-0.8))) == 1
+    assert sent_since(arm, sent_before)["move"] == 1
 
 
-def test_ctrl_c_during_a_chunk_stops_the_arm_and_propagates(arm):
-    start = arm.state().tcp_position
-    timer = threading.Timer(0.35, os.kill, args=(os.getpid(), signal.SIGINT))
-    timer.start()
+def test_ctrl_c_during_a_chunk_stops_the_arm_and_sends_nothing_after_it(arm):
+    sent_before = arm.commands_sent
+
+    def ctrl_c_after_the_third_target(kind: str) -> None:  # a real SIGINT, at an exact point of the chunk
+        if kind == "move" and sent_since(arm, sent_before)["move"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    arm.on_command = ctrl_c_after_the_third_target
     try:
         with pytest.raises(KeyboardInterrupt):
-            arm.send_chunk(moving_chunk(15))  # 1.5 s: the interrupt arrives mid-chunk
+            arm.send_chunk(moving_chunk(15))
     finally:
-        timer.cancel()
-        timer.join()
-    stopped_at = assert_still(arm)
-    assert stopped_at[1] - start[1] > 0.01  # it was moving when interrupted
-    assert stopped_at[1] - start[1] < 15 * 0.02  # and did not run the whole chunk
+        arm.on_command = None
+    # three of the chunk's 15 targets went out (and the first action's gripper opening), then only the stop
+    assert sent_since(arm, sent_before) == {"move": 3, "gripper": 1, "stop": 1, "home": 0}
+    assert_still(arm)
     assert arm.is_connected
 
 
-def test_server_dying_mid_motion_raises_a_connection_error_naming_the_host(sim, arm):
-    killed_at: list[float] = []
+def test_server_dying_mid_chunk_raises_a_connection_error_and_nothing_is_sent_after_it(sim, arm):
+    sent_before = arm.commands_sent
 
-    def kill() -> None:
-        sim.kill()
-        killed_at.append(time.monotonic())
+    def kill_after_the_third_target(kind: str) -> None:
+        if kind == "move" and sent_since(arm, sent_before)["move"] == 3:
+            sim.kill()
 
-    timer = threading.Timer(0.35, kill)
-    timer.start()
+    arm.on_command = kill_after_the_third_target
     try:
         with pytest.raises(RobotConnectionError, match=rf"robot at {sim.hostname}: .*connection is lost"):
-            arm.send_chunk(moving_chunk(15))  # 1.5 s
+            arm.send_chunk(moving_chunk(15))
     finally:
-        timer.join()
-    detected_after = time.monotonic() - killed_at[0]
-    # the watchdog (0.3 s) raises instead of hanging: ~1 s here; a generous bound for a busy machine
-    assert detected_after < 10.0
+        arm.on_command = None
+    # the silence is noticed within state_timeout: at most that many control periods of targets went out
+    # after the server died (actions are never closer than a period), and none once the error was raised
+    sent = sent_since(arm, sent_before)["move"]
+    assert 3 <= sent <= 3 + math.ceil(arm.state_timeout / CONTROL_PERIOD), sent
     assert not arm.is_connected
     arm.stop()  # nothing left to stop from here: logs, does not raise
     with pytest.raises(RobotConnectionError, match="not connected"):
+        arm.send_chunk(moving_chunk(1))
+    with pytest.raises(RobotConnectionError, match="not connected"):
         arm.state()
+    assert sent_since(arm, sent_before)["move"] == sent

@@ -7,6 +7,7 @@ protocol, the cameras are virtual RealSense devices fed with the twin's renders.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import pytest
 from corft_algos.cli import main
 from corft_envs import REAL_ENV_IDS, SIM_ENV_IDS
 from corft_envs.collection import CollectConfig, collect
+from corft_envs.controller import CONTROL_PERIOD
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.experts import make_expert
 from corft_envs.keyboard import ScriptedKeys
@@ -304,8 +306,25 @@ def kill_robot_server(env: gym.Env) -> None:
     env.unwrapped.world.kill_server()
 
 
-def interrupt_soon(env: gym.Env) -> None:
-    threading.Timer(0.15, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+#: Ctrl-C lands right after this many targets of the faulty chunk have gone out.
+CTRL_C_AFTER = 2
+
+
+def ctrl_c_after_targets(env: gym.Env) -> None:
+    """A real SIGINT right after the arm's next :data:`CTRL_C_AFTER`-th target, at that exact point (not timed)."""
+    arm = env.unwrapped.arm
+    start = arm.commands_sent["move"]
+
+    def interrupt(kind: str) -> None:
+        if kind == "move" and arm.commands_sent["move"] - start == CTRL_C_AFTER:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    arm.on_command = interrupt
+
+
+def sent_since(env: gym.Env, before: dict[str, int]) -> dict[str, int]:
+    """Commands of each kind the env's arm handed to franky since ``before`` (an earlier ``commands_sent``)."""
+    return {kind: count - before[kind] for kind, count in env.unwrapped.arm.commands_sent.items()}
 
 
 #: name -> (what happens before the faulty chunk, the chunk to send, expected error, message pattern)
@@ -315,8 +334,13 @@ FAULTS = {
     "nan_action": (None, np.where(np.arange(5)[:, None] == 3, np.nan, chunk_along_x(5)), SafetyViolation,
                    r"nothing was sent: step 3, dx \(action\[0\]\) is nan"),
     "leaves_workspace": (None, chunk_along_x(10, dx=1.0), SafetyViolation, "nothing was sent: step .* workspace"),
-    "ctrl_c": (interrupt_soon, chunk_along_x(5), KeyboardInterrupt, None),
+    "ctrl_c": (ctrl_c_after_targets, chunk_along_x(5), KeyboardInterrupt, None),
 }
+#: How many targets of the faulty chunk may go out before its fault stops it: none of a rejected chunk; Ctrl-C
+#: lands after CTRL_C_AFTER; a stopped camera is noticed at the first step's read, or the second's if a frame
+#: it delivered before stopping was still queued. (A lost server is noticed within the arm's state timeout.)
+TARGETS_BEFORE_THE_FAULT = {"camera_timeout": (1, 2), "nan_action": (0,), "leaves_workspace": (0,),
+                            "ctrl_c": (CTRL_C_AFTER,)}
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -325,14 +349,25 @@ def test_fault_stops_the_arm_with_a_clear_error(twin_env, fault):
     twin_env.reset(seed=0)
     twin_env.step(chunk_along_x(2))
     before = settle(twin_env)
+    real = twin_env.unwrapped
+    sent_before = real.arm.commands_sent
     if inject is not None:
         inject(twin_env)
-    with pytest.raises(error, match=message):
-        twin_env.step(chunk)
-    real = twin_env.unwrapped
+    try:
+        with pytest.raises(error, match=message):
+            twin_env.step(chunk)
+    finally:
+        real.arm.on_command = None
+    sent = sent_since(twin_env, sent_before)
+    assert sent["gripper"] == 0 and sent["home"] == 0, sent  # the gripper was open and stays so
     if fault == "server_dies":
+        assert sent["move"] <= math.ceil(real.arm.state_timeout / CONTROL_PERIOD), sent
         assert not real.arm.is_connected  # the robot stops by itself when its connection drops
+        with pytest.raises(RuntimeError, match="call reset"):
+            twin_env.step(chunk_along_x(1))
+        assert sent_since(twin_env, sent_before) == sent  # nothing after the fault
         return
+    assert sent["move"] in TARGETS_BEFORE_THE_FAULT[fault], sent
     stopped_at = assert_arm_stopped(twin_env)
     assert stopped_at[0] - before[0] < 0.04  # well short of the chunk's 5 cm
     if error is SafetyViolation:  # rejected before any motion, and the episode may go on
@@ -340,9 +375,13 @@ def test_fault_stops_the_arm_with_a_clear_error(twin_env, fault):
         np.testing.assert_allclose(after[:8], before[:8], atol=1e-4)  # TCP pose and gripper
         np.testing.assert_allclose(after[8:], before[8:], atol=2e-3)  # joints (franky-sim's servo trembles)
         twin_env.step(chunk_along_x(1))
+        assert sent_since(twin_env, sent_before)["move"] == 1  # the next chunk runs
     else:
+        if fault == "ctrl_c":  # interrupted mid-motion: stopped (a motion that had ended needs no stop)
+            assert sent["stop"] >= 1, sent
         with pytest.raises(RuntimeError, match="call reset"):
             twin_env.step(chunk_along_x(1))
+        assert sent_since(twin_env, sent_before) == sent  # nothing after the fault
 
 
 class FaultAfter:
