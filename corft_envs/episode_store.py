@@ -11,6 +11,9 @@ Every file is first written under a hidden temporary name
 (``.episode_000012.h5.tmp``, ``.index.json.tmp``) and moved into place with
 :func:`os.replace`, so a reader never sees half a file, and a killed writer
 leaves at most a stale ``*.tmp`` that the next :class:`EpisodeWriter` removes.
+An episode file is built in memory and written with plain file I/O, so a full
+disk is an ``OSError`` (:class:`DiskFullError` from the writer), never a crash
+inside h5py.
 
 An episode of ``T`` steps holds, in its HDF5 file:
 
