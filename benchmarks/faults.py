@@ -380,7 +380,8 @@ def training_cases(ws: Workspace) -> Iterator[Case]:
                outcome, run.first_error())
 
     damages = [("a CRC mismatch", damage_bytes),
-               ("an unreadable policy.pth", lambda p: replace_zip_member(p, "policy.pth", b"\x80\x02 junk"))]
+               ("an unreadable policy.safetensors",
+                lambda p: replace_zip_member(p, "policy.safetensors", b"\x80\x02 junk"))]
     for name, damage in damages:
         out = ws.copy_run("run")
         damage(out / "model.zip")

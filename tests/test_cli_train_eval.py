@@ -328,23 +328,24 @@ def test_damaged_saved_states_are_skipped_for_the_newest_intact_one(dataset, tmp
     checkpoints = out / "checkpoints"
     damage_bytes(out / "model.zip")
     damage_bytes(checkpoints / "rl_model_6_steps.zip")
-    replace_zip_member(checkpoints / "rl_model_4_steps.zip", "policy.pth", b"\x80\x02 not a torch file")
+    replace_zip_member(checkpoints / "rl_model_4_steps.zip", "policy.safetensors", b"\x80\x02 not safetensors")
     capsys.readouterr()
     assert main(train_args(dataset, out, 8)) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     for path in (out / "model.zip", checkpoints / "rl_model_6_steps.zip"):
         assert f"skipping {path}: " in printed
-    assert f"skipping {checkpoints / 'rl_model_4_steps.zip'}: its policy.pth is not a readable torch file" in printed
+    assert f"skipping {checkpoints / 'rl_model_4_steps.zip'}: policy.safetensors is damaged" in printed
     assert f"resumed from {checkpoints / 'rl_model_2_steps.zip'} at gradient step 2" in printed
     assert load_model(out / "model.zip", device="cpu").num_timesteps == 8
 
 
 @pytest.mark.parametrize("damage, message", [
-    (damage_bytes, r"(it is not a readable model zip|its \S+ is damaged \(CRC mismatch\))"),
-    (lambda path: replace_zip_member(path, "policy.pth", b"\x80\x02 not a torch file"),
-     r"its policy\.pth is not a readable torch file \(UnpicklingError"),
-    (lambda path: replace_zip_member(path, "policy.pth", zipfile.ZipFile(path).read("policy.pth")[:500]),
-     r"its policy\.pth is not a readable torch file \(RuntimeError"),
+    (damage_bytes, r"not a readable model zip \(Bad CRC-32 for file"),
+    (lambda path: replace_zip_member(path, "policy.safetensors", b"\x80\x02 not safetensors"),
+     r"policy\.safetensors is damaged"),
+    (lambda path: replace_zip_member(path, "policy.safetensors",
+                                     zipfile.ZipFile(path).read("policy.safetensors")[:500]),
+     r"policy\.safetensors is damaged"),
 ])
 def test_a_damaged_model_is_one_line_naming_it_in_eval_collect_and_init_from(trained, dataset, tmp_path, capsys,
                                                                              damage, message):
