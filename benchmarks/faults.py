@@ -45,9 +45,9 @@ from benchmarks.common import parse_dataclass_args  # noqa: E402
 from corft_algos.callbacks import list_checkpoints  # noqa: E402
 from corft_algos.evaluation import load_model  # noqa: E402
 from corft_envs.collection import CollectConfig, collect  # noqa: E402
-from corft_envs.controller import CONTROL_PERIOD  # noqa: E402
 from corft_envs.episode_store import EpisodeDataset  # noqa: E402
 from corft_envs.folder_lock import LOCK_NAME  # noqa: E402
+from robots.contract import CONTROL_PERIOD  # noqa: E402
 from tests.test_cli_train_eval import damage_bytes, replace_zip_member, train_args  # noqa: E402
 from tests.test_collection import assert_same_datasets, collect_args, wait_for_episode_files  # noqa: E402
 from tests.test_real_env import (  # noqa: E402

@@ -65,8 +65,8 @@ from corft_algos.cli import main as corft
 from corft_algos.evaluation import DEFAULT_EVAL_SEED, wilson_interval
 from corft_algos.presets import FROM_BASE_PRESET, PRESETS
 from corft_algos.pretrain import PretrainConfig, collect_pretraining_data
-from corft_envs.controller import CONTROL_PERIOD
 from corft_envs.tasks import TASKS
+from robots.contract import CONTROL_PERIOD
 
 #: The paper's targets (CO-RFT against SFT, on a real arm).
 PAPER_SUCCESS_GAIN = 0.57

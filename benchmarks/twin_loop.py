@@ -42,8 +42,8 @@ import corft_envs  # noqa: E402,F401
 from benchmarks.common import parse_dataclass_args  # noqa: E402
 from corft_algos.evaluation import load_model, run_episode  # noqa: E402
 from corft_envs.chunking import ActionChunk  # noqa: E402
-from corft_envs.controller import CONTROL_HZ  # noqa: E402
 from corft_envs.experts import make_expert  # noqa: E402
+from robots.contract import CONTROL_HZ  # noqa: E402
 
 
 @dataclass

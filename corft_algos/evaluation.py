@@ -34,9 +34,9 @@ from corft_algos.model_format import read_model_config
 from corft_algos.policies import INSTRUCTION_KEY
 from corft_algos.registry import get_algorithm
 from corft_envs.chunking import ActionChunk
-from corft_envs.controller import CONTROL_HZ, CONTROL_PERIOD
 from corft_envs.env_arguments import CHUNK_KWARGS, combine_env_kwargs
 from corft_envs.episode_store import space_differences
+from robots.contract import CONTROL_HZ, CONTROL_PERIOD
 from robots.safety import SafetyViolation
 
 IMAGE_KEY = "image_front"

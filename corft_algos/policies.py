@@ -36,10 +36,10 @@ from torch import nn
 from corft_algos.networks.experts import ActionExpert, CriticExpert
 from corft_algos.networks.language import EMBEDDING_DIM, embed_instructions
 from corft_algos.networks.vision import VisionEncoder, build_vision_model, folder_model_config
-from corft_envs.sim_env import STATE_DIM
+from robots.contract import STATE_DIM
 
 INSTRUCTION_KEY = "instruction"
-#: The dimensions of corft's state (:data:`corft_envs.sim_env.STATE_LAYOUT`) the policy reads by default: the
+#: The dimensions of corft's state (:data:`robots.contract.STATE_LAYOUT`) the policy reads by default: the
 #: TCP height and the gripper opening. With a few demonstrations the full state lets the policy tell the
 #: episodes apart and copy them instead of looking at the scene (benchmarks/RESULTS.md).
 RECIPE_PROPRIO_DIMS = (2, 7)

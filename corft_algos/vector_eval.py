@@ -30,7 +30,7 @@ from corft_algos.evaluation import (
     make_eval_env,
 )
 from corft_envs.chunking import make_chunked_env
-from corft_envs.controller import CONTROL_PERIOD
+from robots.contract import CONTROL_PERIOD
 
 
 class _Episode:

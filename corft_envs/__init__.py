@@ -46,7 +46,7 @@ for _name, _task in TASKS.items():
 
 REAL_ENV_IDS = tuple(f"corft/FR3Real-{name}-v0" for name in TASKS)
 
-# The real envs import the hardware layer, which imports corft_envs: load them lazily, by name.
+# The real envs import the drivers (franky, pyrealsense2), which a training node lacks: load them lazily, by name.
 for _name, _task in TASKS.items():
     gym.register(
         id=f"corft/FR3Real-{_name}-v0",

@@ -1,22 +1,7 @@
-"""The action contract shared by the simulated and the real arm, and the sim's Cartesian controller.
+"""The sim's Cartesian controller: runs the action contract of :mod:`robots.contract` on the MuJoCo FR3.
 
-Action contract (``Box(-1, 1, (7,), float32)``, one action per 10 Hz control step):
-
-- ``a[0:3]``: TCP translation in the robot base frame, ``Δp = a[0:3] · MAX_TRANSLATION``
-  metres (at most 5 cm per step, i.e. 0.5 m/s per axis).
-- ``a[3:6]``: TCP rotation as a rotation vector (axis · angle) in the base frame,
-  ``Δr = a[3:6] · MAX_ROTATION`` radians; the target orientation is
-  ``R_target = exp([Δr]×) · R_current`` (a world-frame, left-multiplied rotation).
-- ``a[6]``: gripper; ``> 0`` closes (grasp), ``<= 0`` opens. Binary by design:
-  the real Franka Hand grasps or opens, it does not track a width at 10 Hz.
-
-The target pose is relative to the *measured* TCP pose at the start of the
-step (as franky's relative Cartesian motions are on the real arm), and its
-position is clipped to :data:`WORKSPACE`. Values outside ``[-1, 1]`` are
-clipped; a wrong shape or a non-finite value is an error.
-
-In simulation :class:`CartesianController` reaches the target with damped
-least-squares differential IK (a few iterations on the kinematics) to a joint
+:class:`CartesianController` reaches each action's target (:func:`robots.contract.compose_target`)
+with damped least-squares differential IK (a few iterations on the kinematics) to a joint
 target, which the arm's position actuators track over ``CONTROL_PERIOD /
 PHYSICS_TIMESTEP`` physics substeps, with the joint target ramped in over the
 first :data:`RAMP_FRACTION` of them.
@@ -24,67 +9,17 @@ first :data:`RAMP_FRACTION` of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import mujoco
 import numpy as np
 
-from corft_envs.robot_model import ARM_JOINT_NAMES, HOME_TCP_QUATERNION
+from corft_envs.robot_model import ARM_JOINT_NAMES
+from robots.contract import CONTROL_PERIOD, CartesianCommand, compose_target
 
-#: Control rate (Hz) and period (s) of one action.
-CONTROL_HZ = 10
-CONTROL_PERIOD = 1.0 / CONTROL_HZ
-#: Largest TCP translation per step and axis (m) and rotation per step and axis (rad).
-MAX_TRANSLATION = 0.05
-MAX_ROTATION = 0.25
-#: Box the TCP target is clipped to, (low xyz, high xyz) in the base frame (m).
-WORKSPACE = (np.array([0.25, -0.40, 0.005]), np.array([0.80, 0.40, 0.60]))
 #: Fraction of the control period over which the joint target is ramped in.
 RAMP_FRACTION = 0.6
 #: Gripper actuator commands of the FR3 model: fully closed and fully open.
 GRIPPER_CLOSED_CTRL = 0.0
 GRIPPER_OPEN_CTRL = 255.0
-
-ACTION_DIM = 7
-
-
-@dataclass(frozen=True)
-class CartesianCommand:
-    """A decoded action: translation (m), rotation vector (rad), gripper closed or not."""
-
-    translation: np.ndarray
-    rotation: np.ndarray
-    close_gripper: bool
-
-
-def decode_action(action: np.ndarray) -> CartesianCommand:
-    """Turn a raw 7-D action into a :class:`CartesianCommand` (see the module docstring).
-
-    :raises ValueError: if the action is not 7 finite numbers.
-    """
-    array = np.asarray(action, dtype=np.float64)
-    if array.shape != (ACTION_DIM,):
-        raise ValueError(
-            f"action must have shape ({ACTION_DIM},) [dx, dy, dz, rx, ry, rz, gripper], got {array.shape}"
-        )
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"action must be finite, got {array.tolist()}")
-    array = np.clip(array, -1.0, 1.0)
-    return CartesianCommand(
-        translation=array[0:3] * MAX_TRANSLATION,
-        rotation=array[3:6] * MAX_ROTATION,
-        close_gripper=bool(array[6] > 0.0),
-    )
-
-
-def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) of a rotation vector."""
-    angle = float(np.linalg.norm(rotvec))
-    if angle < 1e-12:
-        return np.array([1.0, 0.0, 0.0, 0.0])
-    quat = np.empty(4)
-    mujoco.mju_axisAngle2Quat(quat, rotvec / angle, angle)
-    return quat
 
 
 def rotvec_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -96,34 +31,6 @@ def rotvec_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
         delta = -delta
     mujoco.mju_quat2Vel(rotvec, delta, 1.0)
     return rotvec
-
-
-def canonical_quaternion(quaternion: np.ndarray) -> np.ndarray:
-    """The unit quaternion of the same rotation in :data:`HOME_TCP_QUATERNION`'s hemisphere.
-
-    ``q`` and ``-q`` are one rotation. Choosing ``w >= 0`` would flip the sign
-    near the home pose, where ``w`` is about 0; choosing ``q · q_home >= 0`` keeps
-    observed orientations, which stay near home, continuous.
-    """
-    quaternion = np.asarray(quaternion, dtype=np.float64)
-    quaternion = quaternion / np.linalg.norm(quaternion)
-    return -quaternion if quaternion @ HOME_TCP_QUATERNION < 0 else quaternion
-
-
-def compose_target(
-    position: np.ndarray,
-    quaternion: np.ndarray,
-    command: CartesianCommand,
-    workspace: tuple[np.ndarray, np.ndarray] = WORKSPACE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The TCP target of ``command`` from a measured pose, shared by the sim and the real arm.
-
-    ``p_target = clip(p + Δp, workspace)`` and ``q_target = exp(Δr) · q`` (see :func:`canonical_quaternion`).
-    """
-    target_position = np.clip(np.asarray(position, dtype=np.float64) + command.translation, *workspace)
-    target_quat = np.empty(4)
-    mujoco.mju_mulQuat(target_quat, quat_from_rotvec(command.rotation), np.asarray(quaternion, dtype=np.float64))
-    return target_position, canonical_quaternion(target_quat)
 
 
 class CartesianController:

@@ -26,8 +26,9 @@ from typing import Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from corft_envs.controller import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE, rotvec_between
+from corft_envs.controller import rotvec_between
 from corft_envs.tasks import SceneState, Task
+from robots.contract import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE
 
 
 @runtime_checkable

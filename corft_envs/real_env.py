@@ -2,7 +2,7 @@
 
 :class:`FR3RealEnv` has the observation and action spaces of the sim task
 ``corft/<Task>-v0`` (:func:`~corft_envs.sim_env.make_observation_space`, the
-action contract of :mod:`corft_envs.controller`), so a policy trained on sim or
+action contract of :mod:`robots.contract`), so a policy trained on sim or
 real data runs on it unchanged, behind the same
 :class:`~corft_envs.chunking.ActionChunk` wrapper.
 
@@ -51,7 +51,6 @@ from gymnasium import spaces
 from PIL import Image
 
 from corft_envs.chunking import make_task_env
-from corft_envs.controller import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
 from corft_envs.keyboard import SUCCESS_KEYS, EpisodeLabel, KeySource, episode_label
 from corft_envs.layouts import check_positions_mode
 from corft_envs.sim_env import (CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size,
@@ -60,6 +59,7 @@ from corft_envs.tasks import get_task
 from corft_envs.twin import TwinWorld
 from robots.base import Arm
 from robots.camera import Camera, CameraFrame
+from robots.contract import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
 from robots.franka import FrankaArm
 from robots.realsense import RealSenseCamera
 from robots.safety import CheckedChunk, SafetyLimits, SafetyViolation

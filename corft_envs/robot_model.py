@@ -23,18 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Joint configuration of the home pose (the model's ``home`` keyframe): gripper
-#: pointing down, TCP at about (0.55, 0, 0.52) m in the robot base frame.
-HOME_JOINT_POSITIONS = np.array([0.0, 0.0, 0.0, -1.5708, 0.0, 1.5708, -0.7854])
-
-#: TCP orientation at the home pose (w x y z): the gripper points down.
-HOME_TCP_QUATERNION = np.array([0.0, np.sqrt(0.5), np.sqrt(0.5), 0.0])
-
 #: Distance from the hand body's origin to the TCP along the hand's z axis (m).
 TCP_OFFSET = 0.1034
-
-#: Maximum opening of the Franka Hand (m), the sum of both finger joints.
-GRIPPER_MAX_WIDTH = 0.08
 
 #: Joint servo gains: stiffness multiplier over franky-sim's, and kv / kp (s).
 SERVO_STIFFNESS_SCALE = 5.0

@@ -14,8 +14,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from corft_envs.controller import ACTION_DIM
 from corft_envs.keyboard import SUCCESS_KEYS, KeySource, episode_label
+from robots.contract import ACTION_DIM
 
 #: Motion keys: key -> (action dimension, sign). Translation in the base frame, then rotation.
 MOTION_KEYS: dict[str, tuple[int, float]] = {

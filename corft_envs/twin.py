@@ -83,16 +83,11 @@ from franky_sim.mujoco_simulator import FrankaMujocoRobot, MujocoSimulator
 from gymnasium.utils import seeding
 
 from corft_envs.layouts import check_positions_mode, sample_layout
-from corft_envs.robot_model import (
-    ARM_JOINT_NAMES,
-    FINGER_JOINT_NAMES,
-    GRIPPER_MAX_WIDTH,
-    HOME_JOINT_POSITIONS,
-    drop_visual_meshes,
-)
+from corft_envs.robot_model import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, drop_visual_meshes
 from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, apply_layout, build_scene_xml
 from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size
 from corft_envs.tasks import N_OBJECTS, SceneState, Task, get_task
+from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
 
 #: Name prefix franky-sim gives the first robot's bodies, joints and geoms.
 ROBOT_PREFIX = "robot0_"

@@ -1,5 +1,8 @@
 """Hardware layer: the arm and cameras behind small base classes, and the arm's safety layer.
 
+The bottom layer of corft: :mod:`robots.contract` (action and state semantics,
+target composition) and :mod:`robots.fr3` (the robot's constants) are numpy only,
+and nothing here imports ``corft_envs`` or ``corft_algos``, which build on it.
 Names are imported on first use (PEP 562), so ``import robots.errors`` or
 ``robots.safety`` loads neither driver: ``corft train`` runs on a GPU node
 that has no ``franky`` and no ``libusb`` for ``pyrealsense2``.

@@ -1,7 +1,7 @@
 """The arm interface every driver implements, and what it reports back.
 
 An :class:`Arm` takes the 7-D actions of the contract in
-:mod:`corft_envs.controller` (the same as the simulator's), one per 10 Hz
+:mod:`robots.contract` (the same as the simulator's), one per 10 Hz
 control step. The base class owns what all drivers share: the safety check of
 a whole chunk before anything is sent, pacing at the control rate, the
 gripper's binary state, stopping the arm on any exception or Ctrl-C, and
@@ -31,8 +31,7 @@ from typing import Literal
 
 import numpy as np
 
-from corft_envs.controller import CONTROL_PERIOD, CartesianCommand, compose_target
-from corft_envs.sim_env import STATE_LAYOUT
+from robots.contract import CONTROL_PERIOD, STATE_LAYOUT, CartesianCommand, compose_target
 from robots.errors import RobotConnectionError
 from robots.safety import CheckedChunk, SafetyChecker, SafetyLimits
 
@@ -49,7 +48,7 @@ class ArmState:
     """A measurement of the arm, with the fields of the simulator's ``state`` observation.
 
     :param tcp_position: TCP position in the base frame (m).
-    :param tcp_quaternion: TCP orientation, unit quaternion w x y z (sign: :func:`corft_envs.controller.canonical_quaternion`).
+    :param tcp_quaternion: TCP orientation, unit quaternion w x y z (sign: :func:`robots.contract.canonical_quaternion`).
     :param gripper_width: opening between the fingers (m).
     :param joint_positions: the seven joint angles (rad).
     """
@@ -60,7 +59,7 @@ class ArmState:
     joint_positions: np.ndarray
 
     def as_vector(self) -> np.ndarray:
-        """The 15-D ``float32`` vector in the order of :data:`corft_envs.sim_env.STATE_LAYOUT`."""
+        """The 15-D ``float32`` vector in the order of :data:`robots.contract.STATE_LAYOUT`."""
         parts = [np.atleast_1d(np.asarray(getattr(self, name), dtype=np.float64)) for name, _ in STATE_LAYOUT]
         for (name, size), part in zip(STATE_LAYOUT, parts):
             if part.shape != (size,):

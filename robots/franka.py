@@ -9,7 +9,7 @@ Works unchanged against the real robot and against ``franky-sim``'s server
   the base frame and its rotation a base-frame, left-multiplied rotation
   vector. So each action becomes ``CartesianMotion(Affine(p, q),
   ReferenceType.Absolute)`` with ``(p, q)`` computed from the TCP pose measured
-  when the action is sent (:func:`corft_envs.controller.compose_target`), which is the
+  when the action is sent (:func:`robots.contract.compose_target`), which is the
   contract's "relative to the measured pose".
 - **Asynchronous, preempting.** Each motion is started with
   ``move(..., asynchronous=True)``; the next action's motion takes over the
@@ -55,10 +55,10 @@ from contextlib import contextmanager
 import franky
 import numpy as np
 
-from corft_envs.controller import canonical_quaternion
-from corft_envs.robot_model import HOME_JOINT_POSITIONS
 from robots.base import Arm, ArmState
+from robots.contract import canonical_quaternion
 from robots.errors import RobotConnectionError, RobotContactError, RobotControlError, RobotError
+from robots.fr3 import HOME_JOINT_POSITIONS
 from robots.safety import SafetyLimits
 
 logger = logging.getLogger(__name__)

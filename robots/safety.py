@@ -1,7 +1,7 @@
 """The safety layer: every chunk of actions is checked as a whole before any of it is sent.
 
 Pure logic, no hardware: :class:`SafetyChecker` turns a chunk of 7-D actions of
-the contract in :mod:`corft_envs.controller` into :class:`CheckedChunk` (the
+the contract in :mod:`robots.contract` into :class:`CheckedChunk` (the
 actions and decoded Cartesian commands that may be sent) or raises
 :class:`SafetyViolation` naming the step and the value at fault. Nothing of a
 rejected chunk is sent.
@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from corft_envs.controller import (
+from robots.contract import (
     ACTION_DIM,
     MAX_ROTATION,
     MAX_TRANSLATION,
@@ -46,8 +46,8 @@ from corft_envs.controller import (
     CartesianCommand,
     decode_action,
 )
-from corft_envs.robot_model import GRIPPER_MAX_WIDTH
 from robots.errors import RobotError
+from robots.fr3 import FRANKA_HAND_MAX_FORCE, GRIPPER_MAX_WIDTH
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ ACTION_NAMES = ("dx", "dy", "dz", "rx", "ry", "rz", "gripper")
 AXES = ("x", "y", "z")
 #: Dimensions the jump check applies to (translation and rotation; not the gripper).
 MOTION_DIMS = 6
-#: Continuous grasping force of the Franka Hand (N).
-FRANKA_HAND_MAX_FORCE = 70.0
 #: Slack on float comparisons against the workspace bounds (m).
 _WORKSPACE_TOLERANCE = 1e-9
 
@@ -71,7 +69,7 @@ class SafetyLimits:
     """Limits every command to the arm must respect.
 
     :param workspace_low: lowest TCP position allowed, x y z in the base frame (m);
-        defaults to the simulator's :data:`~corft_envs.controller.WORKSPACE`.
+        defaults to the simulator's :data:`~robots.contract.WORKSPACE`.
     :param workspace_high: highest TCP position allowed (m).
     :param max_translation: largest TCP translation per step and axis (m), at
         most the contract's ``MAX_TRANSLATION``.

@@ -21,9 +21,7 @@ import pytest
 from franky_sim import SimulationServer
 from franky_sim.mujoco_simulator import MujocoSimulator
 
-from corft_envs.controller import CONTROL_PERIOD, CartesianCommand, compose_target, rotvec_between
-from corft_envs.robot_model import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
-from corft_envs.sim_env import STATE_DIM
+from corft_envs.controller import rotvec_between
 from robots import (
     ArmState,
     FrankaArm,
@@ -31,6 +29,8 @@ from robots import (
     SafetyLimits,
     SafetyViolation,
 )
+from robots.contract import CONTROL_PERIOD, STATE_DIM, CartesianCommand, compose_target
+from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
 
 #: Motions in these tests use 30% of the FR3's dynamics, so they finish quickly.
 DYNAMICS = 0.3

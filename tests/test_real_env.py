@@ -22,13 +22,13 @@ import pytest
 from corft_algos.cli import main
 from corft_envs import REAL_ENV_IDS, SIM_ENV_IDS
 from corft_envs.collection import CollectConfig, collect
-from corft_envs.controller import CONTROL_PERIOD
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.experts import make_expert
 from corft_envs.keyboard import ScriptedKeys
 from corft_envs.real_env import square_image
 from corft_envs.twin import TwinWorld
 from robots import CameraConnectionError, CameraTimeoutError, RealSenseCamera, RobotConnectionError, SafetyViolation
+from robots.contract import CONTROL_PERIOD
 from robots.virtual_realsense import VirtualRealSense
 
 ENV_ID = "corft/FR3Real-PickPlace-v0"

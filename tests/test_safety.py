@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from corft_envs.controller import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE
+from robots.contract import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE
 from robots.safety import SafetyChecker, SafetyLimits, SafetyViolation
 
 

@@ -7,11 +7,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from corft_envs import SIM_ENV_IDS, make_sim_env
-from corft_envs.controller import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE, decode_action
 from corft_envs.layouts import (FIXTURE_CLEARANCE, FIXTURE_REGION, FIXTURE_SPOT, MIN_SEPARATION, SPOT_JITTER,
                                 TRAIN_SPOTS, UNSEEN_CLEARANCE)
-from corft_envs.sim_env import STATE_DIM
 from corft_envs.tasks import COLOURS, SceneState, get_task
+from robots.contract import MAX_ROTATION, MAX_TRANSLATION, STATE_DIM, WORKSPACE, decode_action
 
 
 @pytest.mark.parametrize("env_id", SIM_ENV_IDS)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from corft_envs.layouts import SPOT_JITTER, TRAIN_SPOTS
-from corft_envs.robot_model import HOME_JOINT_POSITIONS
 from corft_envs.tasks import COLOURS, PickPlace
 from corft_envs.twin import TwinWorld
+from robots.fr3 import HOME_JOINT_POSITIONS
 
 IMAGE_SIZE = 64
 #: A relative Cartesian motion in franky's end-effector frame (m); its z axis points down at home.
