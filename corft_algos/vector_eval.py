@@ -29,7 +29,7 @@ from corft_algos.evaluation import (
     eval_env_kwargs,
     make_eval_env,
 )
-from corft_envs.chunking import make_chunked_env
+from corft_envs.chunking import ChunkValidator, make_chunked_env
 from robots.contract import CONTROL_PERIOD
 
 
@@ -58,7 +58,7 @@ def evaluate_vectorized(
     """
     kwargs = eval_env_kwargs(model, positions, env_kwargs=env_kwargs)
     probe = make_eval_env(model, env_id, positions=positions, env_kwargs=env_kwargs)  # checks the fit here
-    is_sim = not hasattr(probe.unwrapped, "validate_chunk")  # hardware envs check whole chunks
+    is_sim = not isinstance(probe.unwrapped, ChunkValidator)  # hardware envs check whole chunks
     probe.close()
     if not is_sim:
         raise ValueError(f"{env_id} drives hardware (or its twin): evaluate it with one worker")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -11,6 +11,22 @@ from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 
 from corft_envs.tasks import get_task
+
+
+@runtime_checkable
+class ChunkValidator(Protocol):
+    """An env that checks a whole chunk of actions before any of it runs (the real arm's safety layer).
+
+    :class:`ActionChunk` checks its base env (``env.unwrapped``) against this protocol and, when it
+    conforms, calls ``validate_chunk`` with the ``(count, d)`` actions it is about to execute, before the
+    first of them is sent. The contract: validate the whole chunk, send nothing, and reject it by raising
+    an exception whose message names what is wrong (e.g. :class:`robots.safety.SafetyViolation`).
+    Returning accepts the chunk; ``ActionChunk`` ignores the returned value. Envs that do not conform get
+    ``ActionChunk``'s own check (every action finite) instead.
+    """
+
+    def validate_chunk(self, actions: np.ndarray) -> object:
+        """Raise if any action of ``actions`` may not be sent; send nothing."""
 
 
 class ActionChunk(gym.Wrapper):
@@ -26,9 +42,9 @@ class ActionChunk(gym.Wrapper):
     episode ends inside a chunk) and ``is_success`` (true if any executed step
     succeeded).
 
-    If the base env has a ``validate_chunk(actions)`` method (the real arm's
-    whole-chunk safety check), it is called with the actions to execute before
-    the first of them is sent, and may raise to reject the chunk.
+    If the base env is a :class:`ChunkValidator` (the real arm's whole-chunk
+    safety check), its ``validate_chunk`` is called with the actions to execute
+    before the first of them is sent, and may raise to reject the chunk.
 
     Wrap it around the step-level :class:`~gymnasium.wrappers.TimeLimit` so the
     episode limit still counts single steps; ``gym.make(env_id, chunk_size=H)``
@@ -68,9 +84,9 @@ class ActionChunk(gym.Wrapper):
                 f"got {actions.shape}"
             )
         count = len(actions) if self.execute is None else min(len(actions), self.execute)
-        validate_chunk = getattr(self.env.unwrapped, "validate_chunk", None)
-        if validate_chunk is not None:  # e.g. the real arm's safety check, before any action is sent
-            validate_chunk(actions[:count])
+        base_env = self.env.unwrapped
+        if isinstance(base_env, ChunkValidator):  # e.g. the real arm's safety check, before any action is sent
+            base_env.validate_chunk(actions[:count])
         elif not np.all(np.isfinite(actions[:count])):  # the whole chunk, before any of it runs
             rows = sorted({int(row) for row in np.argwhere(~np.isfinite(actions[:count]))[:, 0]})
             raise ValueError(f"the chunk's actions {rows} are not finite (NaN or inf); nothing of it was run")

@@ -284,7 +284,8 @@ class FR3RealEnv(gym.Env):
     def validate_chunk(self, actions: np.ndarray) -> CheckedChunk:
         """The safety layer's whole-chunk check from the arm's current pose; nothing is sent.
 
-        :class:`~corft_envs.chunking.ActionChunk` calls it before the chunk's first action.
+        :class:`~corft_envs.chunking.ActionChunk` calls it before the chunk's first action (this env is a
+        :class:`~corft_envs.chunking.ChunkValidator`).
 
         :raises SafetyViolation: if any action of the chunk is unsafe (the arm is stopped).
         """

@@ -6,6 +6,7 @@ import pytest
 from gymnasium import spaces
 
 from corft_envs import ActionChunk
+from corft_envs.chunking import ChunkValidator
 from corft_envs.experts import make_expert
 
 
@@ -93,6 +94,11 @@ def test_whole_chunk_is_validated_before_any_action_runs():
     assert base.executed == []
     env.step(np.array([[0.0, 0.0], [0.1, 0.0], [0.9, 0.0]]))  # the third is not executed, so not checked
     assert len(base.executed) == 2
+
+
+def test_an_env_with_validate_chunk_is_a_chunk_validator():
+    assert isinstance(RejectsLargeActions(end=100), ChunkValidator)
+    assert not isinstance(RewardIsStepIndex(end=100), ChunkValidator)
 
 
 def test_a_chunk_with_a_nan_part_way_runs_none_of_it(make_env):
