@@ -10,7 +10,8 @@ from corft_envs import SIM_ENV_IDS, make_sim_env
 from corft_envs.layouts import (FIXTURE_CLEARANCE, FIXTURE_REGION, FIXTURE_SPOT, MIN_SEPARATION, SPOT_JITTER,
                                 TRAIN_SPOTS, UNSEEN_CLEARANCE)
 from corft_envs.tasks import COLOURS, SceneState, get_task
-from robots.contract import MAX_ROTATION, MAX_TRANSLATION, STATE_DIM, WORKSPACE, decode_action
+from robots.contract import (MAX_ROTATION, MAX_TRANSLATION, STATE_DIM, WORKSPACE, decode_action, quat_from_rotvec,
+                             quat_multiply)
 
 
 @pytest.mark.parametrize("env_id", SIM_ENV_IDS)
@@ -182,6 +183,21 @@ def test_decode_action_scales_clips_and_thresholds():
     assert command.close_gripper is True
     assert decode_action(np.zeros(7)).close_gripper is False
     assert MAX_TRANSLATION == 0.05 and MAX_ROTATION == 0.25
+
+
+def test_the_contracts_quaternion_arithmetic_is_mujocos():
+    import mujoco
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rotvec = rng.uniform(-MAX_ROTATION, MAX_ROTATION, 3)
+        first, second = rng.normal(size=4), rng.normal(size=4)
+        expected_rotation, expected_product = np.empty(4), np.empty(4)
+        mujoco.mju_axisAngle2Quat(expected_rotation, rotvec / np.linalg.norm(rotvec), np.linalg.norm(rotvec))
+        mujoco.mju_mulQuat(expected_product, first, second)
+        np.testing.assert_array_equal(quat_from_rotvec(rotvec), expected_rotation)
+        np.testing.assert_allclose(quat_multiply(first, second), expected_product, rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(quat_from_rotvec(np.zeros(3)), [1.0, 0.0, 0.0, 0.0])
 
 
 def test_controller_moves_the_tcp_by_the_commanded_delta(make_env):
