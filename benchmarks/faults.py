@@ -315,7 +315,7 @@ def store_cases(ws: Workspace) -> Iterator[Case]:
 
     store = ws.copy_store("store")
     before = digests(store)
-    run = corft(*collect_args(store, 6), setup="import shutil, corft_envs.episode_store as s; "
+    run = corft(*collect_args(store, 6), setup="import shutil, corft_envs.episode_store.writer as s; "
                 f"s.DISK_RESERVE_BYTES = shutil.disk_usage({str(store)!r}).free + 2**30")
     clean, outcome = one_line_error(run, "collect", "3 finished episodes are intact")
     yield Case("disk too full for the next episode", clean and digests(store) == before, outcome,

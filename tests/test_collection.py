@@ -143,13 +143,13 @@ def test_a_disk_too_full_for_the_next_episode_stops_collect_with_one_line_and_th
 ) -> None:
     import shutil
 
-    from corft_envs import episode_store
+    from corft_envs.episode_store import writer
 
     out = tmp_path / "data"
     shutil.copytree(reference, out)
     before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
     # ask for more free space than this disk has: the real free-space check refuses the next write
-    monkeypatch.setattr(episode_store, "DISK_RESERVE_BYTES", shutil.disk_usage(out).free + 2**30)
+    monkeypatch.setattr(writer, "DISK_RESERVE_BYTES", shutil.disk_usage(out).free + 2**30)
     assert main(collect_args(out, 6)) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "MiB free on its disk" in error and "4 finished episodes are intact" in error

@@ -1,0 +1,336 @@
+"""Reading an episode store: :class:`EpisodeDataset` and its lazily read :class:`Episode` arrays.
+
+Dataset-level arrays come from ``index.json``; episode files are opened on
+access, a bounded number at a time per process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterator
+
+import gymnasium as gym
+import h5py
+import numpy as np
+from gymnasium import spaces
+
+from corft_envs.episode_store.format import (
+    INDEX_NAME,
+    REBUILD_HINT,
+    DatasetError,
+    DatasetMeta,
+    EpisodeData,
+    EpisodeRecord,
+    expected_layout,
+    file_layout_problems,
+    read_episode_metadata,
+    read_index,
+)
+from corft_envs.episode_store.spaces import space_differences
+
+_MISSING_HINT = "run the same `corft collect` command again: it re-indexes the episode files and collects replacements"
+
+
+class _HandleCache:
+    """Per-process cache of open read-only HDF5 files.
+
+    Pickling drops the handles and a forked process starts afresh, so objects
+    holding a cache can be sent to DataLoader workers.
+    """
+
+    def __init__(self, max_open: int) -> None:
+        self._max_open = max_open
+        self._handles: OrderedDict[Path, h5py.File] = OrderedDict()
+        self._pid = os.getpid()
+
+    def get(self, path: Path) -> h5py.File:
+        if self._pid != os.getpid():
+            self._handles = OrderedDict()
+            self._pid = os.getpid()
+        handle = self._handles.get(path)
+        if handle is not None:
+            self._handles.move_to_end(path)
+            return handle
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot open ({exc}); {REBUILD_HINT}") from exc
+        self._handles[path] = handle
+        while len(self._handles) > self._max_open:
+            self._handles.popitem(last=False)[1].close()
+        return handle
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for handle in self._handles.values():
+                handle.close()
+        self._handles.clear()
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"max_open": self._max_open}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["max_open"])
+
+
+class LazyArray:
+    """Array-like view of one array in an episode file, read on indexing.
+
+    ``shape``, ``dtype`` and ``len`` come from the metadata without touching
+    the file. Indexing reads only the selected elements; it accepts what
+    h5py accepts (integers, slices with positive step, increasing index
+    lists). ``np.asarray(lazy)`` reads the whole array.
+    """
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype, handles: _HandleCache) -> None:
+        self.path = path
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self._handles = handles
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        handle = self._handles.get(self.path)
+        try:
+            return handle[self.name][key]
+        except (OSError, KeyError) as exc:
+            raise DatasetError(f"{self.path}: cannot read {self.name!r} ({exc}); {REBUILD_HINT}") from exc
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        array = self[()]
+        return array if dtype is None else array.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"LazyArray({self.path.name}:{self.name}, shape={self.shape}, dtype={self.dtype})"
+
+
+class Episode:
+    """One stored episode; arrays are :class:`LazyArray` views read on access.
+
+    ``observations[key]`` has ``T + 1`` entries, ``actions``, ``rewards`` and
+    ``is_success`` have ``T``; ``len(episode) == T``.
+    """
+
+    def __init__(self, path: Path, record: EpisodeRecord, meta: DatasetMeta, handles: _HandleCache) -> None:
+        self.path = path
+        self.record = record
+        layout = expected_layout(meta, record.length)
+
+        def view(name: str) -> LazyArray:
+            shape, dtype = layout[name]
+            return LazyArray(path, name, shape, dtype, handles)
+
+        self.observations: dict[str, LazyArray] = {
+            key: view(f"observations/{key}") for key in meta.observation_space.spaces
+        }
+        self.actions = view("actions")
+        self.rewards = view("rewards")
+        self.is_success = view("is_success")
+
+    @property
+    def instruction(self) -> str:
+        """The language instruction."""
+        return self.record.instruction
+
+    @property
+    def seed(self) -> int | None:
+        """Seed the env was reset with."""
+        return self.record.seed
+
+    @property
+    def success(self) -> bool:
+        """Whether the task was solved at some step."""
+        return self.record.success
+
+    @property
+    def terminated(self) -> bool:
+        """The episode ended in a terminal state (success)."""
+        return self.record.terminated
+
+    @property
+    def truncated(self) -> bool:
+        """The episode ended at the time limit."""
+        return self.record.truncated
+
+    def __len__(self) -> int:
+        return self.record.length
+
+    def load(self) -> EpisodeData:
+        """Read the whole episode into memory."""
+        return EpisodeData(
+            observations={key: np.asarray(view) for key, view in self.observations.items()},
+            actions=np.asarray(self.actions),
+            rewards=np.asarray(self.rewards),
+            is_success=np.asarray(self.is_success),
+            instruction=self.instruction,
+            seed=self.seed,
+            terminated=self.terminated,
+            truncated=self.truncated,
+        )
+
+    def __repr__(self) -> str:
+        return f"Episode({self.path.name}, length={len(self)}, success={self.success})"
+
+
+class EpisodeDataset:
+    """Read access to a store written by :class:`EpisodeWriter`.
+
+    Dataset-level attributes come from ``index.json``; ``dataset[i]`` gives an
+    :class:`Episode` whose arrays are read lazily, with up to
+    ``max_open_files`` HDF5 files kept open per process. The object pickles
+    without its open files, so it can be handed to DataLoader workers.
+
+    :param root: store directory.
+    :param validate: open every episode file now and check its attributes and
+        array shapes against the index (otherwise problems surface on access).
+    :param max_open_files: size of the per-process cache of open files.
+    :raises DatasetError: naming the file and the problem, if the index or an
+        episode file is missing, truncated, corrupt, or disagrees with the
+        recorded spaces.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, validate: bool = True, max_open_files: int = 32) -> None:
+        self.root = Path(root)
+        self._index = read_index(self.root)
+        self._handles = _HandleCache(max_open_files)
+        for record in self._index.episodes:
+            path = self.root / record.file
+            if not path.is_file():
+                raise DatasetError(f"{path}: listed in {self.root / INDEX_NAME} but missing; {_MISSING_HINT}")
+            if validate:
+                self._validate_file(path, record)
+
+    def _validate_file(self, path: Path, record: EpisodeRecord) -> None:
+        file_meta, file_record = read_episode_metadata(path)
+        problems = [f"metadata: {p}" for p in self.meta.differences(file_meta)]
+        if file_record != record:
+            problems.append(f"episode attributes {file_record} differ from the index entry {record}")
+        problems += file_layout_problems(path, self.meta, record.length)
+        if problems:
+            raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {REBUILD_HINT}")
+
+    @property
+    def meta(self) -> DatasetMeta:
+        """The dataset metadata from the index."""
+        return self._index.meta
+
+    @property
+    def records(self) -> tuple[EpisodeRecord, ...]:
+        """Index records of the episodes, in order."""
+        return self._index.episodes
+
+    @property
+    def num_attempts(self) -> int:
+        """Collection attempts made, kept or not."""
+        return self._index.num_attempts
+
+    @property
+    def env_id(self) -> str:
+        """Gymnasium id of the env the data was collected in."""
+        return self.meta.env_id
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments the env was made with."""
+        return dict(self.meta.env_kwargs)
+
+    @property
+    def observation_space(self) -> spaces.Dict:
+        """Step-level observation space."""
+        return self.meta.observation_space
+
+    @property
+    def action_space(self) -> spaces.Box:
+        """Step-level action space."""
+        return self.meta.action_space
+
+    @property
+    def chunk_size(self) -> int | None:
+        """Action-chunk length of the collecting policy, if it used chunks."""
+        return self.meta.chunk_size
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """``(N,)`` int64 episode lengths ``T``."""
+        return np.array([r.length for r in self.records], dtype=np.int64)
+
+    @property
+    def successes(self) -> np.ndarray:
+        """``(N,)`` bool, whether each episode succeeded."""
+        return np.array([r.success for r in self.records], dtype=bool)
+
+    @property
+    def parts(self) -> list[EpisodeDataset]:
+        """The stores read, in order: this one alone (:class:`ConcatEpisodeDataset` has several)."""
+        return [self]
+
+    @property
+    def store_of_episode(self) -> np.ndarray:
+        """``(N,)`` int64, the number of the store each episode comes from (all 0 for one store)."""
+        return np.zeros(len(self), dtype=np.int64)
+
+    @property
+    def terminated(self) -> np.ndarray:
+        """``(N,)`` bool, whether each episode ended in a terminal state."""
+        return np.array([r.terminated for r in self.records], dtype=bool)
+
+    @property
+    def truncated(self) -> np.ndarray:
+        """``(N,)`` bool, whether each episode ended at the time limit."""
+        return np.array([r.truncated for r in self.records], dtype=bool)
+
+    @property
+    def instructions(self) -> list[str]:
+        """Each episode's instruction."""
+        return [r.instruction for r in self.records]
+
+    @property
+    def seeds(self) -> list[int | None]:
+        """Each episode's reset seed."""
+        return [r.seed for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Episode:
+        record = self.records[index]
+        return Episode(self.root / record.file, record, self.meta, self._handles)
+
+    def __iter__(self) -> Iterator[Episode]:
+        return (self[i] for i in range(len(self)))
+
+    def check_compatible(self, env: gym.Env) -> None:
+        """Check that ``env``'s step-level spaces equal the recorded ones.
+
+        :raises DatasetError: listing every difference.
+        """
+        problems = space_differences(self.observation_space, env.observation_space, "observation_space")
+        problems += space_differences(self.action_space, env.action_space, "action_space")
+        if problems:
+            raise DatasetError(
+                f"{self.root} (collected in {self.env_id} with {self.env_kwargs}) does not fit this env:\n  "
+                + "\n  ".join(problems)
+            )
+
+    def close(self) -> None:
+        """Close the files this process has open."""
+        self._handles.close()
+
+    def __enter__(self) -> EpisodeDataset:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
