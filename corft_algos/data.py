@@ -30,7 +30,7 @@ import torch
 from gymnasium import spaces
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, WeightedRandomSampler
 
-from corft_envs.episode_store import EpisodeDataset
+from corft_envs.episode_store import EpisodeDataset, EpisodeSource
 
 #: Frames are held in memory under ``in_memory="auto"`` when they take fewer bytes than this.
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -86,7 +86,7 @@ class FrameStore:
     """
 
     def __init__(
-        self, dataset: EpisodeDataset, in_memory: InMemory = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET
+        self, dataset: EpisodeSource, in_memory: InMemory = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET
     ) -> None:
         self.dataset = dataset
         self.observation_space: spaces.Dict = dataset.observation_space
@@ -204,8 +204,8 @@ def _moments(values: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _open_episodes(episodes: EpisodeDataset | str | os.PathLike[str]) -> EpisodeDataset:
-    if isinstance(episodes, EpisodeDataset):
+def _open_episodes(episodes: EpisodeSource | str | os.PathLike[str]) -> EpisodeSource:
+    if isinstance(episodes, EpisodeSource):
         return episodes
     path = Path(episodes)
     if not path.exists():
@@ -314,7 +314,7 @@ class ChunkDataset(Dataset):
 
     def __init__(
         self,
-        episodes: EpisodeDataset | str | os.PathLike[str],
+        episodes: EpisodeSource | str | os.PathLike[str],
         chunk_size: int,
         gamma: float = 0.99,
         success_oversample: float = 1.0,

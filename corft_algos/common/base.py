@@ -54,7 +54,7 @@ from corft_algos.distributed import average_over_ranks, current_rank, data_paral
 from corft_algos.feature_cache import FeatureCache
 from corft_algos.model_format import read_model, restore_model, write_model_zip, write_pretrained
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
-from corft_envs.episode_store import EpisodeDataset, store_signatures, space_differences
+from corft_envs.episode_store import EpisodeSource, store_signatures, space_differences
 
 SelfOfflineAlgorithm = TypeVar("SelfOfflineAlgorithm", bound="OfflineAlgorithm")
 
@@ -99,7 +99,7 @@ class OfflineAlgorithm(BaseAlgorithm):
     """Offline algorithm on an episode store, with stable-baselines3's API.
 
     :param policy: ``"VLAPolicy"`` or a policy class.
-    :param dataset: an :class:`EpisodeDataset`, its directory, or a :class:`ChunkDataset`.
+    :param dataset: an :class:`EpisodeSource` (one store or several), its directory, or a :class:`ChunkDataset`.
     :param env: optional; only its spaces are used (checked against the dataset's).
     :param chunk_size: H, actions per chunk.
     :param gamma: per-step discount.
@@ -137,7 +137,7 @@ class OfflineAlgorithm(BaseAlgorithm):
     def __init__(
         self,
         policy: str | type[VLAPolicy] = "VLAPolicy",
-        dataset: ChunkDataset | EpisodeDataset | str | Path | None = None,
+        dataset: ChunkDataset | EpisodeSource | str | Path | None = None,
         env: gym.Env | None = None,
         chunk_size: int = 10,
         gamma: float = 0.99,

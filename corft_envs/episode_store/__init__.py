@@ -5,7 +5,8 @@ The package is split by job; this module is its public face:
 * :mod:`~corft_envs.episode_store.spaces`: Gymnasium spaces as JSON, and how two spaces differ;
 * :mod:`~corft_envs.episode_store.format`: the layout, the metadata records, the errors, reading one file;
 * :mod:`~corft_envs.episode_store.writer`: :class:`EpisodeWriter` and atomic episode files;
-* :mod:`~corft_envs.episode_store.reader`: :class:`EpisodeDataset`, one store read lazily;
+* :mod:`~corft_envs.episode_store.reader`: :class:`EpisodeDataset`, one store read lazily, and
+  :class:`EpisodeSource`, what it shares with :class:`ConcatEpisodeDataset`;
 * :mod:`~corft_envs.episode_store.concat`: :class:`ConcatEpisodeDataset`, several stores read as one.
 """
 
@@ -24,7 +25,7 @@ from corft_envs.episode_store.format import (
     read_episode_metadata,
     read_index,
 )
-from corft_envs.episode_store.reader import Episode, EpisodeDataset, LazyArray
+from corft_envs.episode_store.reader import Episode, EpisodeDataset, EpisodeSource, LazyArray
 from corft_envs.episode_store.spaces import space_differences, space_from_json, space_to_json
 from corft_envs.episode_store.writer import EpisodeWriter, episode_file_image, write_episode_file
 
@@ -39,6 +40,7 @@ __all__ = [
     "EpisodeData",
     "EpisodeDataset",
     "EpisodeRecord",
+    "EpisodeSource",
     "EpisodeWriter",
     "LazyArray",
     "StoreIndex",

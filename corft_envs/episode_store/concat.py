@@ -10,11 +10,11 @@ from typing import Sequence
 import numpy as np
 
 from corft_envs.episode_store.format import DatasetError, EpisodeRecord
-from corft_envs.episode_store.reader import Episode, EpisodeDataset
+from corft_envs.episode_store.reader import Episode, EpisodeDataset, EpisodeSource
 from corft_envs.episode_store.spaces import space_differences
 
 
-class ConcatEpisodeDataset(EpisodeDataset):
+class ConcatEpisodeDataset(EpisodeSource):
     """Several stores with the same spaces read as one, e.g. other tasks' demos to pretrain a base policy.
 
     Episodes are numbered store after store. ``root``, ``meta``, ``env_id`` and
@@ -29,18 +29,17 @@ class ConcatEpisodeDataset(EpisodeDataset):
                  max_open_files: int = 32) -> None:
         if not roots:
             raise DatasetError("ConcatEpisodeDataset needs at least one store directory")
-        self._parts = [EpisodeDataset(root, validate=validate, max_open_files=max_open_files) for root in roots]
-        first = self._parts[0]
-        for part in self.parts[1:]:
+        parts = [EpisodeDataset(root, validate=validate, max_open_files=max_open_files) for root in roots]
+        first = parts[0]
+        for part in parts[1:]:
             problems = space_differences(first.observation_space, part.observation_space, "observation_space")
             problems += space_differences(first.action_space, part.action_space, "action_space")
             if problems:
                 raise DatasetError(f"{part.root} cannot be read with {first.root}: " + "; ".join(problems)
                                    + " ('recorded' is the first store's); collect both with the same image size")
-        self.root = first.root
-        self.roots = [part.root for part in self.parts]
-        self._index = first._index
-        self._handles = first._handles
+        super().__init__(first.root, first.meta)
+        self._parts = parts
+        self.roots = [part.root for part in parts]
         self._part_of = [(number, local) for number, part in enumerate(self.parts) for local in range(len(part))]
 
     @property
@@ -73,7 +72,7 @@ class ConcatEpisodeDataset(EpisodeDataset):
             part.close()
 
 
-def store_signatures(dataset: EpisodeDataset) -> list[str]:
+def store_signatures(dataset: EpisodeSource) -> list[str]:
     """One digest per store read (``ConcatEpisodeDataset``'s in order) over what its index says of its
     episodes: the env id, and each episode's file, length, seed, instruction and outcome. Two folders
     with the same episodes have the same signature wherever they are; a store with other or more
@@ -87,7 +86,7 @@ def store_signatures(dataset: EpisodeDataset) -> list[str]:
     return signatures
 
 
-def open_episodes(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> EpisodeDataset:
+def open_episodes(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> EpisodeSource:
     """One store as :class:`EpisodeDataset`, several as :class:`ConcatEpisodeDataset`."""
     if isinstance(roots, (str, os.PathLike)):
         return EpisodeDataset(roots)

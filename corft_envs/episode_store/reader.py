@@ -7,10 +7,11 @@ access, a bounded number at a time per process.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import gymnasium as gym
 import h5py
@@ -31,6 +32,7 @@ from corft_envs.episode_store.format import (
 )
 from corft_envs.episode_store.spaces import space_differences
 
+_Source = TypeVar("_Source", bound="EpisodeSource")
 _MISSING_HINT = "run the same `corft collect` command again: it re-indexes the episode files and collects replacements"
 
 
@@ -183,57 +185,53 @@ class Episode:
         return f"Episode({self.path.name}, length={len(self)}, success={self.success})"
 
 
-class EpisodeDataset:
-    """Read access to a store written by :class:`EpisodeWriter`.
+class EpisodeSource(ABC):
+    """The episodes of one or more stores, read-only: what :class:`EpisodeDataset` (one store) and
+    :class:`~corft_envs.episode_store.concat.ConcatEpisodeDataset` (several) share.
 
-    Dataset-level attributes come from ``index.json``; ``dataset[i]`` gives an
-    :class:`Episode` whose arrays are read lazily, with up to
-    ``max_open_files`` HDF5 files kept open per process. The object pickles
-    without its open files, so it can be handed to DataLoader workers.
+    Everything per episode (lengths, instructions, successes, ...) comes from :attr:`records`; a
+    subclass says where the records and the episodes come from.
 
-    :param root: store directory.
-    :param validate: open every episode file now and check its attributes and
-        array shapes against the index (otherwise problems surface on access).
-    :param max_open_files: size of the per-process cache of open files.
-    :raises DatasetError: naming the file and the problem, if the index or an
-        episode file is missing, truncated, corrupt, or disagrees with the
-        recorded spaces.
+    :param root: the (first) store directory, named in messages.
+    :param meta: the (first) store's dataset metadata: the env and the spaces.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, validate: bool = True, max_open_files: int = 32) -> None:
-        self.root = Path(root)
-        self._index = read_index(self.root)
-        self._handles = _HandleCache(max_open_files)
-        for record in self._index.episodes:
-            path = self.root / record.file
-            if not path.is_file():
-                raise DatasetError(f"{path}: listed in {self.root / INDEX_NAME} but missing; {_MISSING_HINT}")
-            if validate:
-                self._validate_file(path, record)
-
-    def _validate_file(self, path: Path, record: EpisodeRecord) -> None:
-        file_meta, file_record = read_episode_metadata(path)
-        problems = [f"metadata: {p}" for p in self.meta.differences(file_meta)]
-        if file_record != record:
-            problems.append(f"episode attributes {file_record} differ from the index entry {record}")
-        problems += file_layout_problems(path, self.meta, record.length)
-        if problems:
-            raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {REBUILD_HINT}")
+    def __init__(self, root: Path, meta: DatasetMeta) -> None:
+        self.root = root
+        self._meta = meta
 
     @property
     def meta(self) -> DatasetMeta:
-        """The dataset metadata from the index."""
-        return self._index.meta
+        """The dataset metadata from the (first) store's index."""
+        return self._meta
 
     @property
+    @abstractmethod
     def records(self) -> tuple[EpisodeRecord, ...]:
         """Index records of the episodes, in order."""
-        return self._index.episodes
 
     @property
+    @abstractmethod
     def num_attempts(self) -> int:
         """Collection attempts made, kept or not."""
-        return self._index.num_attempts
+
+    @property
+    @abstractmethod
+    def parts(self) -> list[EpisodeDataset]:
+        """The stores read, in order."""
+
+    @property
+    @abstractmethod
+    def store_of_episode(self) -> np.ndarray:
+        """``(N,)`` int64, the position in :attr:`parts` of each episode's store."""
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> Episode:
+        """Episode ``index``, its arrays read lazily."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the files this process has open."""
 
     @property
     def env_id(self) -> str:
@@ -271,16 +269,6 @@ class EpisodeDataset:
         return np.array([r.success for r in self.records], dtype=bool)
 
     @property
-    def parts(self) -> list[EpisodeDataset]:
-        """The stores read, in order: this one alone (:class:`ConcatEpisodeDataset` has several)."""
-        return [self]
-
-    @property
-    def store_of_episode(self) -> np.ndarray:
-        """``(N,)`` int64, the number of the store each episode comes from (all 0 for one store)."""
-        return np.zeros(len(self), dtype=np.int64)
-
-    @property
     def terminated(self) -> np.ndarray:
         """``(N,)`` bool, whether each episode ended in a terminal state."""
         return np.array([r.terminated for r in self.records], dtype=bool)
@@ -303,10 +291,6 @@ class EpisodeDataset:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> Episode:
-        record = self.records[index]
-        return Episode(self.root / record.file, record, self.meta, self._handles)
-
     def __iter__(self) -> Iterator[Episode]:
         return (self[i] for i in range(len(self)))
 
@@ -323,14 +307,78 @@ class EpisodeDataset:
                 + "\n  ".join(problems)
             )
 
-    def close(self) -> None:
-        """Close the files this process has open."""
-        self._handles.close()
-
-    def __enter__(self) -> EpisodeDataset:
+    def __enter__(self: _Source) -> _Source:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class EpisodeDataset(EpisodeSource):
+    """Read access to a store written by :class:`~corft_envs.episode_store.writer.EpisodeWriter`.
+
+    Dataset-level attributes come from ``index.json``; ``dataset[i]`` gives an
+    :class:`Episode` whose arrays are read lazily, with up to
+    ``max_open_files`` HDF5 files kept open per process. The object pickles
+    without its open files, so it can be handed to DataLoader workers.
+
+    :param root: store directory.
+    :param validate: open every episode file now and check its attributes and
+        array shapes against the index (otherwise problems surface on access).
+    :param max_open_files: size of the per-process cache of open files.
+    :raises DatasetError: naming the file and the problem, if the index or an
+        episode file is missing, truncated, corrupt, or disagrees with the
+        recorded spaces.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, validate: bool = True, max_open_files: int = 32) -> None:
+        path = Path(root)
+        index = read_index(path)
+        super().__init__(path, index.meta)
+        self._index = index
+        self._handles = _HandleCache(max_open_files)
+        for record in self._index.episodes:
+            path = self.root / record.file
+            if not path.is_file():
+                raise DatasetError(f"{path}: listed in {self.root / INDEX_NAME} but missing; {_MISSING_HINT}")
+            if validate:
+                self._validate_file(path, record)
+
+    def _validate_file(self, path: Path, record: EpisodeRecord) -> None:
+        file_meta, file_record = read_episode_metadata(path)
+        problems = [f"metadata: {p}" for p in self.meta.differences(file_meta)]
+        if file_record != record:
+            problems.append(f"episode attributes {file_record} differ from the index entry {record}")
+        problems += file_layout_problems(path, self.meta, record.length)
+        if problems:
+            raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {REBUILD_HINT}")
+
+    @property
+    def records(self) -> tuple[EpisodeRecord, ...]:
+        """Index records of the episodes, in order."""
+        return self._index.episodes
+
+    @property
+    def num_attempts(self) -> int:
+        """Collection attempts made, kept or not."""
+        return self._index.num_attempts
+
+    @property
+    def parts(self) -> list[EpisodeDataset]:
+        """The stores read, in order: this one alone (:class:`ConcatEpisodeDataset` has several)."""
+        return [self]
+
+    @property
+    def store_of_episode(self) -> np.ndarray:
+        """``(N,)`` int64, the number of the store each episode comes from (all 0 for one store)."""
+        return np.zeros(len(self), dtype=np.int64)
+
+    def __getitem__(self, index: int) -> Episode:
+        record = self.records[index]
+        return Episode(self.root / record.file, record, self.meta, self._handles)
+
+    def close(self) -> None:
+        """Close the files this process has open."""
+        self._handles.close()
