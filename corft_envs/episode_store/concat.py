@@ -11,7 +11,7 @@ import numpy as np
 
 from corft_envs.episode_store.format import DatasetError, EpisodeRecord
 from corft_envs.episode_store.reader import Episode, EpisodeDataset, EpisodeSource
-from corft_envs.episode_store.spaces import space_differences
+from corft_envs.episode_store.spaces import observation_action_differences
 
 
 class ConcatEpisodeDataset(EpisodeSource):
@@ -32,8 +32,7 @@ class ConcatEpisodeDataset(EpisodeSource):
         parts = [EpisodeDataset(root, validate=validate, max_open_files=max_open_files) for root in roots]
         first = parts[0]
         for part in parts[1:]:
-            problems = space_differences(first.observation_space, part.observation_space, "observation_space")
-            problems += space_differences(first.action_space, part.action_space, "action_space")
+            problems = observation_action_differences(first, part)
             if problems:
                 raise DatasetError(f"{part.root} cannot be read with {first.root}: " + "; ".join(problems)
                                    + " ('recorded' is the first store's); collect both with the same image size")

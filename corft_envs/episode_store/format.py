@@ -29,13 +29,13 @@ import re
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
 from gymnasium import spaces
 
-from corft_envs.episode_store.spaces import space_differences, space_from_json, space_to_json
+from corft_envs.episode_store.spaces import observation_action_differences, space_from_json, space_to_json
 
 #: Version of the on-disk layout; readers refuse other versions.
 FORMAT_VERSION = 1
@@ -43,8 +43,7 @@ FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 #: Names of finished episode files; group 1 is the episode number.
 EPISODE_PATTERN = re.compile(r"^episode_(\d{6,})\.h5$")
-#: How to repair a store with a damaged episode file, for error messages.
-REBUILD_HINT = (
+_REBUILD_HINT = (
     "delete the file and run the same `corft collect` command again: it keeps "
     "every intact episode and collects replacements"
 )
@@ -56,6 +55,11 @@ class DatasetError(Exception):
 
 class DiskFullError(DatasetError):
     """The store's disk has too little space for the next episode; every finished episode is intact."""
+
+
+def damaged_file_error(path: Path, problems: Sequence[str]) -> DatasetError:
+    """The error for a damaged episode file: its path, its problems, and how to repair the store."""
+    return DatasetError(f"{path}: " + "; ".join(problems) + f"; {_REBUILD_HINT}")
 
 
 def project_version() -> str:
@@ -134,9 +138,7 @@ class DatasetMeta:
             for name in ("env_id", "env_kwargs", "chunk_size", "seed", "keep_failures")
             if getattr(self, name) != getattr(other, name)
         ]
-        problems += space_differences(self.observation_space, other.observation_space, "observation_space")
-        problems += space_differences(self.action_space, other.action_space, "action_space")
-        return problems
+        return problems + observation_action_differences(self, other)
 
 
 @dataclass(frozen=True)
@@ -354,7 +356,7 @@ def read_episode_metadata(path: Path) -> tuple[DatasetMeta, EpisodeRecord]:
             meta = DatasetMeta.from_json(json.loads(handle.attrs["dataset"]))
             record = EpisodeRecord.from_json(json.loads(handle.attrs["episode"]))
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise DatasetError(f"{path}: truncated or corrupt ({exc}); {REBUILD_HINT}") from exc
+        raise damaged_file_error(path, [f"truncated or corrupt ({exc})"]) from exc
     return meta, replace(record, file=path.name)
 
 

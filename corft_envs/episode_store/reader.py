@@ -20,17 +20,17 @@ from gymnasium import spaces
 
 from corft_envs.episode_store.format import (
     INDEX_NAME,
-    REBUILD_HINT,
     DatasetError,
     DatasetMeta,
     EpisodeData,
     EpisodeRecord,
+    damaged_file_error,
     expected_layout,
     file_layout_problems,
     read_episode_metadata,
     read_index,
 )
-from corft_envs.episode_store.spaces import space_differences
+from corft_envs.episode_store.spaces import observation_action_differences
 
 _Source = TypeVar("_Source", bound="EpisodeSource")
 _MISSING_HINT = "run the same `corft collect` command again: it re-indexes the episode files and collects replacements"
@@ -59,7 +59,7 @@ class _HandleCache:
         try:
             handle = h5py.File(path, "r")
         except OSError as exc:
-            raise DatasetError(f"{path}: cannot open ({exc}); {REBUILD_HINT}") from exc
+            raise damaged_file_error(path, [f"cannot open ({exc})"]) from exc
         self._handles[path] = handle
         while len(self._handles) > self._max_open:
             self._handles.popitem(last=False)[1].close()
@@ -107,7 +107,7 @@ class LazyArray:
         try:
             return handle[self.name][key]
         except (OSError, KeyError) as exc:
-            raise DatasetError(f"{self.path}: cannot read {self.name!r} ({exc}); {REBUILD_HINT}") from exc
+            raise damaged_file_error(self.path, [f"cannot read {self.name!r} ({exc})"]) from exc
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         array = self[()]
@@ -299,8 +299,7 @@ class EpisodeSource(ABC):
 
         :raises DatasetError: listing every difference.
         """
-        problems = space_differences(self.observation_space, env.observation_space, "observation_space")
-        problems += space_differences(self.action_space, env.action_space, "action_space")
+        problems = observation_action_differences(self, env)
         if problems:
             raise DatasetError(
                 f"{self.root} (collected in {self.env_id} with {self.env_kwargs}) does not fit this env:\n  "
@@ -353,7 +352,7 @@ class EpisodeDataset(EpisodeSource):
             problems.append(f"episode attributes {file_record} differ from the index entry {record}")
         problems += file_layout_problems(path, self.meta, record.length)
         if problems:
-            raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {REBUILD_HINT}")
+            raise damaged_file_error(path, problems)
 
     @property
     def records(self) -> tuple[EpisodeRecord, ...]:

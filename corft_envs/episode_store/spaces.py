@@ -6,7 +6,7 @@ spaces this way; the differences are what a store, a model or an env that does n
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -110,3 +110,25 @@ def space_differences(expected: gym.Space, actual: gym.Space, name: str) -> list
                     problems.append(f"{name}: {bound} bounds differ")
         return problems
     return [f"{name}: {type(expected).__name__} recorded, {type(actual).__name__} now"]
+
+
+class HasSpaces(Protocol):
+    """Anything with step-level spaces: an env, a store's metadata, a dataset."""
+
+    @property
+    def observation_space(self) -> gym.Space:
+        """The observation space."""
+
+    @property
+    def action_space(self) -> gym.Space:
+        """The action space."""
+
+
+def observation_action_differences(expected: HasSpaces, actual: HasSpaces) -> list[str]:
+    """:func:`space_differences` of the observation spaces, then of the action spaces, empty when both match.
+
+    :param expected: what holds the recorded spaces (a store's metadata, a dataset).
+    :param actual: what holds the spaces compared with them (an env, a new run's metadata, another store).
+    """
+    return (space_differences(expected.observation_space, actual.observation_space, "observation_space")
+            + space_differences(expected.action_space, actual.action_space, "action_space"))

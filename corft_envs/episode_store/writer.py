@@ -30,13 +30,13 @@ from corft_envs.episode_store.format import (
     EPISODE_PATTERN,
     FORMAT_VERSION,
     INDEX_NAME,
-    REBUILD_HINT,
     DatasetError,
     DatasetMeta,
     DiskFullError,
     EpisodeData,
     EpisodeRecord,
     StoreIndex,
+    damaged_file_error,
     episode_files,
     file_layout_problems,
     layout_problems,
@@ -59,18 +59,32 @@ def _temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, sync it, and move it into place.
+
+    :raises OSError: if the write fails; the temporary file is removed and ``path`` is as it was.
+    """
     tmp = _temporary_path(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` to ``path`` as indented JSON, atomically."""
+    _write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+
+
+def _disk_full_advice(episodes: int) -> str:
+    """The end of a :class:`DiskFullError` message: the store is intact, and how to go on."""
+    return (f"the store's {episodes} finished episodes are intact. Free some space and run the same command "
+            "again to resume, or collect elsewhere with --out")
 
 
 def _storage_options(array: np.ndarray) -> dict[str, Any]:
@@ -108,17 +122,7 @@ def write_episode_file(path: Path, episode: EpisodeData, meta: DatasetMeta, reco
     :raises ValueError: if the episode's arrays do not fit ``meta``'s spaces.
     :raises OSError: if the write fails (``errno.ENOSPC`` on a full disk); the temporary file is removed.
     """
-    data = episode_file_image(episode, meta, record)
-    tmp = _temporary_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _write_atomic(path, episode_file_image(episode, meta, record))
 
 
 
@@ -206,9 +210,8 @@ class EpisodeWriter:
                 raise
             raise DiskFullError(
                 f"{self.root}: writing {name} failed: {exc.strerror} (the disk is full, or a quota or file-size "
-                f"limit is reached); nothing partial was kept and the store's {len(episode_files(self.root))} "
-                "finished episodes are intact. Free some space and run the same command again to resume, or "
-                "collect elsewhere with --out") from None
+                f"limit is reached); nothing partial was kept and {_disk_full_advice(len(episode_files(self.root)))}"
+            ) from None
 
     def _check_free_space(self, episode: EpisodeData) -> None:
         """Refuse to write ``episode`` unless its uncompressed size plus :data:`DISK_RESERVE_BYTES` is free.
@@ -221,8 +224,7 @@ class EpisodeWriter:
             raise DiskFullError(
                 f"{self.root}: {free / 2**20:.0f} MiB free on its disk, but an episode write needs up to "
                 f"{needed / 2**20:.0f} MiB (the episode uncompressed plus {DISK_RESERVE_BYTES / 2**20:.0f} MiB kept "
-                f"free); nothing was written and the store's {len(self.episodes)} finished episodes are intact. "
-                "Free some space and run the same command again to resume, or collect elsewhere with --out")
+                f"free); nothing was written and {_disk_full_advice(len(self.episodes))}")
 
     def close(self) -> None:
         """Release the directory lock."""
@@ -263,7 +265,7 @@ class EpisodeWriter:
             self._check_meta(path, file_meta)
             problems = file_layout_problems(path, self.meta, record.length)  # else a "complete" unreadable store
             if problems:
-                raise DatasetError(f"{path}: " + "; ".join(problems) + f"; {REBUILD_HINT}")
+                raise damaged_file_error(path, problems)
             kept.append(record)
         discarded = recorded.discarded if recorded is not None else ()
         if recorded is not None:
