@@ -9,7 +9,8 @@ real data runs on it unchanged, behind the same
 - **Arm**: :class:`~robots.franka.FrankaArm` (franky) at ``robot_host``. Every
   chunk passes the safety layer as a whole before any of it is sent
   (:meth:`FR3RealEnv.validate_chunk`, called by ``ActionChunk``); any exception
-  in ``reset`` or ``step``, Ctrl-C included, stops the arm before it propagates.
+  in ``reset`` or ``step``, Ctrl-C included, stops the arm before it propagates
+  (:meth:`~robots.base.Arm.stopping_on_error`).
   A rejected chunk or action (:class:`~robots.safety.SafetyViolation`) sent
   nothing and the episode may go on; any other error ends it.
 - **Cameras**: ``front`` and ``wrist``, each a :class:`~robots.camera.Camera`
@@ -40,7 +41,6 @@ reset places the objects as the sim env does for the same seed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -64,8 +64,6 @@ from robots.franka import FrankaArm
 from robots.realsense import RealSenseCamera
 from robots.safety import CheckedChunk, SafetyLimits, SafetyViolation
 from robots.virtual_realsense import VirtualRealSense
-
-logger = logging.getLogger(__name__)
 
 #: ``robot_host`` value that rehearses on the twin instead of a robot.
 TWIN_HOST = "twin"
@@ -208,7 +206,7 @@ class FR3RealEnv(gym.Env):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
         self._connect()
-        with self._stopping_arm_on_error():
+        with self._ending_episode_on_error():
             self.arm.stop()
             self.arm.move_home()
             self.arm.open()
@@ -232,7 +230,7 @@ class FR3RealEnv(gym.Env):
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"an action must have shape ({ACTION_DIM},), got {action.shape}")
-        with self._stopping_arm_on_error():
+        with self._ending_episode_on_error():
             began = time.monotonic()
             sent = self.arm.send_action(action, wait=False)
             sent_at = time.monotonic()
@@ -290,7 +288,7 @@ class FR3RealEnv(gym.Env):
         :raises SafetyViolation: if any action of the chunk is unsafe (the arm is stopped).
         """
         self._require_episode()
-        with self._stopping_arm_on_error():
+        with self._ending_episode_on_error():
             return self.arm.check_chunk(actions)
 
     def label_episode(self, label: EpisodeLabel) -> None:
@@ -377,19 +375,16 @@ class FR3RealEnv(gym.Env):
             raise RuntimeError("call reset() before step(): the episode has not started or has ended")
 
     @contextlib.contextmanager
-    def _stopping_arm_on_error(self) -> Iterator[None]:
-        """Stop the arm if the block raises anything (Ctrl-C included), then let it propagate."""
+    def _ending_episode_on_error(self) -> Iterator[None]:
+        """The arm's :meth:`~robots.base.Arm.stopping_on_error` (any exception, Ctrl-C included, stops the arm
+        and propagates); any but a :class:`SafetyViolation` also ends the episode."""
         try:
-            yield
-        except BaseException as error:
-            if not isinstance(error, SafetyViolation):  # a rejected command sent nothing: the episode goes on
-                self._episode_over = True
-            if self.arm is not None and self.arm.is_connected:
-                try:
-                    self.arm.stop()
-                except Exception as stop_error:
-                    logger.error("stopping the arm failed too: %s", stop_error)
-                    error.add_note(f"stopping the arm afterwards failed too: {stop_error}")
+            with self.arm.stopping_on_error():
+                yield
+        except SafetyViolation:  # a rejected command sent nothing: the episode goes on
+            raise
+        except BaseException:
+            self._episode_over = True
             raise
 
 

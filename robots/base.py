@@ -4,7 +4,8 @@ An :class:`Arm` takes the 7-D actions of the contract in
 :mod:`robots.contract` (the same as the simulator's), one per 10 Hz
 control step. The base class owns what all drivers share: the safety check of
 a whole chunk before anything is sent, pacing at the control rate, the
-gripper's binary state, stopping the arm on any exception or Ctrl-C, and
+gripper's binary state, stopping the arm on any exception or Ctrl-C
+(:meth:`Arm.stopping_on_error`, which code driving the arm uses too), and
 reporting and logging what was really sent. A driver supplies the hardware
 calls (measured TCP pose, start a Cartesian motion, command the gripper, stop,
 go home), and counts each command the hardware accepted (:attr:`Arm.commands_sent`),
@@ -215,7 +216,7 @@ class Arm(ABC):
         :raises RobotConnectionError: if the arm is not connected or the connection was lost.
         """
         self._require_connected()
-        with self._stopping_on_error():
+        with self.stopping_on_error():
             position, _ = self._tcp_pose()
             return self.checker.check_chunk(chunk, position, self._previous_action)
 
@@ -241,7 +242,7 @@ class Arm(ABC):
         :raises RobotControlError: if the arm refused or aborted a motion.
         """
         checked = self.check_chunk(chunk)
-        with self._stopping_on_error():
+        with self.stopping_on_error():
             sent: list[SentAction] = []
             next_send = time.monotonic()
             for step, (action, command) in enumerate(zip(checked.actions, checked.commands)):
@@ -259,7 +260,7 @@ class Arm(ABC):
     def move_home(self) -> None:
         """Move to the home posture (joint space) and wait until there; stops the arm on any error."""
         self._require_connected()
-        with self._stopping_on_error():
+        with self.stopping_on_error():
             self._previous_action = None
             logger.info("moving home")
             self._move_home()
@@ -274,7 +275,7 @@ class Arm(ABC):
 
     def _run_gripper(self, close: bool) -> None:
         self._require_connected()
-        with self._stopping_on_error():
+        with self.stopping_on_error():
             self._gripper_closed = None
             self._command_gripper(close, wait=True)
             self._gripper_closed = close
@@ -317,8 +318,13 @@ class Arm(ABC):
             raise RobotConnectionError(f"{type(self).__name__} is not connected: call connect() (or use it in a with block)")
 
     @contextmanager
-    def _stopping_on_error(self) -> Iterator[None]:
-        """Stop the arm on any exception (Ctrl-C included), then let the exception propagate."""
+    def stopping_on_error(self) -> Iterator[None]:
+        """Stop the arm on any exception (Ctrl-C included), then let the exception propagate.
+
+        The one stop-on-error path: the arm's own commands run in it, and so does
+        whatever drives the arm around them (the real env's reset and steps, whose
+        camera reads may fail too). A failed stop is logged and noted on the exception.
+        """
         try:
             yield
         except BaseException as error:
