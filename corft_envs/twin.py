@@ -60,8 +60,13 @@ franky-sim 1.0.4 also answers a grasp whose fingers settle outside the width
 tolerance with the status ``kFail``, which libfranka raises as a
 ``CommandException``; the Franka Hand answers ``kUnsuccessful``, which
 libfranka's ``grasp`` returns as ``False`` (a missed grasp is not a fault).
-Importing this module makes the twin's gripper answer as the hand does
-(:func:`report_missed_grasps_as_the_franka_hand_does`).
+Starting a twin makes its gripper answer as the hand does
+(:func:`report_missed_grasps_as_the_franka_hand_does`, a setting of the
+``franky_sim`` package); importing this module changes nothing.
+
+:func:`start_twin` gives what the real env drives on the twin: a running
+:class:`TwinWorld` and one :class:`~robots.virtual_realsense.VirtualRealSense`
+per camera streaming its renders (:class:`Twin`).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ import enum
 import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import mujoco
@@ -88,6 +94,7 @@ from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, apply_layout
 from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size
 from corft_envs.tasks import N_OBJECTS, SceneState, Task, get_task
 from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from robots.virtual_realsense import VirtualRealSense
 
 #: Name prefix franky-sim gives the first robot's bodies, joints and geoms.
 ROBOT_PREFIX = "robot0_"
@@ -98,6 +105,8 @@ OPEN_GRIPPER_FORCE = 70.0
 #: Server ticks (1 ms each) run after :meth:`TwinWorld.reset_robot_state` so that the
 #: velocity filters of franky-sim's robot state forget the jump (they decay by 0.95 per tick).
 RESET_SETTLE_TICKS = 300
+#: Frame rate the twin's virtual cameras stream at, as a RealSense's default.
+TWIN_CAMERA_FPS = 30
 
 
 class _FrankaHandGraspStatus(enum.IntEnum):
@@ -113,12 +122,12 @@ def report_missed_grasps_as_the_franka_hand_does() -> None:
     """Make franky-sim's gripper server answer a missed grasp with ``kUnsuccessful``, as the Franka Hand does.
 
     franky-sim 1.0.4 sends ``kFail`` in one place, a grasp settled outside its
-    width tolerance; this swaps the status enum its gripper server module uses.
+    width tolerance; this swaps the status enum its gripper server module uses,
+    for every server of the process (franky-sim makes its gripper servers itself
+    and has no per-server setting). :meth:`TwinWorld.start` calls it; calling it
+    again changes nothing.
     """
     franka_gripper_server.GripperCommandStatus = _FrankaHandGraspStatus
-
-
-report_missed_grasps_as_the_franka_hand_does()
 
 
 def _replace_child(parent: ET.Element, replacement: ET.Element) -> None:
@@ -212,9 +221,14 @@ class TwinWorld:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> TwinWorld:
-        """Compile the scene, bind the server to a free loopback address and start stepping."""
+        """Compile the scene, bind the server to a free loopback address and start stepping.
+
+        The gripper then answers a missed grasp as the Franka Hand does
+        (:func:`report_missed_grasps_as_the_franka_hand_does`).
+        """
         if self._simulator.is_initialized:
             raise RuntimeError("a TwinWorld starts once; make a new one")
+        report_missed_grasps_as_the_franka_hand_does()
         self._simulator.init()
         self._server = SimulationServer(self._simulator)
         self._server.init()
@@ -387,3 +401,48 @@ class TwinWorld:
     def _dof_addresses(self, joint_names: tuple[str, ...]) -> list[int]:
         model = self._simulator.model
         return [int(model.joint(ROBOT_PREFIX + name).dofadr[0]) for name in joint_names]
+
+
+@dataclass
+class Twin:
+    """What stands in for the hardware on the twin: a running world and its cameras, streaming.
+
+    Made by :func:`start_twin`; :meth:`close` stops it all. A real env given a
+    twin (:class:`~corft_envs.real_env.FR3RealEnv`) owns it and closes it.
+
+    :param world: the running :class:`TwinWorld`; franky connects to ``world.hostname``.
+    :param virtual_cameras: ``{"front": ..., "wrist": ...}``, each a software RealSense streaming the
+        world's renders of that camera; a :class:`~robots.realsense.RealSenseCamera` reads
+        ``virtual_cameras[name].device``.
+    """
+
+    world: TwinWorld
+    virtual_cameras: dict[str, VirtualRealSense] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Stop the cameras' streaming, then the world. Safe to call twice."""
+        try:
+            for virtual in self.virtual_cameras.values():
+                virtual.stop_streaming()
+        finally:
+            self.world.stop()
+
+
+def start_twin(task: str = "PickPlace", positions: str = "train", image_size: int = DEFAULT_IMAGE_SIZE,
+               distractors: bool = True) -> Twin:
+    """Start a :class:`TwinWorld` and one virtual RealSense per camera streaming its renders at
+    :data:`TWIN_CAMERA_FPS` (``image_size`` square frames, serial numbers ``twin-front``, ``twin-wrist``).
+
+    The arguments are :class:`TwinWorld`'s. If anything fails, what started is stopped.
+    """
+    world = TwinWorld(task, positions, image_size, distractors).start()
+    twin = Twin(world)
+    try:
+        for name in CAMERAS:
+            virtual = VirtualRealSense(image_size, image_size, TWIN_CAMERA_FPS, serial_number=f"twin-{name}")
+            twin.virtual_cameras[name] = virtual
+            virtual.start_streaming(lambda name=name: (world.render(name), None))
+    except BaseException:
+        twin.close()
+        raise
+    return twin

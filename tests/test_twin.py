@@ -1,7 +1,10 @@
 """The protocol-level twin: franky drives it over loopback, its cameras and resets match the sim env."""
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import franky
 import gymnasium as gym
@@ -193,3 +196,16 @@ def test_lifecycle_errors():
         twin.scene_state()
     with pytest.raises(ValueError, match="task"):
         TwinWorld("Juggle")
+
+
+def test_importing_the_twin_leaves_franky_sim_as_it_is_and_starting_one_sets_its_gripper():
+    """No side effect at import: franky-sim's gripper answers as the Franka Hand only once a twin starts."""
+    code = ("from franky_sim import franka_gripper_server as server; "
+            "from franky_sim.franka_gripper_protocol import GripperCommandStatus as original; "
+            "import corft_envs.twin as twin; "
+            "print(server.GripperCommandStatus is original); "
+            "world = twin.TwinWorld('Push', image_size=16).start(); world.stop(); "
+            "print(server.GripperCommandStatus.kFail == original.kUnsuccessful)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True"]
