@@ -50,7 +50,7 @@ REAL_ENV_IDS = tuple(f"corft/FR3Real-{name}-v0" for name in TASKS)
 for _name, _task in TASKS.items():
     gym.register(
         id=f"corft/FR3Real-{_name}-v0",
-        entry_point="corft_envs.real_env:make_real_env",
+        entry_point="corft_envs.real_factory:make_real_env",
         kwargs={"task": _name},
         max_episode_steps=_task.max_episode_steps,
         nondeterministic=True,

@@ -6,16 +6,18 @@ action contract of :mod:`robots.contract`), so a policy trained on sim or
 real data runs on it unchanged, behind the same
 :class:`~corft_envs.chunking.ActionChunk` wrapper.
 
-- **Arm**: :class:`~robots.franka.FrankaArm` (franky) at ``robot_host``. Every
+The env takes its arm and cameras already built; :mod:`corft_envs.real_factory`
+builds them from the ``gym.make`` arguments, for the robot or for the twin.
+
+- **Arm**: an :class:`~robots.base.Arm` (a :class:`~robots.franka.FrankaArm`). Every
   chunk passes the safety layer as a whole before any of it is sent
   (:meth:`FR3RealEnv.validate_chunk`, called by ``ActionChunk``); any exception
   in ``reset`` or ``step``, Ctrl-C included, stops the arm before it propagates
   (:meth:`~robots.base.Arm.stopping_on_error`).
   A rejected chunk or action (:class:`~robots.safety.SafetyViolation`) sent
   nothing and the episode may go on; any other error ends it.
-- **Cameras**: ``front`` and ``wrist``, each a :class:`~robots.camera.Camera`
-  (a serial number makes a :class:`~robots.realsense.RealSenseCamera`); frames
-  are centre-cropped to a square and resized to ``image_size``.
+- **Cameras**: ``front`` and ``wrist``, each a :class:`~robots.camera.Camera`;
+  frames are centre-cropped to a square and resized to ``image_size``.
 - **Pace**: one action per 10 Hz control period, counted between observations
   as a real-robot loop does: ``step`` sends the action, waits for the end of
   the period that began when the previous observation was read, then reads
@@ -30,12 +32,11 @@ real data runs on it unchanged, behind the same
   truncates); otherwise ``success_fn(env)`` if given; otherwise, on the twin,
   the task's check on the twin's state.
 
-``robot_host="twin"`` rehearses all of it on this computer: a
-:class:`~corft_envs.twin.TwinWorld` (franky-sim's server speaking the libfranka
-protocol on loopback, with the task's scene) and one
+On the twin (a :class:`~corft_envs.twin.Twin`: franky-sim's server speaking the
+libfranka protocol on loopback, with the task's scene, and one
 :class:`~robots.virtual_realsense.VirtualRealSense` per camera streaming its
-renders, read through the same pyrealsense2 pipeline as real cameras. Each
-reset places the objects as the sim env does for the same seed.
+renders) the arm and cameras are the same classes as on hardware, pointed at
+it. Each reset places the objects as the sim env does for the same seed.
 """
 
 from __future__ import annotations
@@ -50,25 +51,16 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image
 
-from corft_envs.chunking import make_task_env
 from corft_envs.keyboard import SUCCESS_KEYS, EpisodeLabel, KeySource, episode_label
-from corft_envs.layouts import check_positions_mode
 from corft_envs.sim_env import (CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size,
                                 make_observation_space)
 from corft_envs.tasks import get_task
-from corft_envs.twin import TwinWorld
+from corft_envs.twin import Twin, TwinWorld
 from robots.base import Arm
 from robots.camera import Camera, CameraFrame
 from robots.contract import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
-from robots.franka import FrankaArm
-from robots.realsense import RealSenseCamera
-from robots.safety import CheckedChunk, SafetyLimits, SafetyViolation
-from robots.virtual_realsense import VirtualRealSense
+from robots.safety import CheckedChunk, SafetyViolation
 
-#: ``robot_host`` value that rehearses on the twin instead of a robot.
-TWIN_HOST = "twin"
-#: Frame rate the twin's virtual cameras stream at, as a RealSense's default.
-TWIN_CAMERA_FPS = 30
 #: On the twin, how often a step polls the simulator's clock while waiting out its period (s),
 #: and how long past the wall-clock period it waits for that clock at most (s).
 SIM_CLOCK_POLL = 0.001
@@ -89,29 +81,32 @@ def square_image(color: np.ndarray, size: int) -> np.ndarray:
                                                       else Image.Resampling.BILINEAR))
 
 
-def _camera_from(name: str, source: str | Camera) -> Camera:
-    if isinstance(source, Camera):
-        return source
-    if isinstance(source, str) and source:
-        return RealSenseCamera(serial_number=source)
-    raise TypeError(f"cameras[{name!r}] must be a RealSense serial number or a robots.Camera, got {source!r}")
+def check_camera_names(cameras: Mapping[str, object] | None) -> None:
+    """Raise a :class:`ValueError` saying what to pass unless ``cameras`` names exactly the env's cameras."""
+    if cameras is None or set(cameras) != set(CAMERAS):
+        given = "none" if cameras is None else sorted(cameras)
+        raise ValueError(
+            f"cameras must name exactly {list(CAMERAS)} (got {given}), e.g. "
+            "cameras={'front': '<RealSense serial>', 'wrist': '<RealSense serial>'}; "
+            "`rs-enumerate-devices -s` lists the serial numbers"
+        )
 
 
 class FR3RealEnv(gym.Env):
     """A Franka FR3 with RealSense cameras, as the sim task's env (see the module docstring).
 
-    The twin starts with the env; hardware (or the twin's cameras and franky's
-    connection to it) is connected on the first :meth:`reset` and released by :meth:`close`.
+    ``gym.make`` builds it through :func:`corft_envs.real_factory.build_real_env`. The env
+    owns the arm, the cameras and the twin it is given: the cameras and then the arm connect
+    on the first :meth:`reset` (if that fails, the env closes), and :meth:`close` disconnects
+    them and stops the twin.
 
+    :param arm: the arm, not yet connected; its safety limits check every chunk.
+    :param cameras: ``{"front": ..., "wrist": ...}``, each a :class:`~robots.camera.Camera`, not yet connected.
     :param task: ``"PickPlace"``, ``"Push"`` or ``"Stack"``: spaces, instruction family, step limit.
-    :param robot_host: the robot's FCI address, or ``"twin"`` to rehearse on franky-sim.
-    :param cameras: ``{"front": ..., "wrist": ...}``, each a RealSense serial number or a
-        :class:`~robots.camera.Camera`; not given on the twin, which makes virtual ones.
+    :param twin: the running twin ``arm`` and ``cameras`` are pointed at, or ``None`` on hardware.
+        On the twin each reset places the objects and draws the instruction, the twin's state
+        judges success (without ``success_fn`` or a label), and steps keep its clock's pace.
     :param image_size: side of the observation images (px); the model's.
-    :param positions: on the twin, where the objects go (``"train"``, ``"unseen"``, ``"all"``);
-        on hardware the operator places them and this is only recorded.
-    :param distractors: on the twin, ``False`` parks the objects the task does not use out of
-        view (as the sim env's ``distractors=False``); on hardware the operator sets the scene.
     :param include_instruction: add the instruction as a ``Text`` observation key.
     :param instruction: on hardware, the instruction of every episode, unless a
         reset's ``options={"instruction": ...}`` gives one; the twin draws it as the sim env does.
@@ -120,8 +115,6 @@ class FR3RealEnv(gym.Env):
     :param operator_keys: the operator's keys (e.g. :class:`~corft_envs.keyboard.TerminalKeys`):
         polled every step for a label, and on hardware each reset waits for Enter
         once the operator has set the scene up.
-    :param safety: the arm's safety limits (the defaults of :class:`~robots.safety.SafetyLimits`).
-    :param arm_options: further :class:`~robots.franka.FrankaArm` arguments (``dynamics_factor``, ...).
     :param render_mode: ``None`` or ``"rgb_array"`` (the last front image).
     """
 
@@ -129,64 +122,40 @@ class FR3RealEnv(gym.Env):
 
     def __init__(
         self,
+        arm: Arm,
+        cameras: Mapping[str, Camera],
         task: str = "PickPlace",
-        robot_host: str | None = None,
-        cameras: Mapping[str, str | Camera] | None = None,
+        *,
+        twin: Twin | None = None,
         image_size: int = DEFAULT_IMAGE_SIZE,
-        positions: str = "train",
-        distractors: bool = True,
         include_instruction: bool = False,
         instruction: str | None = None,
         success_fn: SuccessFn | None = None,
         operator_keys: KeySource | None = None,
-        safety: SafetyLimits | None = None,
-        arm_options: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ) -> None:
         self.task = get_task(task)
-        if not isinstance(robot_host, str) or not robot_host:
-            raise ValueError(
-                f"robot_host is required, got {robot_host!r}: pass the robot's FCI address "
-                f"(e.g. robot_host='172.16.0.2') or robot_host='{TWIN_HOST}' to rehearse on the simulated twin"
-            )
+        if not isinstance(arm, Arm):
+            raise TypeError(f"arm must be a robots.Arm (e.g. a FrankaArm), got {type(arm).__name__}")
+        check_camera_names(cameras)
+        for name, camera in cameras.items():
+            if not isinstance(camera, Camera):
+                raise TypeError(f"cameras[{name!r}] must be a robots.Camera (e.g. a RealSenseCamera), "
+                                f"got {type(camera).__name__}")
         self.image_size = check_image_size(image_size)
-        self.positions = check_positions_mode(positions)
-        self.distractors = check_flag("distractors", distractors)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
         self.include_instruction = check_flag("include_instruction", include_instruction)
-        self.robot_host = robot_host
         self.instruction = instruction or ""
         self.success_fn = success_fn
         self.operator_keys = operator_keys
         self.observation_space = make_observation_space(self.image_size, include_instruction)
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
-        self.world: TwinWorld | None = None
-        self.virtual_cameras: dict[str, VirtualRealSense] = {}
-        if self.on_twin:
-            if cameras is not None:
-                raise ValueError("the twin makes its own virtual cameras: do not pass cameras with robot_host='twin'")
-            self.world = TwinWorld(self.task.name, self.positions, self.image_size, self.distractors).start()
-            self.virtual_cameras = {
-                name: VirtualRealSense(self.image_size, self.image_size, TWIN_CAMERA_FPS, serial_number=f"twin-{name}")
-                for name in CAMERAS
-            }
-            cameras = {name: RealSenseCamera(device=virtual.device, width=self.image_size, height=self.image_size,
-                                             fps=TWIN_CAMERA_FPS, warmup_frames=1)
-                       for name, virtual in self.virtual_cameras.items()}
-        elif cameras is None or set(cameras) != set(CAMERAS):
-            given = "none" if cameras is None else sorted(cameras)
-            raise ValueError(
-                f"cameras must name exactly {list(CAMERAS)} (got {given}), e.g. "
-                "cameras={'front': '<RealSense serial>', 'wrist': '<RealSense serial>'}; "
-                "`rs-enumerate-devices -s` lists the serial numbers"
-            )
-        self.cameras: dict[str, Camera] = {name: _camera_from(name, cameras[name]) for name in CAMERAS}
-        self._arm_options = {"realtime": not self.on_twin, **(arm_options or {}), "safety": safety}
-        # The twin's address is known once it runs: its arm is made on the first reset.
-        self.arm: Arm | None = None if self.on_twin else FrankaArm(robot_host, **self._arm_options)
+        self.arm = arm
+        self.cameras: dict[str, Camera] = {name: cameras[name] for name in CAMERAS}
+        self.twin = twin
         self._connected = False
         self._closed = False
         self._cycle_start: float | None = None
@@ -199,7 +168,12 @@ class FR3RealEnv(gym.Env):
     @property
     def on_twin(self) -> bool:
         """Whether this env rehearses on the simulated twin."""
-        return self.robot_host == TWIN_HOST
+        return self.twin is not None
+
+    @property
+    def world(self) -> TwinWorld | None:
+        """The twin's world (its true state, for scripted experts and tests), or ``None`` on hardware."""
+        return None if self.twin is None else self.twin.world
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -263,17 +237,14 @@ class FR3RealEnv(gym.Env):
         return None
 
     def close(self) -> None:
-        """Stop and release the arm, the cameras and, on the twin, its simulator; safe to call twice."""
+        """Stop and release what the env owns: the arm, the cameras and the twin; safe to call twice."""
         try:
-            if self.arm is not None and self.arm.is_connected:
-                self.arm.disconnect()
+            self.arm.disconnect()
         finally:
             for camera in self.cameras.values():
                 camera.disconnect()
-            for virtual in self.virtual_cameras.values():
-                virtual.stop_streaming()
-            if self.world is not None:
-                self.world.stop()
+            if self.twin is not None:
+                self.twin.close()
             self._connected = False
             self._closed = True
             self._episode_over = True
@@ -299,16 +270,12 @@ class FR3RealEnv(gym.Env):
 
     # ------------------------------------------------------------- helpers
     def _connect(self) -> None:
-        """Start the twin (if any), the cameras and the arm, once; on failure release what started."""
+        """Connect the cameras and the arm, once; on failure close the env."""
         if self._connected:
             return
         if self._closed:
             raise RuntimeError("this env was closed: make a new one with gym.make")
         try:
-            if self.world is not None:
-                for name, virtual in self.virtual_cameras.items():
-                    virtual.start_streaming(lambda name=name: (self.world.render(name), None))
-                self.arm = FrankaArm(self.world.hostname, **self._arm_options)
             for camera in self.cameras.values():
                 camera.connect()
             self.arm.connect()
@@ -386,13 +353,3 @@ class FR3RealEnv(gym.Env):
         except BaseException:
             self._episode_over = True
             raise
-
-
-def make_real_env(task: str, **kwargs: Any) -> gym.Env:
-    """Entry point of ``corft/FR3Real-<Task>-v0``: :class:`FR3RealEnv`, chunked with ``chunk_size=H`` as the sim envs are.
-
-    :param kwargs: ``chunk_size``, ``gamma``, ``execute`` (see
-        :func:`~corft_envs.chunking.make_task_env`) and :class:`FR3RealEnv`
-        arguments (``robot_host``, ``cameras``, ...).
-    """
-    return make_task_env(FR3RealEnv, task, **kwargs)

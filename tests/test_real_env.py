@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 
 from corft_algos.cli import main
-from corft_envs import REAL_ENV_IDS, SIM_ENV_IDS
+from corft_envs import REAL_ENV_IDS, SIM_ENV_IDS, ActionChunk
 from corft_envs.collection import CollectConfig, collect
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.experts import make_expert
 from corft_envs.keyboard import ScriptedKeys
-from corft_envs.real_env import square_image
+from corft_envs.real_env import FR3RealEnv, square_image
+from corft_envs.real_factory import build_twin
 from corft_envs.twin import TwinWorld
 from robots import CameraConnectionError, CameraTimeoutError, RealSenseCamera, RobotConnectionError, SafetyViolation
 from robots.contract import CONTROL_PERIOD
@@ -116,6 +117,30 @@ def test_missing_camera_is_a_clear_error_at_reset():
     with pytest.raises(CameraConnectionError, match="no RealSense camera with serial number '000000000001'"):
         env.reset()
     env.close()
+
+
+def test_the_env_drives_the_arm_and_cameras_it_is_given_and_closes_them():
+    """FR3RealEnv made by hand from the factory's twin parts: they connect on reset, a chunk moves the arm
+    given, and close() releases all it owns."""
+    twin, arm, cameras = build_twin("PickPlace", image_size=IMAGE_SIZE, arm_options=ARM_OPTIONS)
+    env = ActionChunk(FR3RealEnv(arm, cameras, "PickPlace", twin=twin, image_size=IMAGE_SIZE), chunk_size=10)
+    try:
+        assert env.unwrapped.arm is arm and env.unwrapped.world is twin.world and env.unwrapped.on_twin
+        assert not arm.is_connected and not any(camera.is_connected for camera in cameras.values())
+        observation, _ = env.reset(seed=0)
+        assert arm.is_connected and all(camera.is_connected for camera in cameras.values())
+        start = observation["state"][:3].copy()
+        observation, _, _, _, info = env.step(chunk_along_x(5))
+        assert info["chunk_len"] == 5 and arm.commands_sent["move"] == 5
+        assert observation["image_wrist"].std() > 10
+        moved = settle(env)[:3] - start
+        assert moved[0] > 0.02 and abs(moved[1]) < 5e-3
+    finally:
+        env.close()
+    assert not arm.is_connected and not any(camera.is_connected for camera in cameras.values())
+    assert not any(virtual.is_streaming for virtual in twin.virtual_cameras.values())
+    with pytest.raises(RuntimeError, match="not running"):
+        twin.world.hostname
 
 
 def test_square_image_crops_the_centre_and_resizes():
@@ -299,7 +324,7 @@ def test_teleop_needs_an_env_that_takes_labels(tmp_path, capsys):
 
 
 def stop_front_camera(env: gym.Env) -> None:
-    env.unwrapped.virtual_cameras["front"].stop_streaming()
+    env.unwrapped.twin.virtual_cameras["front"].stop_streaming()
 
 
 def kill_robot_server(env: gym.Env) -> None:
