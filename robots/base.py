@@ -324,10 +324,14 @@ class Arm(ABC):
         The one stop-on-error path: the arm's own commands run in it, and so does
         whatever drives the arm around them (the real env's reset and steps, whose
         camera reads may fail too). A failed stop is logged and noted on the exception.
+        Nested uses stop once: the innermost marks the exception, the outer ones let it pass.
         """
         try:
             yield
         except BaseException as error:
+            if getattr(error, _ARM_STOPPED_MARK, False):
+                raise
+            setattr(error, _ARM_STOPPED_MARK, True)
             logger.error("stopping the arm after %s: %s", type(error).__name__, error)
             try:
                 self.stop()
@@ -335,6 +339,10 @@ class Arm(ABC):
                 logger.error("stopping the arm failed too: %s", stop_error)
                 error.add_note(f"stopping the arm afterwards failed too: {stop_error}")
             raise
+
+
+#: Attribute set on an exception once :meth:`Arm.stopping_on_error` has stopped the arm for it.
+_ARM_STOPPED_MARK = "_corft_arm_stopped"
 
 
 def _sleep_until(deadline: float) -> float:

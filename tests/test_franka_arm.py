@@ -315,6 +315,24 @@ def test_ctrl_c_during_a_chunk_stops_the_arm_and_sends_nothing_after_it(arm):
     assert arm.is_connected
 
 
+def test_nested_stop_on_error_stops_the_arm_once(arm, caplog):
+    """The env wraps the arm's own commands in its stop-on-error too: one stop and one log line, not two."""
+    sent_before = arm.commands_sent
+
+    def fail_on_the_second_target(kind: str) -> None:
+        if kind == "move" and sent_since(arm, sent_before)["move"] == 2:
+            raise RuntimeError("camera read failed")
+
+    arm.on_command = fail_on_the_second_target
+    try:
+        with pytest.raises(RuntimeError, match="camera read failed"), arm.stopping_on_error():
+            arm.send_chunk(moving_chunk(5))
+    finally:
+        arm.on_command = None
+    assert sent_since(arm, sent_before) == {"move": 2, "gripper": 1, "stop": 1, "home": 0}
+    assert [r.message for r in caplog.records].count("stopping the arm after RuntimeError: camera read failed") == 1
+
+
 def test_server_dying_mid_chunk_raises_a_connection_error_and_nothing_is_sent_after_it(sim, arm):
     sent_before = arm.commands_sent
 
