@@ -17,6 +17,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from corft_algos.evaluation import DEFAULT_EVAL_SEED, EvalResult, make_eval_env, run_episodes
 
 CHECKPOINT_PREFIX = "rl_model"
+#: The file :class:`SimEvalCallback` keeps the best evaluated model in.
+BEST_MODEL_NAME = "best_model.zip"
 _CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)_steps\.zip")
 
 
@@ -181,7 +183,7 @@ class SimEvalCallback(BaseCallback):
         if is_better(result, self.best_result):
             self.best_result, self.best_step = result, self.num_timesteps
             if self.best_model_save_path is not None:
-                save_atomically(self.model, self.best_model_save_path / "best_model.zip")
+                save_atomically(self.model, self.best_model_save_path / BEST_MODEL_NAME)
         if self.verbose:
             cycle = "-" if result.cycle_time_steps is None else f"{result.cycle_time_steps:.1f} steps"
             print(f"step {self.num_timesteps}: eval success rate {result.success_rate:.3f} "

@@ -15,7 +15,7 @@ trains with :class:`~torch.nn.parallel.DistributedDataParallel`:
   all-reduces (averages) the gradients; every rank then takes the same
   optimizer step on the same parameters;
 - the logged training metrics are averaged over the ranks at each log dump;
-- only rank 0 prints, logs, evaluates and writes checkpoints (the CLI's job).
+- only rank 0 prints, logs, evaluates and writes checkpoints (:func:`corft_algos.runs.train`'s job).
 
 Averaging the shards' gradients equals the gradient of the global batch when
 every shard holds as many valid steps; the loss normalisers differ slightly
@@ -58,6 +58,14 @@ def current_rank() -> Rank:
 def launched_by_torchrun() -> bool:
     """Whether torchrun (or another launcher setting ``WORLD_SIZE``) started this process."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def launcher_rank() -> Rank:
+    """This process's rank as its launcher numbered it, also before or after the process group: which process
+    reports an error (``Rank()`` without torchrun)."""
+    if launched_by_torchrun():
+        return Rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    return current_rank()
 
 
 def resolve_device(device: str) -> torch.device:

@@ -24,9 +24,6 @@ from typing import Any
 
 import yaml
 
-#: File the resolved configuration is written to, in the run folder.
-CONFIG_NAME = "config.json"
-
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -16,17 +16,21 @@ the bowl is. Seeds start at :data:`PRETRAIN_SEED` (one block of
 :data:`SEED_BLOCK` per task), away from the demonstrations' (0, 1, ...) and
 the evaluations' (10000, ...).
 
-``corft train --init-from BASE/model.zip`` fine-tunes it with full parameters.
+:func:`pretrain` does all of it (collect, train in the base's run folder, write the manifest);
+``corft train --init-from BASE/model.zip`` fine-tunes the base with full parameters.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from corft_algos.runs import RunFolder, TrainRequest, train
 from corft_envs.collection import CollectConfig, collect
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.tasks import TARGET_TASKS, TASKS
@@ -38,6 +42,9 @@ PRETRAIN_SEED = 1_000_000
 SEED_BLOCK = 100_000
 #: The manifest's file name in the base's folder.
 MANIFEST_NAME = "manifest.json"
+#: Cached views of each pretraining frame: one (many episodes need no shifted copies, and the cache of
+#: 1000 episodes takes a third of the time).
+PRETRAIN_CACHE_VIEWS = 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,49 @@ class PretrainConfig:
                              positions="all", seed=seed, image_size=self.image_size, workers=self.workers)
 
 
+@dataclass(frozen=True)
+class PretrainTraining:
+    """How ``corft pretrain`` trains the base on the collected data: SFT, in the base's folder.
+
+    :param steps: SFT gradient steps (8000: what the committed base was trained with).
+    :param seed: training seed.
+    :param preset: training recipe (:data:`~corft_algos.presets.PRESETS`).
+    :param config: a training configuration file, as for ``corft train --config``.
+    """
+
+    steps: int = 8000
+    seed: int = 0
+    preset: str = "default"
+    config: Path | None = None
+
+    def request(self, data: PretrainConfig, stores: Sequence[Path], quiet: bool = False) -> TrainRequest:
+        """The training of the base on ``stores`` (from :func:`collect_pretraining_data`)."""
+        return TrainRequest(data=tuple(stores), out=data.out, algo="sft", steps=self.steps, seed=self.seed,
+                            preset=self.preset, config=self.config,
+                            algo_kwargs={"feature_cache_views": PRETRAIN_CACHE_VIEWS}, quiet=quiet)
+
+    def command(self, data: PretrainConfig) -> str:
+        """The ``corft pretrain`` command line that builds this base (recorded in its manifest)."""
+        return shlex.join(["corft", "pretrain", "--out", str(data.out), "--tasks", *data.tasks,
+                           "--episodes", str(data.episodes), "--image-size", str(data.image_size),
+                           "--steps", str(self.steps), "--seed", str(self.seed), "--workers", str(data.workers),
+                           "--preset", self.preset, *(["--config", str(self.config)] if self.config else [])])
+
+
+def pretrain(data: PretrainConfig, training: PretrainTraining = PretrainTraining(), progress: bool = True,
+             log: Callable[[str], None] = print) -> Path:
+    """Collect the pretraining data, train the base on it and write its manifest (each resumed where done);
+    the base's model zip.
+
+    :raises corft_algos.runs.UsageError: for a training that cannot run (see :func:`corft_algos.runs.train`).
+    """
+    began = time.perf_counter()
+    stores = collect_pretraining_data(data, progress=progress)
+    model = train(training.request(data, stores, quiet=not progress), log=log)
+    write_manifest(data, training, time.perf_counter() - began)
+    return model
+
+
 def collect_pretraining_data(config: PretrainConfig, progress: bool = True) -> list[Path]:
     """Collect (or resume) every pretraining task's store; returns their folders."""
     stores = []
@@ -98,10 +148,9 @@ def project_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def write_manifest(config: PretrainConfig, command: str, train_config: dict[str, Any],
-                   wall_time_s: float) -> Path:
+def write_manifest(config: PretrainConfig, training: PretrainTraining, wall_time_s: float) -> Path:
     """``manifest.json``: the command, what the base saw (tasks, instructions, seeds, episodes), what it did
-    not (the target tasks), the training configuration, the commit and the wall time."""
+    not (the target tasks), the training configuration (its run folder's), the commit and the wall time."""
     seen = {}
     for task in config.tasks:
         store = EpisodeDataset(config.data_dir(task), validate=False)
@@ -111,8 +160,8 @@ def write_manifest(config: PretrainConfig, command: str, train_config: dict[str,
                       "instructions": sorted(set(store.instructions)), "env_kwargs": store.env_kwargs,
                       "distractors": bool(store.env_kwargs.get("distractors", True))}  # the env's default: on
         store.close()
-    manifest = {"command": command, "config": {**asdict(config), "out": str(config.out)}, "tasks": seen,
-                "never_seen": list(TARGET_TASKS), "train": train_config, "commit": project_commit(),
+    manifest = {"command": training.command(config), "config": {**asdict(config), "out": str(config.out)},
+                "tasks": seen, "never_seen": list(TARGET_TASKS), "train": RunFolder(config.out).read_config(), "commit": project_commit(),
                 "wall_time_s": round(wall_time_s, 1)}
     path = Path(config.out) / MANIFEST_NAME
     temporary = path.with_name(f".{MANIFEST_NAME}.tmp")

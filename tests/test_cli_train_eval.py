@@ -24,7 +24,8 @@ import torch
 from gymnasium.wrappers import FilterObservation
 
 from corft_algos.callbacks import is_better, list_checkpoints
-from corft_algos.cli import is_interrupt, main
+from corft_algos.cli import main
+from corft_algos.cli.common import is_interrupt
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model
 from corft_algos.model_format import read_model_config

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corft_algos.cli import build_parser, collect_command, collect_config, main
+from corft_algos.cli import build_parser, main
+from corft_algos.cli.collect import collect_command, collect_config
 from corft_envs.collection import CollectConfig, collect
 from corft_envs.episode_store import INDEX_NAME, DatasetError, EpisodeDataset, read_index
 from corft_envs.experts import make_expert

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from corft_algos.cli import build_parser, main, resolve_config
+from corft_algos.cli import build_parser, main
+from corft_algos.cli.train import train_request
 from corft_algos.evaluation import load_model, rollout_execute, trained_scene
 from corft_algos.presets import PRESETS, TrainConfig, load_config_file
 from corft_algos.pretrain import MANIFEST_NAME, PRETRAIN_SEED, PretrainConfig
+from corft_algos.runs import resolve
 from corft_envs.episode_store import EpisodeDataset
 
 #: The tiny pretrained-tower policy: a fraction of a second per step on a CPU.
@@ -86,7 +88,8 @@ def test_train_resolves_preset_config_and_flags_into_the_run_folder_and_model(on
 def test_init_from_picks_the_from_base_recipe_with_the_budget_of_the_algorithm(tmp_path):
     def resolved(*extra: str) -> tuple[TrainConfig, str]:
         args = build_parser().parse_args(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *extra])
-        return resolve_config(args), args.preset
+        request, config = resolve(train_request(args))
+        return config, request.preset
 
     sft, preset = resolved("--algo", "sft", "--init-from", "base.zip")
     assert preset == "from_base" and sft.steps == 3000 and sft.il_steps is None
