@@ -17,9 +17,11 @@ study asks the same questions of the sim tasks, top to bottom:
    change relative to SFT), ``success.png``, ``cycle_time.png`` and a few
    rollout videos.
 
-Every step runs the ``corft`` command line in-process, so each is a command a
-user can run, and the study resumes: collections, trainings and evaluations
-already done are kept. Methods: ``bc`` (H = 1), ``sft`` (chunked BC),
+Every step calls the library function behind a ``corft`` command (collection,
+:func:`corft_algos.pretrain.pretrain`, :func:`corft_algos.runs.train` and
+:func:`corft_algos.runs.evaluate`), so each is a command a user can run, and the
+study resumes: collections, trainings and evaluations already done are kept.
+Methods: ``bc`` (H = 1), ``sft`` (chunked BC),
 ``offline_rl_h1`` (CO-RFT's losses with H = 1) and ``corft``, plus the
 ablations ``corft_h5`` (H = 5), ``corft_boundary`` (boundary-only targets) and
 ``corft_no_calql`` (no conservatism term) and ``corft_no_q`` (λ = 0: stage 2 fits
@@ -45,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import multiprocessing
 import os
@@ -58,13 +59,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
-from corft_algos.cli import main as corft
+from corft_algos import runs
 from corft_algos.evaluation import DEFAULT_EVAL_SEED, wilson_interval
 from corft_algos.presets import FROM_BASE_PRESET, PRESETS
-from corft_algos.pretrain import PretrainConfig, collect_pretraining_data
+from corft_algos.pretrain import PretrainConfig, PretrainTraining, collect_pretraining_data, pretrain
+from corft_envs.collection import CollectConfig, CollectionError, collect
+from corft_envs.episode_store import DatasetError
 from corft_envs.tasks import TASKS
 from robots.contract import CONTROL_PERIOD
 
@@ -73,6 +77,8 @@ PAPER_SUCCESS_GAIN = 0.57
 PAPER_CYCLE_TIME_CUT = 0.223
 PAPER_UNSEEN_SUCCESS = 0.443
 POSITIONS = ("train", "unseen")
+#: The study's command, as its messages name it.
+PROG = "corft bench paper"
 
 
 @dataclass(frozen=True)
@@ -239,14 +245,22 @@ class Run:
 # ------------------------------------------------------------------------------ steps of the study
 
 
-def run_cli(args: list[str]) -> str:
-    """Run a ``corft`` command in-process; its stdout, or a ``RuntimeError`` with what it printed."""
-    printed, errors = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
-        status = corft(args)
-    if status != 0:
-        raise RuntimeError(f"`corft {' '.join(args)}` failed ({status}):\n{errors.getvalue()}{printed.getvalue()}")
-    return printed.getvalue()
+#: What a step that cannot run as asked raises (what ``corft`` reports in one line with exit status 1).
+STEP_ERRORS = (runs.UsageError, RuntimeError, DatasetError, CollectionError, FileNotFoundError, ValueError,
+               gym.error.Error)
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    """Run a step of the study; its errors (:data:`STEP_ERRORS`) become a ``RuntimeError`` naming the step."""
+    try:
+        yield
+    except STEP_ERRORS as exc:
+        raise RuntimeError(f"{what} failed: {exc}") from exc
+
+
+def quiet(_: str) -> None:
+    """The steps' ``log``: the study logs its own lines."""
 
 
 def dataset_dir(out: Path, task: str, demos: int) -> Path:
@@ -255,20 +269,16 @@ def dataset_dir(out: Path, task: str, demos: int) -> Path:
 
 def collect_demos(out: Path, preset: Preset, task: str, demos: int) -> Path:
     data = dataset_dir(out, task, demos)
-    run_cli(["collect", "--env", f"corft/{task}-v0", "--episodes", str(demos), "--positions", "train",
-             "--out", str(data), "--seed", "0", "--image-size", str(preset.image_size), "--quiet",
-             *env_flags(preset)])
+    config = CollectConfig(env_id=f"corft/{task}-v0", episodes=demos, out=data, positions="train", seed=0,
+                           image_size=preset.image_size, env_options=dict(preset.env_kwargs))
+    with step(f"collecting {demos} {task} demos into {data}"):
+        collect(config, progress=False)
     return data
 
 
-def env_flags(preset: Preset) -> list[str]:
-    """``--env-kwargs JSON`` when the preset sets env arguments."""
-    return ["--env-kwargs", json.dumps(preset.env_kwargs)] if preset.env_kwargs else []
-
-
-def train_command(out: Path, preset: Preset, run: Run, method: Method | None = None,
-                  data: list[Path] | None = None) -> list[str]:
-    """The ``corft train`` arguments of ``run`` (``method`` and ``data`` default to the run's)."""
+def train_request(out: Path, preset: Preset, run: Run, method: Method | None = None,
+                  data: list[Path] | None = None) -> runs.TrainRequest:
+    """The training of ``run`` (``method`` and ``data`` default to the run's)."""
     method = method or METHODS[run.method]
     data = data or [dataset_dir(out, run.task, run.demos), *(base_data_stores(out, preset) if method.cotrain else [])]
     learning_rate = preset.finetune_learning_rate if method.from_base else preset.learning_rate
@@ -278,24 +288,16 @@ def train_command(out: Path, preset: Preset, run: Run, method: Method | None = N
     il_steps = steps if method.from_base else round(steps * preset.il_fraction)
     rl_steps = preset.finetune_rl_steps if method.from_base else steps - il_steps
     total = il_steps + rl_steps if method.staged else steps
-    args = ["train", "--algo", method.algo, "--data", *map(str, data), "--out", str(run.directory(out)),
-            "--chunk-size", str(method.chunk_size), "--batch-size", str(preset.batch_size),
-            "--learning-rate", str(learning_rate), "--seed", str(run.seed),
-            "--checkpoint-every", str(max(1, total // 4)), "--quiet"]
-    if method.staged:
-        args += ["--il-steps", str(il_steps), "--rl-steps", str(rl_steps)]
-    else:
-        args += ["--steps", str(total)]
-    if preset.policy_kwargs:
-        args += ["--policy-kwargs", json.dumps(preset.policy_kwargs)]
-    algo_kwargs = {**preset.algo_kwargs, **(preset.rl_kwargs if method.staged else {}), **method.algo_kwargs}
-    if algo_kwargs:
-        args += ["--algo-kwargs", json.dumps(algo_kwargs)]
-    if method.from_base:
-        args += ["--init-from", str(base_model(out, preset))]
-    if method.cotrain:  # the demos get half of every batch, the base's stores share the other half
-        args += ["--store-mix", "1", *[str(1 / (len(data) - 1))] * (len(data) - 1)]
-    return args
+    return runs.TrainRequest(
+        data=tuple(data), out=run.directory(out), algo=method.algo, chunk_size=method.chunk_size,
+        batch_size=preset.batch_size, learning_rate=learning_rate, seed=run.seed,
+        checkpoint_every=max(1, total // 4), quiet=True,
+        **({"il_steps": il_steps, "rl_steps": rl_steps} if method.staged else {"steps": total}),
+        policy_kwargs=dict(preset.policy_kwargs) or None,
+        algo_kwargs={**preset.algo_kwargs, **(preset.rl_kwargs if method.staged else {}), **method.algo_kwargs},
+        init_from=base_model(out, preset) if method.from_base else None,
+        # the demos get half of every batch, the base's stores share the other half
+        store_mix=[1.0, *[1 / (len(data) - 1)] * (len(data) - 1)] if method.cotrain else None)
 
 
 def base_model(out: Path, preset: Preset) -> Path:
@@ -304,7 +306,7 @@ def base_model(out: Path, preset: Preset) -> Path:
 
 
 def pretrain_base(out: Path, preset: Preset) -> Path:
-    """Build the base policy with ``corft pretrain`` unless the preset names one (which must exist)."""
+    """Build the base policy as ``corft pretrain`` does unless the preset names one (which must exist)."""
     path = base_model(out, preset)
     if preset.base_model:
         if not path.is_file():
@@ -315,10 +317,10 @@ def pretrain_base(out: Path, preset: Preset) -> Path:
     config.write_text(json.dumps({"algo_kwargs": {**preset.algo_kwargs, "batch_size": preset.batch_size,
                                                   "learning_rate": preset.learning_rate},
                                   "policy_kwargs": preset.policy_kwargs}), encoding="utf-8")
-    run_cli(["pretrain", "--out", str(path.parent), "--episodes", str(preset.base_episodes), "--image-size",
-             str(preset.image_size), "--steps", str(preset.base_steps), "--workers", str(preset.eval_workers),
-             "--config", str(config), "--quiet"])
-    return path
+    data = PretrainConfig(out=path.parent, episodes=preset.base_episodes, image_size=preset.image_size,
+                          workers=preset.eval_workers)
+    with step(f"pretraining the base policy in {path.parent}"):
+        return pretrain(data, PretrainTraining(steps=preset.base_steps, config=config), progress=False, log=quiet)
 
 
 def base_data_config(out: Path, preset: Preset) -> PretrainConfig:
@@ -350,30 +352,32 @@ def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, A
     """The evaluation's JSON (computed once, then read back)."""
     report = run.directory(out) / f"eval_{positions}.json"
     if not report.is_file():
-        report.parent.mkdir(parents=True, exist_ok=True)
-        args = ["eval", "--model", str(model_path(out, preset, run)), "--env", f"corft/{run.task}-v0",
-                "--positions", positions,
-                "--episodes", str(preset.eval_episodes), "--seed", str(DEFAULT_EVAL_SEED),
-                "--json", str(report), "--workers", str(preset.eval_workers), "--device", "cpu", "--quiet"]
-        run_cli(args + execute_flags(preset, run) + env_flags(preset))
+        request = runs.EvalRequest(model_path(out, preset, run), env_id=f"corft/{run.task}-v0", positions=positions,
+                                   episodes=preset.eval_episodes, seed=DEFAULT_EVAL_SEED, json=report,
+                                   workers=preset.eval_workers, device="cpu", quiet=True,
+                                   execute=executed_actions(preset, run), env_kwargs=dict(preset.env_kwargs))
+        with step(f"evaluating {request.model} on {positions} positions"):
+            runs.evaluate(request)
     return json.loads(report.read_text(encoding="utf-8"))
 
 
-def execute_flags(preset: Preset, run: Run) -> list[str]:
-    """``--execute K`` when the preset executes fewer actions than the method's chunk holds."""
+def executed_actions(preset: Preset, run: Run) -> int | None:
+    """The actions run per chunk when the preset executes fewer than the method's chunk holds (``corft eval
+    --execute``), else ``None`` (the model's own)."""
     if preset.execute is not None and preset.execute < METHODS[run.method].chunk_size:
-        return ["--execute", str(preset.execute)]
-    return []
+        return preset.execute
+    return None
 
 
 def record_videos(out: Path, preset: Preset, run: Run) -> None:
     videos = out / "videos" / f"{run.task}_{run.method}"
     if preset.videos < 1 or videos.is_dir():
         return
-    run_cli(["eval", "--model", str(model_path(out, preset, run)), "--env", f"corft/{run.task}-v0",
-             "--positions", "unseen",
-             "--episodes", str(preset.videos), "--video", str(videos), "--device", "cpu", "--quiet",
-             *execute_flags(preset, run), *env_flags(preset)])
+    request = runs.EvalRequest(model_path(out, preset, run), env_id=f"corft/{run.task}-v0", positions="unseen",
+                               episodes=preset.videos, video=videos, device="cpu", quiet=True,
+                               execute=executed_actions(preset, run), env_kwargs=dict(preset.env_kwargs))
+    with step(f"recording videos of {request.model}"):
+        runs.evaluate(request)
 
 
 def record(preset: Preset, run: Run, positions: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -598,7 +602,8 @@ def train_and_evaluate(out: Path, preset: Preset, run: Run) -> list[dict[str, An
     """Train ``run`` (or resume it; a zero-shot row trains nothing) and evaluate it on every position set: its
     records."""
     if not METHODS[run.method].zero_shot:
-        run_cli(train_command(out, preset, run))
+        with step(f"training {run.method} on {run.task}, {run.demos} demos, seed {run.seed}"):
+            runs.train(train_request(out, preset, run), log=quiet)
     return [record(preset, run, positions, evaluate(out, preset, run, positions)) for positions in POSITIONS]
 
 
@@ -686,7 +691,7 @@ def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) 
                 if all((run.directory(out) / f"eval_{positions}.json").is_file() for positions in POSITIONS)]
     if not finished:
         raise RuntimeError(f"no training in {out} has been evaluated yet: run the study first "
-                           f"(`corft bench paper --out {out}` without --report)")
+                           f"(`{PROG} --out {out}` without --report)")
     records = [record(preset, run, positions, evaluate(out, preset, run, positions))
                for run in finished for positions in POSITIONS]
     if len(finished) == len(runs):
@@ -713,7 +718,7 @@ def summarise(records: list[dict[str, Any]], out: Path, header: str, footer: str
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="corft bench paper", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -748,11 +753,11 @@ def run_from_args(args: argparse.Namespace) -> int:
                  if value is not None}
     preset = replace(preset, **overrides)
     if args.jobs < 1 or args.threads < 1:
-        print(f"corft bench paper: error: --jobs and --threads must be at least 1 (got --jobs {args.jobs}, "
+        print(f"{PROG}: error: --jobs and --threads must be at least 1 (got --jobs {args.jobs}, "
               f"--threads {args.threads})", file=sys.stderr)
         return 2
     if args.report and args.fresh:
-        print("corft bench paper: error: --report summarises OUT as it is; drop --fresh", file=sys.stderr)
+        print(f"{PROG}: error: --report summarises OUT as it is; drop --fresh", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     if args.fresh and args.out.exists():
@@ -763,7 +768,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         else:
             run_study(preset, args.out, jobs=args.jobs)
     except RuntimeError as error:
-        print(f"corft bench paper: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     return 0
 

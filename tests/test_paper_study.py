@@ -12,7 +12,7 @@ import torch
 from benchmarks.paper import (
     PRESETS,
     Preset,
-    execute_flags,
+    executed_actions,
     in_parallel,
     Run,
     claims,
@@ -21,15 +21,16 @@ from benchmarks.paper import (
     paired_lines,
     same_preset,
     needed_datasets,
+    parse_args,
     planned_runs,
     plot,
     pooled_rows,
     relative_change,
     report_study,
+    run_from_args,
     run_study,
-    train_command,
+    train_request,
 )
-from corft_algos.cli import main
 from corft_algos.evaluation import load_model
 
 TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
@@ -83,21 +84,20 @@ def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(stu
     assert not any("bowl" in text for text in instructions)  # nothing of the target task
     assert json.loads((out / "base" / "manifest.json").read_text())["tasks"]["Lift"]["episodes"] == 2
     run = Run("PickPlace", 3, "corft_base", 0)
-    command = train_command(out, TINY, run)
-    assert command[command.index("--init-from") + 1] == str(out / "base" / "model.zip")
+    request = train_request(out, TINY, run)
+    assert request.init_from == out / "base" / "model.zip"
     assert (run.directory(out) / "model.zip").is_file()
-    assert command[command.index("--learning-rate") + 1] == "0.0003"  # the fine-tuning recipe's
-    assert command[command.index("--il-steps") + 1] == command[command.index("--rl-steps") + 1] == "1"
+    assert request.learning_rate == 3e-4  # the fine-tuning recipe's
+    assert request.il_steps == request.rl_steps == 1
     cotrain = Run("PickPlace", 3, "sft_cotrain", 0)
-    command = train_command(out, TINY, cotrain)
-    data = command[command.index("--data") + 1:command.index("--out")]
-    assert data == [str(out / "data" / "PickPlace_3"), str(out / "base" / "data" / "Lift")]
-    assert command[command.index("--store-mix") + 1:][:2] == ["1", "1.0"]
+    request = train_request(out, TINY, cotrain)
+    assert request.data == (out / "data" / "PickPlace_3", out / "base" / "data" / "Lift")
+    assert request.store_mix == [1.0, 1.0]
     assert load_model(cotrain.directory(out) / "model.zip", device="cpu").store_mix == [1.0, 1.0]
-    # Building a command collects nothing: the study fills the base's data once, before trainings run
+    # Building a request collects nothing: the study fills the base's data once, before trainings run
     # several at a time (two collectors on one store would be refused).
     fresh = tmp_path / "fresh"
-    train_command(fresh, TINY, cotrain)
+    train_request(fresh, TINY, cotrain)
     assert not fresh.exists()
     zero_shot = Run("PickPlace", 3, "base", 0)
     assert not (zero_shot.directory(out) / "model.zip").exists()  # evaluated as it is, not trained
@@ -135,14 +135,14 @@ def test_report_summarises_the_finished_trainings_only(study, tmp_path):
 
 
 def test_methods_share_the_budget_and_ablations_reach_the_algorithm(tmp_path):
-    corft = train_command(tmp_path, TINY, Run("PickPlace", 3, "corft_no_calql", 0))
-    assert corft[corft.index("--il-steps") + 1] == "1" and corft[corft.index("--rl-steps") + 1] == "1"
-    assert json.loads(corft[corft.index("--algo-kwargs") + 1]) == {"calql_alpha": 0.0, "actor_q_weight": 0.5}
-    no_q = train_command(tmp_path, TINY, Run("PickPlace", 3, "corft_no_q", 0))
-    assert json.loads(no_q[no_q.index("--algo-kwargs") + 1]) == {"actor_q_weight": 0.0}  # the method's own wins
-    bc = train_command(tmp_path, TINY, Run("PickPlace", 3, "bc", 0))
-    assert bc[bc.index("--steps") + 1] == "2" and bc[bc.index("--chunk-size") + 1] == "1"
-    assert "--algo-kwargs" not in bc  # the staged methods' arguments stay theirs
+    corft = train_request(tmp_path, TINY, Run("PickPlace", 3, "corft_no_calql", 0))
+    assert corft.il_steps == 1 and corft.rl_steps == 1 and corft.steps is None
+    assert corft.algo_kwargs == {"calql_alpha": 0.0, "actor_q_weight": 0.5}
+    no_q = train_request(tmp_path, TINY, Run("PickPlace", 3, "corft_no_q", 0))
+    assert no_q.algo_kwargs == {"actor_q_weight": 0.0}  # the method's own wins
+    bc = train_request(tmp_path, TINY, Run("PickPlace", 3, "bc", 0))
+    assert bc.steps == 2 and bc.chunk_size == 1 and bc.il_steps is None
+    assert bc.algo_kwargs == {}  # the staged methods' arguments stay theirs
 
 
 def test_ablations_run_on_the_first_task_and_demo_count_only():
@@ -219,21 +219,21 @@ def test_relative_changes_and_claims_by_hand():
     assert "| T | 30 | corft | train | 60% [31%, 83%] | 40.0 (4.0) | +50% | -20% | – | 1 × 10 |" in table
 
 
-def test_bench_command_line_refuses_bad_flags(capsys, tmp_path):
+def test_study_command_line_refuses_bad_flags(capsys, tmp_path):
     with pytest.raises(SystemExit):
-        main(["bench", "paper", "--preset", "huge", "--out", str(tmp_path)])
+        parse_args(["--preset", "huge", "--out", str(tmp_path)])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
-    assert main(["bench", "paper", "--report", "--out", str(tmp_path)]) == 1  # nothing evaluated there
-    assert "no training in" in capsys.readouterr().err
-    assert main(["bench", "paper", "--report", "--fresh", "--out", str(tmp_path)]) == 2
+    assert run_from_args(parse_args(["--report", "--out", str(tmp_path)])) == 1  # nothing evaluated there
+    assert "corft bench paper: error: no training in" in capsys.readouterr().err
+    assert run_from_args(parse_args(["--report", "--fresh", "--out", str(tmp_path)])) == 2
     assert "drop --fresh" in capsys.readouterr().err
 
 
 def test_receding_horizon_applies_to_methods_with_longer_chunks():
     quick = PRESETS["quick"]
-    assert execute_flags(quick, Run("PickPlace", 30, "corft", 0)) == ["--execute", str(quick.execute)]
-    assert execute_flags(quick, Run("PickPlace", 30, "bc", 0)) == []  # H = 1 runs its whole chunk
-    assert execute_flags(TINY, Run("PickPlace", 30, "corft", 0)) == []  # no receding horizon asked
+    assert executed_actions(quick, Run("PickPlace", 30, "corft", 0)) == quick.execute
+    assert executed_actions(quick, Run("PickPlace", 30, "bc", 0)) is None  # H = 1 runs its whole chunk
+    assert executed_actions(TINY, Run("PickPlace", 30, "corft", 0)) is None  # no receding horizon asked
 
 
 def test_parallel_calls_return_every_result_and_raise_the_first_error():
