@@ -41,7 +41,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 # 30 PickPlace demos with distractors).
 # It resumes whatever results/paper_quick holds; delete that folder to run it afresh.
 demo: install
-	$(VENV)/bin/corft bench paper --preset quick --out results/paper_quick
+	$(PY) -m benchmarks.paper --preset quick --out results/paper_quick
 
 test: install
 	$(PY) -m pytest -q

@@ -39,8 +39,7 @@ Independent trainings run ``--jobs`` at a time, each in its own process.
 ``--report`` summarises a study still running (or interrupted) from the
 trainings evaluated so far.
 
-Run: ``corft bench paper --preset quick --out results/paper_quick`` (or
-``python -m benchmarks.paper --preset quick --out ...``).
+Run from the repository root: ``python -m benchmarks.paper --preset quick --out results/paper_quick``.
 """
 
 from __future__ import annotations
@@ -78,7 +77,7 @@ PAPER_CYCLE_TIME_CUT = 0.223
 PAPER_UNSEEN_SUCCESS = 0.443
 POSITIONS = ("train", "unseen")
 #: The study's command, as its messages name it.
-PROG = "corft bench paper"
+PROG = "python -m benchmarks.paper"
 
 
 @dataclass(frozen=True)
@@ -718,13 +717,8 @@ def summarise(records: list[dict[str, Any]], out: Path, header: str, footer: str
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The study's flags."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the study's flags (also used by ``corft bench paper``)."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="what to run (default: quick)")
     parser.add_argument("--out", type=Path, required=True, help="study directory (created, or resumed)")
     parser.add_argument("--steps", type=int, help="override the preset's gradient steps per training")
@@ -738,6 +732,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="store_true",
                         help="train nothing: summarise the trainings of OUT evaluated so far (a study still "
                              "running, or interrupted), saying how many of the planned ones that is")
+    return parser.parse_args(argv)
 
 
 def default_jobs() -> int:

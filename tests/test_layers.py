@@ -32,8 +32,7 @@ def layer_violations(package: str, forbidden: set[str]) -> list[str]:
 @pytest.mark.parametrize("package, forbidden", [
     ("robots", {"corft_envs", "corft_algos", "benchmarks"}),
     ("corft_envs", {"corft_algos", "benchmarks"}),
-    pytest.param("corft_algos", {"benchmarks"}, marks=pytest.mark.xfail(
-        strict=True, reason="issue 17 §3: corft_algos/cli.py imports benchmarks.paper for `corft bench`")),
+    ("corft_algos", {"benchmarks"}),
 ])
 def test_a_layer_imports_nothing_from_the_layers_above(package, forbidden):
     assert layer_violations(package, forbidden) == []

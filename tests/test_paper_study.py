@@ -224,7 +224,7 @@ def test_study_command_line_refuses_bad_flags(capsys, tmp_path):
         parse_args(["--preset", "huge", "--out", str(tmp_path)])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
     assert run_from_args(parse_args(["--report", "--out", str(tmp_path)])) == 1  # nothing evaluated there
-    assert "corft bench paper: error: no training in" in capsys.readouterr().err
+    assert "python -m benchmarks.paper: error: no training in" in capsys.readouterr().err
     assert run_from_args(parse_args(["--report", "--fresh", "--out", str(tmp_path)])) == 2
     assert "drop --fresh" in capsys.readouterr().err
 

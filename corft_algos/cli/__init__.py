@@ -1,5 +1,5 @@
 """The ``corft`` command line: ``collect`` demonstrations, ``train`` an algorithm, ``eval`` a model (and
-``pretrain`` a base, ``bench`` a study, ``convert-model`` an old-format model file).
+``pretrain`` a base, ``convert-model`` an old-format model file).
 
 A thin layer over the library: one module per subcommand, each with ``add_<name>_parser`` (its arguments)
 and ``run_<name>`` (the arguments turned into a call of :mod:`corft_algos.runs`, :mod:`corft_envs.collection`,
@@ -12,7 +12,6 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from corft_algos.cli.bench import add_bench_parser
 from corft_algos.cli.collect import add_collect_parser
 from corft_algos.cli.convert_model import add_convert_model_parser
 from corft_algos.cli.eval import add_eval_parser
@@ -28,7 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_eval_parser(subparsers)
     add_pretrain_parser(subparsers)
-    add_bench_parser(subparsers)
     add_convert_model_parser(subparsers)
     return parser
 
