@@ -20,6 +20,7 @@ once at construction, so drawing a batch costs ``O(batch)``.
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 from pathlib import Path
@@ -494,26 +495,35 @@ class ChunkDataset(Dataset):
             persistent_workers=num_workers > 0,
         )
 
+    def draw_batch(
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        oversample_success: bool = True,
+        with_observations: bool = True,
+        shard: slice = slice(None),
+    ) -> dict[str, Any]:
+        """A batch of torch tensors drawn in this process with ``rng``: the training's sampler.
+
+        Draws ``rng.choice(len, batch_size, p=sampling_probabilities(oversample_success))`` and fetches
+        ``shard`` of those samples with :meth:`sample_batch`.
+
+        :param shard: the slice of the drawn batch to fetch (a data-parallel rank's share of the global
+            batch: every rank draws the same indices from the same stream).
+        """
+        indices = rng.choice(len(self), size=batch_size, p=self.sampling_probabilities(oversample_success))
+        return to_torch(self.sample_batch(indices[shard], with_observations))
+
     def iterate_batches(
         self, batch_size: int, rng: np.random.Generator, with_observations: bool = True
     ) -> Iterator[dict[str, Any]]:
-        """Endless weighted batches of torch tensors, drawn in this process with ``rng``.
-
-        Each batch is ``sample_batch(rng.choice(len, batch_size, p=w / Σw))``.
+        """Endless weighted batches of torch tensors, each one :meth:`draw_batch` with success oversampling.
 
         :raises ValueError: if ``batch_size < 1``.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        probabilities = self.sample_weights / self.sample_weights.sum()
-        return self._endless_batches(batch_size, rng, probabilities, with_observations)
-
-    def _endless_batches(
-        self, batch_size: int, rng: np.random.Generator, probabilities: np.ndarray, with_observations: bool
-    ) -> Iterator[dict[str, Any]]:
-        while True:
-            indices = rng.choice(len(self), size=batch_size, p=probabilities)
-            yield to_torch(self.sample_batch(indices, with_observations))
+        return (self.draw_batch(batch_size, rng, with_observations=with_observations) for _ in itertools.count())
 
     # ---------------------------------------------------------------- statistics
 

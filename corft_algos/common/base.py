@@ -49,7 +49,7 @@ from stable_baselines3.common.utils import configure_logger
 from tqdm import tqdm
 
 from corft_algos.augmentation import random_offsets, shift_images
-from corft_algos.data import ChunkDataset, to_torch
+from corft_algos.data import ChunkDataset
 from corft_algos.distributed import average_over_ranks, current_rank, data_parallel, shard_of
 from corft_algos.feature_cache import FeatureCache
 from corft_algos.model_format import read_model, restore_model, write_model_zip, write_pretrained
@@ -293,9 +293,7 @@ class OfflineAlgorithm(BaseAlgorithm):
                 self._batches = (batch for _ in iter(int, 1) for batch in loader)
             batch = next(self._batches)
         else:
-            probabilities = self.dataset.sampling_probabilities(oversample_success)
-            indices = self._rng.choice(len(self.dataset), size=self.batch_size, p=probabilities)
-            batch = to_torch(self.dataset.sample_batch(indices[shard], with_observations))
+            batch = self.dataset.draw_batch(self.batch_size, self._rng, oversample_success, with_observations, shard)
         return {key: _to_device(value, self.device, pin) for key, value in batch.items()}
 
     def image_tensors(self, observation: dict[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
