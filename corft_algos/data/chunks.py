@@ -1,4 +1,4 @@
-"""Offline chunk dataset for SFT, BC and CO-RFT training.
+"""The offline chunk dataset of SFT, BC and CO-RFT training: samples, sampling and statistics.
 
 Notation (``DESIGN.md`` section 4): an episode of ``T`` steps holds
 observations ``o_0 .. o_T`` (``T + 1`` frames, ``o_T`` follows the last
@@ -6,8 +6,8 @@ step), actions ``a_0 .. a_{T-1}`` and rewards ``r_0 .. r_{T-1}``; it ended
 either *terminated* (success) or *truncated* (time limit). ``H`` is the chunk
 length and ``γ`` the per-step discount.
 
-:class:`FrameStore` holds every frame's observation under a global frame
-index. :class:`ChunkDataset` has one sample per start step ``(e, t)``,
+:class:`~corft_algos.data.frames.FrameStore` holds every frame's observation under a global
+frame index. :class:`ChunkDataset` has one sample per start step ``(e, t)``,
 ``0 <= t < T_e``, with the chunk ``a_{t:t+H}``, its rewards, the ``valid`` and
 ``done`` masks of the per-prefix TD target
 
@@ -24,141 +24,21 @@ import itertools
 import operator
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, WeightedRandomSampler
 
+from corft_algos.data.frames import DEFAULT_MEMORY_BUDGET, FrameStore, InMemory, check_indices, episode_offsets
 from corft_envs.episode_store import EpisodeDataset, EpisodeSource
 
-#: Frames are held in memory under ``in_memory="auto"`` when they take fewer bytes than this.
-DEFAULT_MEMORY_BUDGET = 4 * 2**30
 #: Lower bound of every standard deviation returned by the statistics methods.
 STD_FLOOR = 1e-3
 
-InMemory = bool | Literal["auto"]
 #: A batch (or one sample): field name -> array; ``"observation"`` maps to a dict of arrays.
 Batch = dict[str, Any]
-
-
-def _episode_offsets(sizes: np.ndarray) -> np.ndarray:
-    """``(N + 1,)`` int64 start of each episode's block in a concatenation, then the total."""
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-
-def _resolve_in_memory(in_memory: InMemory, nbytes: int, memory_budget: int) -> bool:
-    if in_memory == "auto":
-        return nbytes <= memory_budget
-    if isinstance(in_memory, bool):
-        return in_memory
-    raise ValueError(f"in_memory must be True, False or 'auto', got {in_memory!r}")
-
-
-def _check_indices(indices: Any, size: int, what: str) -> np.ndarray:
-    """``indices`` as an int64 array, every entry in ``[0, size)``."""
-    array = np.asarray(indices)
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise IndexError(f"{what} indices must be integers, got dtype {array.dtype}")
-    array = array.astype(np.int64)
-    if array.size and (array.min() < 0 or array.max() >= size):
-        raise IndexError(
-            f"{what} indices must lie in [0, {size}), got values from {array.min()} to {array.max()}"
-        )
-    return array
-
-
-class FrameStore:
-    """The observation of every frame of every episode, addressed by a global frame index.
-
-    Episode ``e``'s frame ``i`` (``0 <= i <= T_e``) has the global index
-    ``frame_offsets[e] + i``, where ``frame_offsets[e] = Σ_{e' < e} (T_{e'} + 1)``.
-
-    In memory, every key is one array over all frames and :meth:`get` is a
-    fancy index. Lazily, :meth:`get` reads the selected frames from the
-    episode files, one read per episode and key. Either way the store pickles
-    (lazily it pickles without open files), so it can go to DataLoader workers.
-
-    :param dataset: the episode store.
-    :param in_memory: ``True`` to load every frame now, ``False`` to read on
-        demand, ``"auto"`` to load when the frames take at most ``memory_budget`` bytes.
-    :param memory_budget: byte budget of ``in_memory="auto"``.
-    """
-
-    def __init__(
-        self, dataset: EpisodeSource, in_memory: InMemory = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET
-    ) -> None:
-        self.dataset = dataset
-        self.observation_space: spaces.Dict = dataset.observation_space
-        self.keys: tuple[str, ...] = tuple(self.observation_space.spaces)
-        frames_per_episode = dataset.lengths + 1
-        self.frame_offsets = _episode_offsets(frames_per_episode)
-        self.num_frames = int(self.frame_offsets[-1])
-        self.episode_of_frame = np.repeat(np.arange(len(dataset), dtype=np.int64), frames_per_episode)
-        self.instructions: list[str] = sorted(set(dataset.instructions))
-        lookup = {text: number for number, text in enumerate(self.instructions)}
-        self.episode_instruction_ids = np.array([lookup[text] for text in dataset.instructions], dtype=np.int64)
-        self.instruction_ids = self.episode_instruction_ids[self.episode_of_frame]
-        self.nbytes = sum(
-            self.num_frames * int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
-            for space in self.observation_space.spaces.values()
-        )
-        self.in_memory = _resolve_in_memory(in_memory, self.nbytes, memory_budget)
-        self._arrays = self._load() if self.in_memory else None
-
-    def _empty(self, count: int) -> dict[str, np.ndarray]:
-        return {
-            key: np.empty((count, *space.shape), dtype=space.dtype)
-            for key, space in self.observation_space.spaces.items()
-        }
-
-    def _load(self) -> dict[str, np.ndarray]:
-        arrays = self._empty(self.num_frames)
-        for number, episode in enumerate(self.dataset):
-            start, stop = self.frame_offsets[number], self.frame_offsets[number + 1]
-            for key in self.keys:
-                arrays[key][start:stop] = episode.observations[key][()]
-        return arrays
-
-    def _read_lazily(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Frames ``indices`` (1-D) read from the files, one read per episode and key."""
-        out = self._empty(len(indices))
-        episodes = self.episode_of_frame[indices]
-        local = indices - self.frame_offsets[episodes]
-        for number in np.unique(episodes):
-            positions = np.flatnonzero(episodes == number)
-            wanted, inverse = np.unique(local[positions], return_inverse=True)
-            views = self.dataset[int(number)].observations
-            for key in self.keys:
-                out[key][positions] = views[key][wanted][inverse]
-        return out
-
-    def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """The observations of frames ``indices``, in the order given.
-
-        :param indices: global frame indices, an int array of any shape ``S``.
-        :returns: key -> array of shape ``(*S, *space.shape)``.
-        :raises IndexError: if an index is not an integer in ``[0, num_frames)``.
-        """
-        indices = _check_indices(indices, self.num_frames, "frame")
-        flat = indices.reshape(-1)
-        if self._arrays is not None:
-            frames = {key: array[flat] for key, array in self._arrays.items()}
-        else:
-            frames = self._read_lazily(flat)
-        return {key: array.reshape(*indices.shape, *array.shape[1:]) for key, array in frames.items()}
-
-    def read_all(self, key: str) -> np.ndarray:
-        """Every frame's value of observation ``key``, in global frame order.
-
-        :raises KeyError: if the dataset has no observation ``key``.
-        """
-        if key not in self.keys:
-            raise KeyError(f"no observation key {key!r} in this dataset; its keys are {list(self.keys)}")
-        if self._arrays is not None:
-            return self._arrays[key]
-        return np.concatenate([episode.observations[key][()] for episode in self.dataset])
 
 
 def discounted_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -> np.ndarray:
@@ -172,7 +52,7 @@ def discounted_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -
     :param gamma: per-step discount.
     :returns: ``(Σ T_e,)`` float64 returns, aligned with ``rewards``.
     """
-    offsets = _episode_offsets(lengths)
+    offsets = episode_offsets(lengths)
     episode = np.repeat(np.arange(len(lengths)), lengths)
     step = np.arange(offsets[-1]) - offsets[episode]
     returns = np.zeros((len(lengths), int(lengths.max(initial=0)) + 1), dtype=np.float64)
@@ -366,7 +246,7 @@ class ChunkDataset(Dataset):
 
     def _build_samples(self, lengths: np.ndarray) -> None:
         """Every per-sample array, vectorised over all start steps."""
-        step_offsets = _episode_offsets(lengths)
+        step_offsets = episode_offsets(lengths)
         total_steps = int(step_offsets[-1])
         episode = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
         step = np.arange(total_steps, dtype=np.int64) - step_offsets[episode]
@@ -415,7 +295,7 @@ class ChunkDataset(Dataset):
             (skip it when training on cached features indexed by ``"frame"``).
         :raises IndexError: on an index out of range.
         """
-        indices = _check_indices(indices, len(self), "sample")
+        indices = check_indices(indices, len(self), "sample")
         if indices.ndim != 1:
             raise IndexError(f"sample indices must be a 1-D array, got shape {indices.shape}")
         steps = self._steps[indices]
