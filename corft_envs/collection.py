@@ -32,6 +32,7 @@ from corft_envs.chunking import ActionChunk
 from corft_envs.env_arguments import CHUNK_KWARGS, combine_env_kwargs
 from corft_envs.episode_store import DatasetMeta, EpisodeData, EpisodeWriter
 from corft_envs.experts import make_expert
+from corft_envs.rollout import ActionSource, run_episode
 
 #: Attempts allowed per requested episode when ``max_attempts`` is not given.
 DEFAULT_ATTEMPTS_PER_EPISODE = 10
@@ -227,20 +228,24 @@ def make_recording_env(
     return env, recorder
 
 
-def run_episode(
+def scripted_actions(policy: ScriptedPolicy, seed: int, chunk_size: int | None) -> ActionSource:
+    """``policy`` as the action source of the episode of ``seed``: reset on the first call, then one action per
+    call, or a chunk of up to ``chunk_size``."""
+
+    def act(observation: dict[str, np.ndarray], first: bool) -> np.ndarray:
+        if first:
+            policy.reset(seed=seed)
+        return policy.act(observation) if chunk_size is None else policy.act_chunk(observation, chunk_size)
+
+    return act
+
+
+def record_episode(
     env: gym.Env, recorder: EpisodeRecorder, policy: ScriptedPolicy, seed: int, chunk_size: int | None
 ) -> EpisodeData:
-    """Run one episode from ``env.reset(seed=seed)`` to its end and return what ``recorder`` saw."""
-    observation, _ = env.reset(seed=seed)
-    policy.reset(seed=seed)
-    done = False
-    while not done:
-        if chunk_size is None:
-            action = policy.act(observation)
-        else:
-            action = policy.act_chunk(observation, chunk_size)
-        observation, _, terminated, truncated, _ = env.step(action)
-        done = terminated or truncated
+    """Run one episode from ``env.reset(seed=seed)`` to its end (:func:`~corft_envs.rollout.run_episode`) and
+    return what ``recorder`` saw."""
+    run_episode(env, scripted_actions(policy, seed, chunk_size), seed)
     return recorder.episode()
 
 
@@ -282,7 +287,7 @@ class ExpertEpisodes(gym.Wrapper):
 
     The collector sets each worker's ``assigned_seed`` (``set_attr``) and
     calls :meth:`run_assigned` on all of them (``call``): every worker runs
-    its attempt in its own process, as :func:`run_episode` runs it in one.
+    its attempt in its own process, as :func:`record_episode` runs it in one.
 
     :param env_id: the sim env id.
     :param env_kwargs: its ``gym.make`` arguments.
@@ -300,7 +305,7 @@ class ExpertEpisodes(gym.Wrapper):
         """The episode of ``assigned_seed``, or ``None`` if no attempt was assigned."""
         if self.assigned_seed is None:
             return None
-        return run_episode(self.env, self.recorder, self.expert, self.assigned_seed, self.chunk_size)
+        return record_episode(self.env, self.recorder, self.expert, self.assigned_seed, self.chunk_size)
 
 
 def _expert_worker(env_id: str, env_kwargs: dict[str, Any], chunk_size: int | None) -> ExpertEpisodes:
@@ -340,7 +345,7 @@ def _attempts(config: CollectConfig, writer: EpisodeWriter, run_batch: Callable[
 def _fill(writer: EpisodeWriter, env: gym.Env, recorder: EpisodeRecorder, policy: ScriptedPolicy,
           config: CollectConfig, progress: bool) -> None:
     def one(seeds: list[int]) -> list[EpisodeData]:
-        return [run_episode(env, recorder, policy, seeds[0], config.chunk_size)]
+        return [record_episode(env, recorder, policy, seeds[0], config.chunk_size)]
 
     _attempts(config, writer, one, 1, progress)
 

@@ -4,32 +4,28 @@ import numpy as np
 import pytest
 
 from corft_envs import SIM_ENV_IDS
+from corft_envs.collection import scripted_actions
 from corft_envs.experts import TeleopStyle, make_expert
+from corft_envs.rollout import run_episode
 
 
-def run_episode(env, expert, seed, chunk_size=None):
-    obs, _ = env.reset(seed=seed)
-    expert.reset(seed)
-    steps = 0
-    while True:
-        action = expert.act(obs) if chunk_size is None else expert.act_chunk(obs, chunk_size)
-        obs, _, terminated, truncated, info = env.step(action)
-        steps += info.get("chunk_len", 1)
-        if terminated or truncated:
-            return bool(info["is_success"]), steps
+def expert_episode(env, expert, seed, chunk_size=None):
+    """(success, control steps) of the expert's episode of ``seed``."""
+    outcome = run_episode(env, scripted_actions(expert, seed, chunk_size), seed)
+    return outcome.success, outcome.steps
 
 
 @pytest.mark.parametrize("env_id", SIM_ENV_IDS)
 def test_expert_succeeds_on_train_positions_and_reports_unseen(env_id, make_env):
     train = make_env(env_id, image_size=16)
     expert = make_expert(train)
-    results = [run_episode(train, expert, seed) for seed in range(10)]
+    results = [expert_episode(train, expert, seed) for seed in range(10)]
     assert sum(success for success, _ in results) >= 10  # measured: 20/20 per task
     lengths = [steps for _, steps in results]
     assert len(set(lengths)) > 3  # seeded speed, pauses and jitter: no two alike
 
     unseen = make_env(env_id, image_size=16, positions="unseen")
-    rate = np.mean([run_episode(unseen, make_expert(unseen), seed)[0] for seed in range(5)])
+    rate = np.mean([expert_episode(unseen, make_expert(unseen), seed)[0] for seed in range(5)])
     print(f"{env_id}: expert success on unseen positions {rate:.0%}")
     assert rate >= 0.8
 
@@ -38,8 +34,8 @@ def test_missed_grasp_is_retried(make_env):
     env = make_env("corft/PickPlace-v0", image_size=16)
     clean = make_expert(env, TeleopStyle(missed_grasp_probability=0.0, pause_probability=0.0))
     clumsy = make_expert(env, TeleopStyle(missed_grasp_probability=1.0, pause_probability=0.0))
-    success_clean, steps_clean = run_episode(env, clean, seed=4)
-    success_clumsy, steps_clumsy = run_episode(env, clumsy, seed=4)
+    success_clean, steps_clean = expert_episode(env, clean, seed=4)
+    success_clumsy, steps_clumsy = expert_episode(env, clumsy, seed=4)
     assert success_clean and success_clumsy
     assert steps_clumsy > steps_clean + 5  # the lift, the look and the second approach cost time
 
@@ -47,7 +43,7 @@ def test_missed_grasp_is_retried(make_env):
 def test_same_seed_same_demo(make_env):
     env = make_env("corft/Stack-v0", image_size=16)
     expert = make_expert(env)
-    assert run_episode(env, expert, seed=11) == run_episode(env, expert, seed=11)
+    assert expert_episode(env, expert, seed=11) == expert_episode(env, expert, seed=11)
 
 
 def test_chunked_expert_through_the_chunk_wrapper(make_env):
@@ -57,4 +53,4 @@ def test_chunked_expert_through_the_chunk_wrapper(make_env):
     expert.reset(0)
     chunk = expert.act_chunk(obs, 8)
     assert 1 <= len(chunk) <= 8 and chunk.shape[1] == 7
-    assert run_episode(env, expert, seed=1, chunk_size=8)[0]
+    assert expert_episode(env, expert, seed=1, chunk_size=8)[0]
