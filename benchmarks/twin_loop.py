@@ -40,9 +40,11 @@ import torch  # noqa: E402
 
 import corft_envs  # noqa: E402,F401
 from benchmarks.common import parse_dataclass_args  # noqa: E402
-from corft_algos.evaluation import load_model, run_episode  # noqa: E402
+from corft_algos.evaluation import evaluate_episode, load_model  # noqa: E402
 from corft_envs.chunking import ActionChunk  # noqa: E402
+from corft_envs.collection import scripted_actions  # noqa: E402
 from corft_envs.experts import make_expert  # noqa: E402
+from corft_envs.rollout import run_episode  # noqa: E402
 from robots.contract import CONTROL_HZ  # noqa: E402
 
 
@@ -115,20 +117,12 @@ def run_expert(args: Args, twin: bool, timings: Timings | None = None) -> list[t
     if timings is not None:
         env = StepTimings(env, timings)
     expert = make_expert(env)
-    outcomes = []
     try:
-        for k in range(args.episodes):
-            observation, _ = env.reset(seed=args.seed + k)
-            expert.reset(args.seed + k)
-            steps, done, info = 0, False, {}
-            while not done:
-                observation, _, terminated, truncated, info = env.step(expert.act(observation))
-                steps += 1
-                done = terminated or truncated
-            outcomes.append((bool(info["is_success"]), steps))
+        seeds = [args.seed + k for k in range(args.episodes)]
+        records = [run_episode(env, scripted_actions(expert, seed, None), seed) for seed in seeds]
     finally:
         env.close()
-    return outcomes
+    return [(record.success, record.steps) for record in records]
 
 
 def run_model(args: Args, twin: bool, policy: TimedPolicy, timings: Timings | None = None) -> list[tuple[bool, int]]:
@@ -138,7 +132,7 @@ def run_model(args: Args, twin: bool, policy: TimedPolicy, timings: Timings | No
         env = StepTimings(env, timings)
     env = ActionChunk(env, policy.chunk_size, execute=args.execute or None)
     try:
-        records = [run_episode(policy, env, args.seed + k) for k in range(args.episodes)]
+        records = [evaluate_episode(policy, env, args.seed + k) for k in range(args.episodes)]
     finally:
         env.close()
     return [(record.success, record.steps) for record in records]

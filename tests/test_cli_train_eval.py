@@ -27,7 +27,7 @@ from corft_algos.callbacks import is_better, list_checkpoints
 from corft_algos.cli import main
 from corft_algos.cli.common import is_interrupt
 from corft_algos.common.base import TrainingDivergedError
-from corft_algos.evaluation import EpisodeRecord, EvalResult, load_model
+from corft_algos.evaluation import EpisodeOutcome, EvalResult, load_model
 from corft_algos.model_format import read_model_config
 from corft_algos.sft import SFT
 from corft_envs.episode_store import EpisodeDataset
@@ -98,7 +98,7 @@ def test_train_writes_model_checkpoints_logs_and_summary(trained, dataset):
 
 
 def _result(successes: int, steps: list[int]) -> EvalResult:
-    episodes = [EpisodeRecord(seed=k, success=k < successes, steps=n, cycle_time_s=n / 10, instruction="x",
+    episodes = [EpisodeOutcome(seed=k, success=k < successes, steps=n, cycle_time_s=n / 10, instruction="x",
                               episode_return=float(k < successes)) for k, n in enumerate(steps)]
     return EvalResult(ENV_ID, "train", 0, episodes)
 

@@ -10,9 +10,9 @@ import pytest
 from gymnasium import spaces
 
 from corft_algos.evaluation import (
-    EpisodeRecord,
+    EpisodeOutcome,
     EvalResult,
-    evaluate,
+    evaluate_model,
     load_model,
     make_eval_env,
     run_episodes,
@@ -120,7 +120,7 @@ def test_expert_policy_succeeds_with_videos_and_exact_json(tmp_path):
 
 def test_hold_still_policy_fails_without_cycle_time(tmp_path):
     policy = HoldStill()
-    result = evaluate(policy, ENV_ID, episodes=2, seed=0, video_dir=tmp_path)
+    result = evaluate_model(policy, ENV_ID, episodes=2, seed=0, video_dir=tmp_path)
     assert result.success_rate == 0.0
     assert result.success_ci95 == wilson_interval(0, 2)
     assert result.cycle_time_steps is None and result.cycle_time_s is None
@@ -134,13 +134,13 @@ def test_hold_still_policy_fails_without_cycle_time(tmp_path):
 
 def test_execute_runs_only_the_first_actions_of_each_chunk():
     policy = HoldStill(chunk_size=10)
-    result = evaluate(policy, ENV_ID, episodes=1, execute=7)
+    result = evaluate_model(policy, ENV_ID, episodes=1, execute=7)
     assert result.episodes[0].steps == STEP_LIMIT
     assert policy.calls == 22  # 21 chunks run 7 steps each, the 22nd runs 3 and hits the step limit
 
 
 def test_unseen_positions_and_seeds_reach_the_env():
-    result = evaluate(HoldStill(chunk_size=50), ENV_ID, positions="unseen", episodes=2, seed=3)
+    result = evaluate_model(HoldStill(chunk_size=50), ENV_ID, positions="unseen", episodes=2, seed=3)
     env = gym.make(ENV_ID, positions="unseen", image_size=IMAGE_SIZE)
     instructions = [env.reset(seed=seed)[1]["instruction"] for seed in (3, 4)]
     env.close()
@@ -150,9 +150,9 @@ def test_unseen_positions_and_seeds_reach_the_env():
 
 def test_model_for_other_spaces_is_refused_naming_both():
     with pytest.raises(ValueError, match=r"does not fit corft/PickPlace-v0.*image_front.*\(32, 32, 3\).*\(48, 48, 3\)"):
-        evaluate(HoldStill(image_size=32), ENV_ID, episodes=1, image_size=48)
+        evaluate_model(HoldStill(image_size=32), ENV_ID, episodes=1, image_size=48)
     with pytest.raises(ValueError, match=r"action space: shape \(10, 6\) recorded, \(10, 7\) now"):
-        evaluate(HoldStill(action_dim=6), ENV_ID, episodes=1)
+        evaluate_model(HoldStill(action_dim=6), ENV_ID, episodes=1)
 
 
 def test_bad_arguments_are_refused():
@@ -206,7 +206,7 @@ def test_load_model_reports_missing_and_foreign_files(tmp_path):
 
 def test_named_object_first_rate_counts_lifts_of_the_named_object_over_all_episodes():
     def record(lifted):
-        return EpisodeRecord(seed=0, success=False, steps=1, cycle_time_s=0.1, instruction="x", episode_return=0.0,
+        return EpisodeOutcome(seed=0, success=False, steps=1, cycle_time_s=0.1, instruction="x", episode_return=0.0,
                              first_lifted=lifted)
 
     result = EvalResult(ENV_ID, "train", 0, [record(0), record(2), record(-1), record(0)])

@@ -14,6 +14,7 @@ from corft_algos.common.base import OfflineAlgorithm
 from corft_algos.evaluation import (
     DEFAULT_EVAL_SEED,
     EvalResult,
+    evaluate_vectorized,
     load_model,
     make_eval_env,
     rollout_execute,
@@ -23,7 +24,6 @@ from corft_algos.evaluation import (
 )
 from corft_algos.runs.folder import UsageError, check_model_file
 from corft_algos.selection import DEFAULT_CANDIDATE_NOISE, ChunkSelector
-from corft_algos.vector_eval import evaluate_vectorized
 from corft_envs.keyboard import TerminalKeys
 
 

@@ -3,13 +3,18 @@
 Each worker process (started with ``spawn``; it imports only ``corft_envs``)
 steps one chunked env; the model stays in this process
 and predicts one observation at a time, exactly as the serial loop of
-:func:`corft_algos.evaluation.run_episode` does, so episode ``k`` (reset with
+:func:`corft_algos.evaluation.evaluate_episode` does, so episode ``k`` (reset with
 seed ``seed + k``) gives the same record whichever worker runs it: the results
 equal the serial run's. Autoreset is off: a worker whose episode ended is
 reset with the next episode's seed (``reset_mask``); once no episode is left
 it idles (it is still stepped, with a zero chunk, and its results ignored).
 
 Only sim envs run here; the real arm stays a single env.
+
+The envs step in lockstep, each episode starting when a worker frees up, so the one episode loop
+(:func:`corft_envs.rollout.run_episode`, one env) cannot drive them; each episode's totals are kept in
+its :class:`~corft_envs.rollout.EpisodeTally`, as that loop keeps them, and the model acts through the same
+:func:`~corft_algos.evaluation.rollout.model_actions`.
 """
 
 from __future__ import annotations
@@ -21,24 +26,22 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 from tqdm import tqdm
 
-from corft_algos.evaluation import (
+from corft_algos.evaluation.rollout import (
+    DEFAULT_EVAL_SEED,
     INSTRUCTION_KEY,
     ChunkPolicy,
-    EpisodeRecord,
-    EvalResult,
     eval_env_kwargs,
     make_eval_env,
+    model_actions,
 )
+from corft_algos.evaluation.statistics import EvalResult
 from corft_envs.chunking import ChunkValidator, make_chunked_env
-from robots.contract import CONTROL_PERIOD
+from corft_envs.rollout import EpisodeOutcome, EpisodeTally
 
 
-class _Episode:
-    """The running totals of one episode in one worker."""
-
-    def __init__(self, number: int, seed: int, instruction: str) -> None:
-        self.number, self.seed, self.instruction = number, seed, instruction
-        self.steps, self.total, self.success, self.first = 0, 0.0, False, True
+def _slot_info(infos: dict[str, Any], slot: int) -> dict[str, Any]:
+    """One worker's ``info`` out of the batched ``infos`` (the keys it reported)."""
+    return {key: value[slot] for key, value in infos.items() if not key.startswith("_") and infos[f"_{key}"][slot]}
 
 
 def evaluate_vectorized(
@@ -47,12 +50,12 @@ def evaluate_vectorized(
     workers: int,
     positions: str = "train",
     episodes: int = 50,
-    seed: int = 10_000,
+    seed: int = DEFAULT_EVAL_SEED,
     execute: int | None = None,
     progress: bool = False,
     env_kwargs: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """:func:`corft_algos.evaluation.evaluate` over ``workers`` processes: the same episodes, the same result.
+    """:func:`corft_algos.evaluation.evaluate_model` over ``workers`` processes: the same episodes, the same result.
 
     :raises ValueError: if the model does not fit the env, or the env is not a sim env.
     """
@@ -75,8 +78,9 @@ def run_episodes_vectorized(
     seed: int,
     execute: int | None = None,
     progress: bool = False,
-) -> list[Any]:
-    """Episodes ``seed .. seed + episodes - 1`` over ``workers`` processes; one :class:`EpisodeRecord` each, in order.
+) -> list[EpisodeOutcome]:
+    """Episodes ``seed .. seed + episodes - 1`` over ``workers`` processes; one
+    :class:`~corft_envs.rollout.EpisodeOutcome` each, in order.
 
     :param model: the policy (``predict``, ``chunk_size``).
     :param env_id: a registered sim env id.
@@ -92,8 +96,9 @@ def run_episodes_vectorized(
     # spawn, not fork: a forked child inherits locks held by this process's threads (torch, EGL) and can hang
     envs = AsyncVectorEnv([make] * count, shared_memory=False, autoreset_mode=AutoresetMode.DISABLED,
                           context="spawn")
-    records: dict[int, EpisodeRecord] = {}
-    running: list[_Episode | None] = [None] * count
+    act = model_actions(model)
+    records: dict[int, EpisodeOutcome] = {}
+    running: list[tuple[int, EpisodeTally] | None] = [None] * count
     next_episode = 0
     idle_chunk = np.zeros(envs.single_action_space.shape, dtype=envs.single_action_space.dtype)
     bar = tqdm(total=episodes, desc=f"eval {env_id} ({count} workers)", unit="episode", disable=not progress,
@@ -106,7 +111,7 @@ def run_episodes_vectorized(
         seeds: list[int | None] = [None] * count
         for slot in slots:
             mask[slot], seeds[slot] = True, seed + next_episode
-            running[slot] = _Episode(next_episode, seed + next_episode, "")
+            running[slot] = (next_episode, EpisodeTally(seed + next_episode, ""))
             next_episode += 1
         fresh, _ = envs.reset(seed=seeds, options={"reset_mask": mask})
         if observations is None:
@@ -114,7 +119,7 @@ def run_episodes_vectorized(
         for slot in slots:
             for key in observations:
                 observations[key][slot] = fresh[key][slot]
-            running[slot].instruction = str(fresh[INSTRUCTION_KEY][slot])
+            running[slot][1].instruction = str(fresh[INSTRUCTION_KEY][slot])
         return observations
 
     try:
@@ -126,8 +131,7 @@ def run_episodes_vectorized(
                     chunks.append(idle_chunk)
                     continue
                 observation = {key: value[slot] for key, value in observations.items()}
-                chunk, _ = model.predict(observation, episode_start=np.array([episode.first]), deterministic=True)
-                chunks.append(chunk)
+                chunks.append(act(observation, episode[1].first))
             stepped, rewards, terminated, truncated, infos = envs.step(np.stack(chunks))
             ended = []
             for slot, episode in enumerate(running):
@@ -135,16 +139,10 @@ def run_episodes_vectorized(
                     observations[key][slot] = stepped[key][slot]
                 if episode is None:
                     continue
-                episode.steps += int(infos["chunk_len"][slot])
-                episode.total += float(rewards[slot])
-                episode.success = episode.success or bool(infos["is_success"][slot])
-                episode.first = False
+                number, tally = episode
+                tally.add(rewards[slot], _slot_info(infos, slot))
                 if terminated[slot] or truncated[slot]:
-                    lifted = infos.get("first_lifted")
-                    records[episode.number] = EpisodeRecord(
-                        seed=episode.seed, success=episode.success, steps=episode.steps,
-                        cycle_time_s=episode.steps * CONTROL_PERIOD, instruction=episode.instruction,
-                        episode_return=episode.total, first_lifted=None if lifted is None else int(lifted[slot]))
+                    records[number] = tally.outcome()
                     running[slot] = None
                     ended.append(slot)
                     bar.update()
