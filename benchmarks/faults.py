@@ -195,7 +195,7 @@ def bad_input_cases(ws: Workspace) -> Iterator[Case]:
                 args[args.index(flag) + 1] = value
         return args
 
-    def evaluate(*flags: str) -> list[str]:
+    def eval_with(*flags: str) -> list[str]:
         return ["eval", "--model", str(ws.model), "--episodes", "1", "--device", "cpu", "--quiet", *flags]
 
     def collect_to(out: Path, *flags: str) -> list[str]:
@@ -226,7 +226,7 @@ def bad_input_cases(ws: Workspace) -> Iterator[Case]:
         ("eval --env-kwargs unknown key", ["--env-kwargs", '{"nope": 1}'], "cannot be made with ['nope']"),
         ("eval --env-kwargs chunk_size", ["--env-kwargs", '{"chunk_size": 4}'], "may not set chunk_size"),
     ]:
-        cases.append((name, "eval", evaluate(*flags), expect, None))
+        cases.append((name, "eval", eval_with(*flags), expect, None))
     for name, flags, expect in [
         ("collect --env-kwargs positions vs --positions", ["--positions", "unseen", "--env-kwargs",
                                                            '{"positions": "train"}'], "--positions sets 'unseen'"),

@@ -347,7 +347,7 @@ def model_path(out: Path, preset: Preset, run: Run) -> Path:
     return base_model(out, preset) if METHODS[run.method].zero_shot else run.directory(out) / "model.zip"
 
 
-def evaluate(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, Any]:
+def evaluation_report(out: Path, preset: Preset, run: Run, positions: str) -> dict[str, Any]:
     """The evaluation's JSON (computed once, then read back)."""
     report = run.directory(out) / f"eval_{positions}.json"
     if not report.is_file():
@@ -603,7 +603,7 @@ def train_and_evaluate(out: Path, preset: Preset, run: Run) -> list[dict[str, An
     if not METHODS[run.method].zero_shot:
         with step(f"training {run.method} on {run.task}, {run.demos} demos, seed {run.seed}"):
             runs.train(train_request(out, preset, run), log=quiet)
-    return [record(preset, run, positions, evaluate(out, preset, run, positions)) for positions in POSITIONS]
+    return [record(preset, run, positions, evaluation_report(out, preset, run, positions)) for positions in POSITIONS]
 
 
 def in_parallel(work: Callable[..., Any], calls: list[tuple[Any, ...]], jobs: int) -> Iterator[tuple[tuple, Any]]:
@@ -691,7 +691,7 @@ def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) 
     if not finished:
         raise RuntimeError(f"no training in {out} has been evaluated yet: run the study first "
                            f"(`{PROG} --out {out}` without --report)")
-    records = [record(preset, run, positions, evaluate(out, preset, run, positions))
+    records = [record(preset, run, positions, evaluation_report(out, preset, run, positions))
                for run in finished for positions in POSITIONS]
     if len(finished) == len(runs):
         header, footer = f"# CO-RFT study, complete: all {len(runs)} trainings evaluated", "rows pool every seed"

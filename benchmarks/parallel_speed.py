@@ -62,10 +62,10 @@ def main() -> None:
 
         timed(["train", "--algo", "sft", "--data", str(root / "serial"), "--out", str(root / "run"), "--steps",
                str(args.train_steps), "--batch-size", "8", "--threads", "1", "--quiet"])
-        evaluate = ["eval", "--model", str(root / "run" / "model.zip"), "--episodes", str(args.episodes),
-                    "--threads", "1", "--quiet"]
-        serial_s = timed([*evaluate, "--json", str(root / "serial.json")])
-        parallel_s = timed([*evaluate, "--json", str(root / "parallel.json"), "--workers", str(args.workers)])
+        eval_args = ["eval", "--model", str(root / "run" / "model.zip"), "--episodes", str(args.episodes),
+                     "--threads", "1", "--quiet"]
+        serial_s = timed([*eval_args, "--json", str(root / "serial.json")])
+        parallel_s = timed([*eval_args, "--json", str(root / "parallel.json"), "--workers", str(args.workers)])
         same = json.loads((root / "serial.json").read_text()) == json.loads((root / "parallel.json").read_text())
         print(f"eval: 1 worker {args.episodes / serial_s:.2f} episodes/s, {args.workers} workers "
               f"{args.episodes / parallel_s:.2f} episodes/s: {serial_s / parallel_s:.2f}x; same result: {same}")
