@@ -13,6 +13,21 @@ from gymnasium.wrappers import TimeLimit
 from corft_envs.tasks import get_task
 
 
+def check_chunk_settings(chunk_size: int, gamma: float) -> None:
+    """Raise a ``ValueError`` unless ``chunk_size`` is an integer >= 1 and ``gamma`` a discount in (0, 1].
+
+    The one check of the two settings every chunked piece takes: :class:`ActionChunk`, the algorithms
+    (:class:`corft_algos.common.base.OfflineAlgorithm`) and their dataset.
+
+    :param chunk_size: H, the number of actions per chunk (a bool is refused, though Python counts it an int).
+    :param gamma: the per-step discount.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1 (the number of actions per chunk), got {chunk_size!r}")
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must satisfy 0 < gamma <= 1 (the per-step discount), got {gamma!r}")
+
+
 @runtime_checkable
 class ChunkValidator(Protocol):
     """An env that checks a whole chunk of actions before any of it runs (the real arm's safety layer).
@@ -62,10 +77,7 @@ class ActionChunk(gym.Wrapper):
         base = env.action_space
         if not isinstance(base, spaces.Box) or len(base.shape) != 1:
             raise ValueError(f"ActionChunk needs a 1-D Box action space, got {base}")
-        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        if not 0.0 < gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        check_chunk_settings(chunk_size, gamma)
         if execute is not None and not 1 <= execute <= chunk_size:
             raise ValueError(f"execute must be in [1, chunk_size={chunk_size}] or None, got {execute}")
         self.chunk_size, self.gamma, self.execute = int(chunk_size), float(gamma), execute

@@ -132,9 +132,9 @@ def test_malformed_chunk_is_rejected(shape):
 
 
 def test_bad_wrapper_arguments():
-    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1"):
         ActionChunk(RewardIsStepIndex(end=3), chunk_size=0)
-    with pytest.raises(ValueError, match="gamma must be in"):
+    with pytest.raises(ValueError, match="gamma must satisfy 0 < gamma <= 1"):
         ActionChunk(RewardIsStepIndex(end=3), chunk_size=2, gamma=1.5)
     with pytest.raises(ValueError, match="execute must be in"):
         ActionChunk(RewardIsStepIndex(end=3), chunk_size=2, execute=3)

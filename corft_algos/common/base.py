@@ -45,6 +45,7 @@ from corft_algos.data import ChunkDataset
 from corft_algos.distributed import current_rank
 from corft_algos.model_format import read_model, restore_model, write_model_zip, write_pretrained
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
+from corft_envs.chunking import check_chunk_settings
 from corft_envs.episode_store import EpisodeSource, store_signatures, space_differences
 
 # TrainingDivergedError and PRECISIONS are the trainer's; users import them from here.
@@ -131,10 +132,7 @@ class OfflineAlgorithm(OfflineTrainer, BaseAlgorithm):
         super().__init__(policy=policy, env=None, learning_rate=learning_rate, policy_kwargs=policy_kwargs,
                          tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed)
         self.algorithm_name = type(self).algorithm_name
-        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        if not 0.0 < gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        check_chunk_settings(chunk_size, gamma)
         self.chunk_size, self.gamma, self.batch_size = int(chunk_size), float(gamma), int(batch_size)
         self.image_augmentation, self.max_grad_norm, self.num_workers = image_augmentation, max_grad_norm, num_workers
         if not isinstance(feature_cache_views, (int, np.integer)) or feature_cache_views < 0:

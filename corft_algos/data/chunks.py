@@ -32,6 +32,7 @@ from gymnasium import spaces
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from corft_algos.data.frames import DEFAULT_MEMORY_BUDGET, FrameStore, InMemory, check_indices, episode_offsets
+from corft_envs.chunking import check_chunk_settings
 from corft_envs.episode_store import EpisodeDataset, EpisodeSource
 
 #: Lower bound of every standard deviation returned by the statistics methods.
@@ -112,10 +113,7 @@ def _check_store_mix(store_mix: Sequence[float] | None, stores: int) -> np.ndarr
 
 
 def _check_settings(chunk_size: int, gamma: float, success_oversample: float) -> None:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1 (the number of actions per chunk), got {chunk_size!r}")
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must satisfy 0 < gamma <= 1 (the per-step discount), got {gamma!r}")
+    check_chunk_settings(chunk_size, gamma)
     if not success_oversample >= 1.0:
         raise ValueError(
             f"success_oversample must be >= 1 (1 samples uniformly, k draws success windows k times as "
