@@ -75,6 +75,7 @@ from robots.contract import CONTROL_PERIOD
 PAPER_SUCCESS_GAIN = 0.57
 PAPER_CYCLE_TIME_CUT = 0.223
 PAPER_UNSEEN_SUCCESS = 0.443
+#: The position sets every run is evaluated on (of :data:`corft_envs.layouts.POSITION_MODES`).
 POSITIONS = ("train", "unseen")
 #: The study's command, as its messages name it.
 PROG = "python -m benchmarks.paper"

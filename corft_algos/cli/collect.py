@@ -18,7 +18,6 @@ import gymnasium as gym
 from corft_algos.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
-    POSITIONS,
     add_env_arguments,
     env_kwargs_of,
     is_interrupt,
@@ -30,6 +29,7 @@ from corft_algos.runs import UsageError, check_model_file
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
 from corft_envs.episode_store import DatasetError, episode_files
 from corft_envs.keyboard import KeyScriptExhausted, ScriptedKeys, TerminalKeys
+from corft_envs.layouts import POSITION_MODES
 from corft_envs.teleop import KEY_HELP, KeyboardTeleop
 from robots.errors import RobotError
 
@@ -50,7 +50,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--env", dest="env_id", metavar="ID", required=True, help="Gymnasium id, e.g. corft/PickPlace-v0")
     add("--episodes", type=positive_int, metavar="N", required=True, help="episodes to have in the store")
     add("--out", type=Path, metavar="DIR", required=True, help="store directory (created or resumed)")
-    add("--positions", choices=POSITIONS, default="train", help="object position set (default: train)")
+    add("--positions", choices=POSITION_MODES, default="train", help="object position set (default: train)")
     add("--seed", type=int, default=0, help="base seed (default: 0)")
     add("--keep-failures", action="store_true", help="keep unsuccessful episodes too")
     add("--chunk-size", type=positive_int, metavar="H", help="let the expert act in chunks of H steps")

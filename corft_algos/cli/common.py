@@ -14,7 +14,6 @@ from corft_algos.runs import UsageError
 #: Exit status after Ctrl-C, as a shell reports a SIGINT death.
 EXIT_INTERRUPTED = 130
 EXIT_ERROR = 1
-POSITIONS = ("train", "unseen", "all")
 
 
 def positive_int(text: str) -> int:

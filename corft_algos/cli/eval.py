@@ -12,7 +12,6 @@ import gymnasium as gym
 from corft_algos.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
-    POSITIONS,
     add_env_arguments,
     add_threads_argument,
     apply_threads,
@@ -24,6 +23,7 @@ from corft_algos.evaluation import DEFAULT_EVAL_SEED
 from corft_algos.runs import EvalRequest, UsageError, evaluate
 from corft_algos.selection import DEFAULT_CANDIDATE_NOISE, SELECTIONS
 from corft_envs.episode_store import DatasetError
+from corft_envs.layouts import POSITION_MODES
 from robots.errors import RobotError
 
 
@@ -41,7 +41,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--model", type=Path, metavar="PATH", required=True,
         help="model zip, e.g. runs/pp_corft/model.zip (or a save_pretrained folder)")
     add("--env", dest="env_id", metavar="ID", help="Gymnasium id (default: the env the training data came from)")
-    add("--positions", choices=POSITIONS, default="train", help="object position set (default: train)")
+    add("--positions", choices=POSITION_MODES, default="train", help="object position set (default: train)")
     add("--episodes", type=positive_int, default=50, metavar="N", help="episodes (default: 50)")
     add("--seed", type=int, default=DEFAULT_EVAL_SEED,
         help=f"seed of the first episode (default: {DEFAULT_EVAL_SEED}, away from the demonstrations' seeds)")

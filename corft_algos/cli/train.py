@@ -9,7 +9,6 @@ from pathlib import Path
 from corft_algos.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
-    POSITIONS,
     add_threads_argument,
     apply_threads,
     json_object,
@@ -22,6 +21,7 @@ from corft_algos.distributed import launcher_rank
 from corft_algos.presets import FROM_BASE_PRESET, PRESETS
 from corft_algos.registry import available_algorithms
 from corft_algos.runs import DEFAULT_STEPS, RunFolder, TrainRequest, UsageError, train
+from corft_envs.layouts import POSITION_MODES
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--eval-env", metavar="ID", help="evaluate in this sim env during training (best_model.zip is kept)")
     add("--eval-every", type=positive_int, default=500, metavar="K", help="gradient steps between evaluations")
     add("--eval-episodes", type=positive_int, default=10, metavar="N", help="episodes per evaluation")
-    add("--eval-positions", choices=POSITIONS, default="train", help="object positions of the evaluations")
+    add("--eval-positions", choices=POSITION_MODES, default="train", help="object positions of the evaluations")
     add("--tensorboard", action="store_true", help="also write TensorBoard events into OUT")
     add("--quiet", action="store_true", help="no progress bar and no log tables on stdout")
     parser.set_defaults(handler=run_train)
