@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 import corft_envs  # noqa: E402,F401
 from benchmarks.common import parse_dataclass_args  # noqa: E402
-from corft_algos.evaluation import evaluate_episode, load_model  # noqa: E402
+from corft_algos.evaluation import DEFAULT_EVAL_SEED, evaluate_episode, load_model  # noqa: E402
 from corft_envs.chunking import ActionChunk  # noqa: E402
 from corft_envs.collection import scripted_actions  # noqa: E402
 from corft_envs.experts import make_expert  # noqa: E402
@@ -57,7 +57,7 @@ class Args:
     image_size: int = 96
     positions: str = "train"
     distractors: bool = True
-    seed: int = 10000
+    seed: int = DEFAULT_EVAL_SEED
     dynamics_factor: float = 0.1
     model: str = ""
     execute: int = 0

@@ -14,7 +14,7 @@ so fine-tuning on their few demonstrations is a real adaptation: the base
 knows which cube a colour word names and how to grasp it anywhere, not where
 the bowl is. Seeds start at :data:`PRETRAIN_SEED` (one block of
 :data:`SEED_BLOCK` per task), away from the demonstrations' (0, 1, ...) and
-the evaluations' (10000, ...).
+the evaluations' (:data:`~corft_algos.evaluation.DEFAULT_EVAL_SEED`, ...).
 
 :func:`pretrain` does all of it (collect, train in the base's run folder, write the manifest);
 ``corft train --init-from BASE/model.zip`` fine-tunes the base with full parameters.
