@@ -17,29 +17,9 @@ from stable_baselines3.common.logger import configure
 from corft_algos import BC, CORFT, SFT, OfflineRLH1
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.registry import available_algorithms, get_algorithm
+from tests.helpers import TINY_POLICY, make_algorithm
 
-TINY_POLICY = {
-    "d_model": 32,
-    "vision_arch": "siglip",
-    "vision_pooling": "attention",
-    "proprio_dims": None,
-    "vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
-    "fusion_layers": 1,
-    "heads": 2,
-    "critic_layers": 1,
-}
 BUILTIN = ["bc", "sft", "offline_rl_h1", "corft"]
-ALGORITHM_KWARGS = {
-    "bc": {},
-    "sft": {"chunk_size": 4},
-    "offline_rl_h1": {"il_steps": 2, "critic_warmup_steps": 0, "policy_delay": 1},
-    "corft": {"chunk_size": 4, "il_steps": 2, "critic_warmup_steps": 0, "policy_delay": 1},
-}
-
-
-def make(name, dataset, **overrides):
-    kwargs = {"batch_size": 4, "seed": 0, "policy_kwargs": TINY_POLICY, **ALGORITHM_KWARGS[name], **overrides}
-    return get_algorithm(name)(dataset=dataset, **kwargs)
 
 
 def test_builtin_algorithms_are_registered():
@@ -51,7 +31,7 @@ def test_builtin_algorithms_are_registered():
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_conformance(name, tiny_dataset, observation, tmp_path):
-    model = make(name, tiny_dataset)
+    model = make_algorithm(name, tiny_dataset)
     horizon = model.chunk_size
     assert model.action_space.shape == (horizon, 7)
     model.learn(4)
@@ -83,7 +63,7 @@ def test_conformance(name, tiny_dataset, observation, tmp_path):
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_bad_observations_get_clear_errors(name, tiny_dataset, observation):
-    model = make(name, tiny_dataset)
+    model = make_algorithm(name, tiny_dataset)
     wrong = dict(observation, image_front=np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match=r"observation\['image_front'\] has shape \(64, 64, 3\); this model expects \(32, 32, 3\)"):
         model.predict(wrong)
@@ -95,7 +75,7 @@ def test_bad_observations_get_clear_errors(name, tiny_dataset, observation):
 
 
 def test_load_refuses_conflicting_kwargs_and_other_algorithms(tiny_dataset, tmp_path):
-    model = make("sft", tiny_dataset)
+    model = make_algorithm("sft", tiny_dataset)
     path = tmp_path / "sft.zip"
     model.save(path)
     with pytest.raises(ValueError, match=r"conflicting arguments: chunk_size=8 \(saved: 4\)"):
@@ -124,7 +104,7 @@ def test_missing_dataset_and_mismatched_env(tiny_dataset, tmp_path):
 
 
 def test_resume_continues_counters_and_optimizer_state(tiny_dataset, tmp_path):
-    model = make("corft", tiny_dataset)
+    model = make_algorithm("corft", tiny_dataset)
     model.learn(3)
     model.save(tmp_path / "checkpoint.zip")
     resumed = CORFT.load(tmp_path / "checkpoint.zip", dataset=tiny_dataset)
@@ -136,7 +116,7 @@ def test_resume_continues_counters_and_optimizer_state(tiny_dataset, tmp_path):
 
 
 def test_non_finite_loss_stops_training_without_touching_parameters(tiny_dataset):
-    model = make("sft", tiny_dataset)
+    model = make_algorithm("sft", tiny_dataset)
     with torch.no_grad():
         model.policy.action_expert.continuous_head.bias.fill_(float("nan"))
     before = {name: value.clone() for name, value in model.policy.state_dict().items()}
@@ -148,7 +128,7 @@ def test_non_finite_loss_stops_training_without_touching_parameters(tiny_dataset
 
 
 def test_logger_records_losses_q_statistics_and_gradient_norms(tiny_dataset, tmp_path):
-    model = make("corft", tiny_dataset)
+    model = make_algorithm("corft", tiny_dataset)
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(4, log_interval=4)
     header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
@@ -158,7 +138,7 @@ def test_logger_records_losses_q_statistics_and_gradient_norms(tiny_dataset, tmp
 
 
 def test_stage_two_freezes_the_backbone_and_trains_the_critic(tiny_dataset):
-    model = make("corft", tiny_dataset)
+    model = make_algorithm("corft", tiny_dataset)
     model.learn(2)  # stage 1 only
     backbone = [p.detach().clone() for p in model.policy.backbone_parameters()]
     critic = [p.detach().clone() for p in model.policy.critic_parameters()]
@@ -169,7 +149,7 @@ def test_stage_two_freezes_the_backbone_and_trains_the_critic(tiny_dataset):
 
 
 def test_corft_starts_stage_two_from_an_sft_checkpoint(tiny_dataset, observation, tmp_path):
-    sft = make("sft", tiny_dataset)
+    sft = make_algorithm("sft", tiny_dataset)
     sft.learn(3)
     sft.save(tmp_path / "sft.zip")
     model = CORFT.from_sft(tmp_path / "sft.zip", dataset=tiny_dataset, batch_size=4, critic_warmup_steps=0)
@@ -205,7 +185,7 @@ def test_vision_tower_from_a_local_transformers_directory(tiny_dataset, observat
 
 
 def test_proprio_dims_choose_the_state_the_policy_reads(tiny_dataset, observation, tmp_path):
-    model = make("sft", tiny_dataset, policy_kwargs={**TINY_POLICY, "proprio_dims": [7]})
+    model = make_algorithm("sft", tiny_dataset, policy_kwargs={**TINY_POLICY, "proprio_dims": [7]})
     chunk, _ = model.predict(observation, deterministic=True)
     moved = {**observation, "state": observation["state"].copy()}
     moved["state"][:7] += 0.1  # TCP pose: not read
@@ -216,13 +196,13 @@ def test_proprio_dims_choose_the_state_the_policy_reads(tiny_dataset, observatio
     loaded = type(model).load(tmp_path / "model.zip", device="cpu")
     np.testing.assert_array_equal(loaded.predict(observation, deterministic=True)[0], chunk)
     with pytest.raises(ValueError, match="proprio_dims must index the 15-D state"):
-        make("sft", tiny_dataset, policy_kwargs={**TINY_POLICY, "proprio_dims": [15]})
+        make_algorithm("sft", tiny_dataset, policy_kwargs={**TINY_POLICY, "proprio_dims": [15]})
 
 
 def test_cached_contexts_use_batchnorm_running_statistics_and_leave_them(tiny_dataset):
     """Stage 2's frozen backbone must see frames as at inference (eval-mode BatchNorm), not update it."""
     policy_kwargs = {key: value for key, value in TINY_POLICY.items() if key != "vision_config"}
-    model = make("corft", tiny_dataset, il_steps=1, policy_kwargs={**policy_kwargs, "vision_arch": "resnet",
+    model = make_algorithm("corft", tiny_dataset, il_steps=1, policy_kwargs={**policy_kwargs, "vision_arch": "resnet",
                                                                        "vision_norm": "batch"})
     model.learn(1)  # stage 1 moves BatchNorm's running statistics away from their initial values
     statistics = {name: value.clone() for name, value in model.policy.named_buffers() if "running" in name}
@@ -245,12 +225,12 @@ def test_cached_contexts_use_batchnorm_running_statistics_and_leave_them(tiny_da
 def test_init_from_copies_batchnorm_statistics_and_the_sources_normalization(tiny_dataset, observation):
     policy_kwargs = {key: value for key, value in TINY_POLICY.items() if key != "vision_config"}
     policy_kwargs = {**policy_kwargs, "vision_arch": "resnet", "vision_norm": "batch"}
-    source = make("sft", tiny_dataset, policy_kwargs=policy_kwargs)
+    source = make_algorithm("sft", tiny_dataset, policy_kwargs=policy_kwargs)
     source.learn(2)
     with torch.no_grad():  # as if pretrained on another dataset
         source.policy.action_mean.add_(1.0)
         source.policy.state_std.mul_(2.0)
-    target = make("corft", tiny_dataset, il_steps=0, policy_kwargs=policy_kwargs)
+    target = make_algorithm("corft", tiny_dataset, il_steps=0, policy_kwargs=policy_kwargs)
     copied = target.init_from(source)
     assert any("running_mean" in name for name in copied) and "action_mean" in copied
     for name, value in source.policy.state_dict().items():
@@ -260,7 +240,7 @@ def test_init_from_copies_batchnorm_statistics_and_the_sources_normalization(tin
     assert target.policy.normalization is target.normalization
     np.testing.assert_allclose(target.predict(observation)[0], source.predict(observation)[0], atol=1e-5)
 
-    kept = make("corft", tiny_dataset, il_steps=0, policy_kwargs=policy_kwargs)
+    kept = make_algorithm("corft", tiny_dataset, il_steps=0, policy_kwargs=policy_kwargs)
     dataset_mean = kept.policy.action_mean.clone()
     assert "action_mean" not in kept.init_from(source, normalization="dataset")
     torch.testing.assert_close(kept.policy.action_mean, dataset_mean)
@@ -270,7 +250,7 @@ def test_init_from_copies_batchnorm_statistics_and_the_sources_normalization(tin
 
 def test_value_bounds_clip_the_bootstrapped_values(tiny_dataset):
     def bootstrap(bounds):
-        model = make("corft", tiny_dataset, il_steps=0, value_bounds=bounds)
+        model = make_algorithm("corft", tiny_dataset, il_steps=0, value_bounds=bounds)
         model._start_rl()
         for network in model.policy.critic_target.q_networks:  # every target Q is 5 (head: no weights, bias 5)
             torch.nn.init.zeros_(network.head.weight)
@@ -282,14 +262,14 @@ def test_value_bounds_clip_the_bootstrapped_values(tiny_dataset):
     assert torch.allclose(bootstrap((0.0, 1.0)), torch.ones(4, 4))  # a sparse reward of 1: no value above 1
     assert torch.allclose(bootstrap((6.0, 9.0)), torch.full((4, 4), 6.0))
     with pytest.raises(ValueError, match=r"value_bounds must be \(low, high\) with low < high"):
-        make("corft", tiny_dataset, value_bounds=(1.0, 0.0))
+        make_algorithm("corft", tiny_dataset, value_bounds=(1.0, 0.0))
 
 
 @pytest.mark.parametrize("heads", ["last", "all"])
 @pytest.mark.parametrize("floor", ["all", "policy"])
 def test_calql_options_penalise_the_heads_and_floor_the_samples_they_name(tiny_dataset, heads, floor):
     """Every critic copy outputs Q = -5 for any chunk, so the penalty has a closed form per sample."""
-    model = make("corft", tiny_dataset, il_steps=0, calql_heads=heads, calql_floor=floor, n_action_samples=3)
+    model = make_algorithm("corft", tiny_dataset, il_steps=0, calql_heads=heads, calql_floor=floor, n_action_samples=3)
     for network in model.policy.critic.q_networks:
         torch.nn.init.zeros_(network.head.weight)
         torch.nn.init.constant_(network.head.bias, -5.0)
@@ -309,6 +289,6 @@ def test_calql_options_penalise_the_heads_and_floor_the_samples_they_name(tiny_d
 
 def test_calql_options_are_checked(tiny_dataset):
     with pytest.raises(ValueError, match=r"calql_heads must be one of \('last', 'all'\), got 'first'"):
-        make("corft", tiny_dataset, calql_heads="first")
+        make_algorithm("corft", tiny_dataset, calql_heads="first")
     with pytest.raises(ValueError, match=r"calql_floor must be one of \('all', 'policy'\), got 'none'"):
-        make("corft", tiny_dataset, calql_floor="none")
+        make_algorithm("corft", tiny_dataset, calql_floor="none")

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -33,15 +32,11 @@ from corft_algos.sft import SFT
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.folder_lock import FolderLock
 from corft_envs.sim_env import FR3TabletopEnv
+from tests.helpers import CHUNK, TINY_POLICY, train_args, wait_for_files
 
 ENV_ID = "corft/PickPlace-v0"
 REPO = Path(__file__).resolve().parents[1]
 NO_WRIST_ID = "corft_test/PickPlaceNoWrist-v0"
-CHUNK = 10
-#: A small policy so a gradient step takes a fraction of a second on a CPU.
-TINY_POLICY = json.dumps({"d_model": 32, "fusion_layers": 1, "vision_tokens": 2, "vision_arch": "siglip",
-                          "vision_pooling": "attention", "proprio_dims": None,
-                          "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
 
 
 pytestmark = pytest.mark.usefixtures("torch_threads_restored")
@@ -53,12 +48,6 @@ def dataset(tmp_path_factory) -> Path:
     assert main(["collect", "--env", ENV_ID, "--episodes", "3", "--out", str(out), "--image-size", "32",
                  "--quiet"]) == 0
     return out
-
-
-def train_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return ["train", "--algo", "sft", "--data", str(data), "--out", str(out), "--steps", str(steps),
-            "--batch-size", "4", "--chunk-size", str(CHUNK), "--checkpoint-every", "2", "--log-interval", "2",
-            "--policy-kwargs", TINY_POLICY, "--device", "cpu", "--threads", "1", "--quiet", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -248,15 +237,6 @@ def test_ctrl_c_exits_130_and_rerun_resumes_from_the_checkpoint(dataset, tmp_pat
     assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 4
 
 
-def wait_for_a_checkpoint(out: Path, process: subprocess.Popen[str], timeout: float = 300.0) -> None:
-    """Poll until ``out/checkpoints`` holds a checkpoint (written atomically, so it is whole once there)."""
-    deadline = time.monotonic() + timeout
-    while not list((out / "checkpoints").glob("rl_model_*_steps.zip")):
-        assert process.poll() is None, f"corft train exited early: {process.communicate()}"
-        assert time.monotonic() < deadline, "corft train wrote no checkpoint in time"
-        time.sleep(0.01)
-
-
 def test_sigkill_then_rerun_ends_with_the_parameters_of_an_uninterrupted_run(dataset, tmp_path, capsys):
     """A real SIGKILL (no handler runs, the lock file stays) once a checkpoint is on disk; rerunning the same
     command resumes from it and ends with exactly the parameters of a run never interrupted, as the sampler's
@@ -268,7 +248,8 @@ def test_sigkill_then_rerun_ends_with_the_parameters_of_an_uninterrupted_run(dat
     command = [sys.executable, "-m", "corft_algos.cli", *train_args(dataset, out, steps)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_a_checkpoint(out, process)
+        # a checkpoint is written atomically, so it is whole once there
+        wait_for_files(out / "checkpoints", "rl_model_*_steps.zip", process, timeout=300.0)
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate()
@@ -513,7 +494,7 @@ def test_corft_trains_both_stages(dataset, tmp_path, capsys):
     out = tmp_path / "corft"
     assert main(["train", "--algo", "corft", "--data", str(dataset), "--out", str(out), "--il-steps", "1",
                  "--rl-steps", "2", "--batch-size", "4", "--chunk-size", str(CHUNK), "--checkpoint-every", "2",
-                 "--policy-kwargs", TINY_POLICY, "--device", "cpu", "--threads", "1", "--quiet"]) == 0
+                 "--policy-kwargs", json.dumps(TINY_POLICY), "--device", "cpu", "--threads", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "corft: 3 gradient steps" in printed and "td_loss" in printed
     assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 3
@@ -537,8 +518,8 @@ def test_corft_trains_both_stages(dataset, tmp_path, capsys):
 def test_algo_kwargs_reach_the_algorithm_and_unknown_ones_are_refused(dataset, tmp_path, capsys):
     out = tmp_path / "corft_ablation"
     common = ["train", "--algo", "corft", "--data", str(dataset), "--il-steps", "1", "--rl-steps", "1",
-              "--batch-size", "4", "--chunk-size", str(CHUNK), "--policy-kwargs", TINY_POLICY, "--device", "cpu",
-              "--threads", "1", "--quiet"]
+              "--batch-size", "4", "--chunk-size", str(CHUNK), "--policy-kwargs", json.dumps(TINY_POLICY),
+              "--device", "cpu", "--threads", "1", "--quiet"]
     assert main([*common, "--out", str(out), "--algo-kwargs", '{"calql_alpha": 0.0, "boundary_only": true}']) == 0
     model = load_model(out / "model.zip", device="cpu")
     assert model.calql_alpha == 0.0 and model.boundary_only is True

@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from corft_envs.collection import CollectConfig, collect
 from corft_envs.episode_store import INDEX_NAME, DatasetError, EpisodeDataset, read_index
 from corft_envs.experts import make_expert
 from corft_envs.folder_lock import LOCK_NAME
+from tests.helpers import wait_for_files
 
 ENV_ID = "corft/PickPlace-v0"
 IMAGE_SIZE = 32
@@ -36,14 +36,6 @@ def start_collector(args: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     return subprocess.Popen([sys.executable, "-m", "corft_algos.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_episode_files(out: Path, process: subprocess.Popen[str], count: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(list(out.glob("episode_*.h5"))) < count:
-        assert process.poll() is None, f"collector exited early: {process.communicate()}"
-        assert time.monotonic() < deadline, "collector wrote no episode in time"
-        time.sleep(0.01)
 
 
 def index_episodes(out: Path) -> list[dict]:
@@ -190,7 +182,7 @@ def test_a_write_that_fails_for_want_of_space_stops_collect_with_one_line_and_th
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path: Path, reference: Path) -> None:
     out = tmp_path / "data"
     process = start_collector(collect_args(out, 4))
-    wait_for_episode_files(out, process, 1)
+    wait_for_files(out, "episode_*.h5", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len(list(out.glob("episode_*.h5"))) < 4, "the collector finished before it was killed"
@@ -207,7 +199,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path: Path, reference:
 def test_ctrl_c_keeps_finished_episodes(tmp_path: Path, reference: Path) -> None:
     out = tmp_path / "data"
     process = start_collector(collect_args(out, 4))
-    wait_for_episode_files(out, process, 1)
+    wait_for_files(out, "episode_*.h5", process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr

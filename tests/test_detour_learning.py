@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from corft_algos import CORFT, SFT
 from corft_envs.collection import CollectConfig, collect
+from tests.helpers import TINY_POLICY
 
 GOAL = np.array([1.0, 0.0])
 WAYPOINT = np.array([0.5, 1.0])
@@ -93,8 +94,6 @@ def detour_demos(tmp_path_factory):
     return out
 
 
-POLICY = {"d_model": 32, "fusion_layers": 1, "heads": 2, "critic_layers": 1, "vision_arch": "siglip",
-          "vision_pooling": "attention", "proprio_dims": None}
 #: The toy's own schedule, and below TD3+BC's λ = 2.5 (the library's 0.25 is tuned for the sim tasks): the test
 #: asks whether a strong Q term finds the short path.
 SCHEDULE = {"lr_schedule_kind": "constant", "lr_warmup_steps": 0}
@@ -102,12 +101,12 @@ SCHEDULE = {"lr_schedule_kind": "constant", "lr_warmup_steps": 0}
 
 def test_corft_takes_the_short_path_where_sft_copies_the_detour(detour_demos):
     torch.manual_seed(0)
-    sft = SFT(dataset=detour_demos, chunk_size=5, batch_size=64, learning_rate=1e-3, seed=0, policy_kwargs=POLICY,
+    sft = SFT(dataset=detour_demos, chunk_size=5, batch_size=64, learning_rate=1e-3, seed=0, policy_kwargs=TINY_POLICY,
               **SCHEDULE)
     sft.learn(2500)  # the same total gradient steps as CO-RFT
     torch.manual_seed(0)
     corft = CORFT(dataset=detour_demos, chunk_size=5, batch_size=64, learning_rate=1e-3, seed=0, gamma=0.95,
-                  il_steps=1500, critic_warmup_steps=300, actor_lr=3e-4, policy_kwargs=POLICY, **SCHEDULE,
+                  il_steps=1500, critic_warmup_steps=300, actor_lr=3e-4, policy_kwargs=TINY_POLICY, **SCHEDULE,
                   actor_q_weight=2.5, value_bounds=None)
     corft.learn(2500)
     sft_lengths, corft_lengths = rollout_lengths(sft), rollout_lengths(corft)

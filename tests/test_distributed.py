@@ -6,11 +6,11 @@ with a single process training on the same global batch.
 """
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-import json
 import pytest
 import torch
 
@@ -19,10 +19,11 @@ from corft_algos.augmentation import random_offsets, shift_images
 from corft_algos.data import ChunkDataset
 from corft_algos.distributed import Rank, shard_of
 from corft_algos.model_format import read_model, read_model_config
-from test_cli_train_eval import TINY_POLICY
+from tests.helpers import TINY_POLICY
 
-TRAIN = ["train", "--data", None, "--batch-size", "8", "--chunk-size", "4", "--policy-kwargs", TINY_POLICY,
-         "--device", "cpu", "--threads", "1", "--quiet", "--log-interval", "1", "--checkpoint-every", "2"]
+TRAIN = ["train", "--data", None, "--batch-size", "8", "--chunk-size", "4",
+         "--policy-kwargs", json.dumps(TINY_POLICY), "--device", "cpu", "--threads", "1", "--quiet",
+         "--log-interval", "1", "--checkpoint-every", "2"]
 
 
 def run_train(data: Path, out: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
@@ -122,10 +123,9 @@ def test_shift_images_hand_computed_case():
 
 
 def test_bf16_autocast_trains_and_auto_precision_is_fp32_on_cpu(tiny_dataset):
-    policy_kwargs = json.loads(TINY_POLICY)
-    model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=policy_kwargs, device="cpu")
+    model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=TINY_POLICY, device="cpu")
     assert model.precision == "auto" and model.autocast_dtype is None
-    bf16 = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=policy_kwargs, device="cpu",
+    bf16 = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=TINY_POLICY, device="cpu",
                precision="bf16")
     assert bf16.autocast_dtype is torch.bfloat16
     before = [p.detach().clone() for p in bf16.policy.parameters()]
@@ -133,7 +133,7 @@ def test_bf16_autocast_trains_and_auto_precision_is_fp32_on_cpu(tiny_dataset):
     assert all(p.dtype == torch.float32 for p in bf16.policy.parameters())  # autocast keeps fp32 weights
     assert any(not torch.equal(a, b) for a, b in zip(before, bf16.policy.parameters()))
     with pytest.raises(ValueError, match="precision='fp16' is unknown"):
-        SFT(dataset=tiny_dataset, policy_kwargs=policy_kwargs, precision="fp16")
+        SFT(dataset=tiny_dataset, policy_kwargs=TINY_POLICY, precision="fp16")
 
 
 def test_training_imports_neither_hardware_driver():
@@ -149,10 +149,9 @@ def test_training_imports_neither_hardware_driver():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU path needs a CUDA device")
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_gpu_training_steps_make_no_host_device_sync(tiny_dataset, precision):
-    policy_kwargs = json.loads(TINY_POLICY)
     for algorithm, kwargs in ((SFT, {}), (CORFT, {"il_steps": 1, "critic_warmup_steps": 0, "policy_delay": 1})):
         model = algorithm(dataset=tiny_dataset, chunk_size=4, batch_size=8, seed=0, device="cuda",
-                          precision=precision, policy_kwargs=policy_kwargs, **kwargs)
+                          precision=precision, policy_kwargs=TINY_POLICY, **kwargs)
         model.learn(3)  # optimizer states, CO-RFT's context cache and first critic step
         torch.cuda.set_sync_debug_mode("error")
         try:

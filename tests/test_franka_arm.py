@@ -31,6 +31,7 @@ from robots import (
 )
 from robots.contract import CONTROL_PERIOD, STATE_DIM, CartesianCommand, compose_target
 from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from tests.helpers import sent_since
 
 #: Motions in these tests use 30% of the FR3's dynamics, so they finish quickly.
 DYNAMICS = 0.3
@@ -109,11 +110,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def sent_since(arm: FrankaArm, before: dict[str, int]) -> dict[str, int]:
-    """Commands of each kind the arm's driver handed to franky since ``before`` (an earlier ``commands_sent``)."""
-    return {kind: count - before[kind] for kind, count in arm.commands_sent.items()}
 
 
 def assert_still(arm: FrankaArm, seconds: float = 0.3, tolerance: float = 1e-3) -> np.ndarray:

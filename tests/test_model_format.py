@@ -28,8 +28,7 @@ from corft_algos.model_format import (MODEL_JSON, OPTIMIZERS_JSON, OPTIMIZERS_TE
                                       ModelFileError, OldFormatError, read_model, read_model_config)
 from corft_algos.networks.vision import folder_model_config, vision_model_config_problems
 from corft_envs.episode_store import space_from_json, space_to_json
-from test_algorithms import TINY_POLICY, make
-from test_cli_train_eval import train_args
+from tests.helpers import TINY_POLICY, make_algorithm, train_args
 
 pytestmark = pytest.mark.usefixtures("torch_threads_restored")
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -92,7 +91,7 @@ def test_every_loader_refuses_an_old_file_without_running_it(crafted, tiny_datas
         "CORFT.load": lambda: CORFT.load(path),
         "load_model": lambda: load_model(path, device="cpu"),
         "CORFT.from_sft": lambda: CORFT.from_sft(path, dataset=tiny_dataset),
-        "init_from": lambda: make("sft", tiny_dataset).init_from(path),
+        "init_from": lambda: make_algorithm("sft", tiny_dataset).init_from(path),
         "read_model_config": lambda: read_model_config(path),
     }
     with pytest.raises(OldFormatError) as refused:
@@ -149,7 +148,7 @@ def save_in_old_format(model: SFT, path: Path) -> None:
 
 def test_convert_model_turns_an_old_file_into_one_with_identical_predictions(tiny_dataset, observation, tmp_path,
                                                                               capsys):
-    model = make("sft", tiny_dataset)
+    model = make_algorithm("sft", tiny_dataset)
     model.learn(2)
     old, new = tmp_path / "old.zip", tmp_path / "new.zip"
     save_in_old_format(model, old)
@@ -196,7 +195,7 @@ def assert_same_optimizers(one, other) -> None:
 
 
 def test_save_and_load_keep_parameters_predictions_optimizers_and_progress(tiny_dataset, observation, tmp_path):
-    model = make("corft", tiny_dataset, value_bounds=(0.0, 1.0))
+    model = make_algorithm("corft", tiny_dataset, value_bounds=(0.0, 1.0))
     model.learn(4)  # 2 imitation steps, then stage 2
     path = tmp_path / "model.zip"
     model.save(path)
@@ -226,14 +225,14 @@ def test_save_and_load_keep_parameters_predictions_optimizers_and_progress(tiny_
 
 
 def test_a_path_without_a_suffix_is_saved_and_loaded_as_a_zip(tiny_dataset, observation, tmp_path):
-    model = make("sft", tiny_dataset)
+    model = make_algorithm("sft", tiny_dataset)
     model.save(tmp_path / "model")
     assert (tmp_path / "model.zip").is_file()
     np.testing.assert_array_equal(SFT.load(tmp_path / "model").predict(observation)[0], model.predict(observation)[0])
 
 
 def test_save_pretrained_and_from_pretrained(tiny_dataset, observation, tmp_path):
-    model = make("corft", tiny_dataset)
+    model = make_algorithm("corft", tiny_dataset)
     model.learn(3)
     model.save(tmp_path / "model.zip")
     folder = tmp_path / "pretrained"
@@ -267,7 +266,7 @@ def test_a_learning_rate_given_as_code_is_not_saved(tiny_dataset, tmp_path):
 
 def test_spaces_round_trip_as_json(tiny_dataset):
     env = gym.make("corft/PickPlace-v0", image_size=32, include_instruction=True, chunk_size=4)
-    model = make("sft", tiny_dataset)
+    model = make_algorithm("sft", tiny_dataset)
     cases = [env.observation_space, env.action_space, model.observation_space, model.action_space,
              spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, np.inf], np.float32))]
     env.close()
@@ -304,7 +303,7 @@ def _config_with(path: Path, **fields) -> bytes:
 @pytest.fixture(scope="module")
 def saved_sft(tiny_dataset, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("saved") / "model.zip"
-    model = make("sft", tiny_dataset)
+    model = make_algorithm("sft", tiny_dataset)
     model.learn(1)
     model.save(path)
     return path

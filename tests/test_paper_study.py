@@ -32,6 +32,7 @@ from benchmarks.paper import (
     train_request,
 )
 from corft_algos.evaluation import load_model
+from tests.helpers import TINY_POLICY
 
 TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
               ablations=("corft_no_calql", "corft_base", "sft_cotrain", "base"), rl_kwargs={"actor_q_weight": 0.5},
@@ -39,9 +40,7 @@ TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_r
               execute=None,
               base_model=None, base_episodes=2, base_steps=2, finetune_steps=1, finetune_rl_steps=1,
               finetune_learning_rate=3e-4,
-              policy_kwargs={"d_model": 32, "fusion_layers": 1, "vision_tokens": 2, "vision_arch": "siglip",
-                             "vision_pooling": "attention",
-                             "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}})
+              policy_kwargs=TINY_POLICY)
 KEYS = {"task", "method", "demos", "positions", "seed", "success_rate", "success_ci95", "cycle_time_steps",
         "cycle_time_s", "episodes", "successes", "distractors", "init", "named_object_first_rate", "outcomes"}
 

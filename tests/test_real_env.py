@@ -31,6 +31,7 @@ from corft_envs.twin import TwinWorld
 from robots import CameraConnectionError, CameraTimeoutError, RealSenseCamera, RobotConnectionError, SafetyViolation
 from robots.contract import CONTROL_PERIOD
 from robots.virtual_realsense import VirtualRealSense
+from tests.helpers import sent_since
 
 ENV_ID = "corft/FR3Real-PickPlace-v0"
 IMAGE_SIZE = 32
@@ -347,11 +348,6 @@ def ctrl_c_after_targets(env: gym.Env) -> None:
     arm.on_command = interrupt
 
 
-def sent_since(env: gym.Env, before: dict[str, int]) -> dict[str, int]:
-    """Commands of each kind the env's arm handed to franky since ``before`` (an earlier ``commands_sent``)."""
-    return {kind: count - before[kind] for kind, count in env.unwrapped.arm.commands_sent.items()}
-
-
 #: name -> (what happens before the faulty chunk, the chunk to send, expected error, message pattern)
 FAULTS = {
     "camera_timeout": (stop_front_camera, chunk_along_x(5), CameraTimeoutError, "delivered no frame within"),
@@ -383,14 +379,14 @@ def test_fault_stops_the_arm_with_a_clear_error(twin_env, fault):
             twin_env.step(chunk)
     finally:
         real.arm.on_command = None
-    sent = sent_since(twin_env, sent_before)
+    sent = sent_since(twin_env.unwrapped.arm, sent_before)
     assert sent["gripper"] == 0 and sent["home"] == 0, sent  # the gripper was open and stays so
     if fault == "server_dies":
         assert sent["move"] <= math.ceil(real.arm.state_timeout / CONTROL_PERIOD), sent
         assert not real.arm.is_connected  # the robot stops by itself when its connection drops
         with pytest.raises(RuntimeError, match="call reset"):
             twin_env.step(chunk_along_x(1))
-        assert sent_since(twin_env, sent_before) == sent  # nothing after the fault
+        assert sent_since(twin_env.unwrapped.arm, sent_before) == sent  # nothing after the fault
         return
     assert sent["move"] in TARGETS_BEFORE_THE_FAULT[fault], sent
     stopped_at = assert_arm_stopped(twin_env)
@@ -400,13 +396,13 @@ def test_fault_stops_the_arm_with_a_clear_error(twin_env, fault):
         np.testing.assert_allclose(after[:8], before[:8], atol=1e-4)  # TCP pose and gripper
         np.testing.assert_allclose(after[8:], before[8:], atol=2e-3)  # joints (franky-sim's servo trembles)
         twin_env.step(chunk_along_x(1))
-        assert sent_since(twin_env, sent_before)["move"] == 1  # the next chunk runs
+        assert sent_since(twin_env.unwrapped.arm, sent_before)["move"] == 1  # the next chunk runs
     else:
         if fault == "ctrl_c":  # interrupted mid-motion: stopped (a motion that had ended needs no stop)
             assert sent["stop"] >= 1, sent
         with pytest.raises(RuntimeError, match="call reset"):
             twin_env.step(chunk_along_x(1))
-        assert sent_since(twin_env, sent_before) == sent  # nothing after the fault
+        assert sent_since(twin_env.unwrapped.arm, sent_before) == sent  # nothing after the fault
 
 
 class FaultAfter:

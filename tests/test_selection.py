@@ -6,7 +6,7 @@ import torch
 
 from corft_algos import CORFT, SFT
 from corft_algos.selection import ChunkSelector, candidate_chunks, choose, pessimistic_chunk_values
-from tests.test_algorithms import TINY_POLICY
+from tests.helpers import TINY_POLICY
 
 
 def test_candidates_are_the_mean_then_one_offset_per_candidate_shared_by_every_step():
