@@ -241,7 +241,7 @@ def test_sigkill_then_rerun_ends_with_the_parameters_of_an_uninterrupted_run(dat
     """A real SIGKILL (no handler runs, the lock file stays) once a checkpoint is on disk; rerunning the same
     command resumes from it and ends with exactly the parameters of a run never interrupted, as the sampler's
     and the augmentation's random streams are saved with each checkpoint."""
-    steps = 100  # far more than are trained between the first checkpoint and the kill
+    steps = 300  # far more than are trained between the first checkpoint and the kill (100 take ~1.5 s)
     reference = tmp_path / "uninterrupted"
     assert main(train_args(dataset, reference, steps)) == 0
     out = tmp_path / "killed"
