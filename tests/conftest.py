@@ -22,6 +22,18 @@ torch.set_num_threads(1)
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test not marked ``integration`` as ``unit`` (the groups are listed in setup.cfg), and skip the
+    ``gpu`` tests without a CUDA device."""
+    cuda = torch.cuda.is_available()
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
+        if item.get_closest_marker("gpu") is not None and not cuda:
+            item.add_marker(pytest.mark.skip(reason="the GPU path needs a CUDA device"))
+
+
 @pytest.fixture(scope="module")
 def torch_threads_restored():
     """For modules whose commands pass `--threads`, which sets torch's process-wide thread count: the other

@@ -19,6 +19,8 @@ from corft_algos.common.base import TrainingDivergedError
 from corft_algos.registry import available_algorithms, get_algorithm
 from tests.helpers import TINY_POLICY, make_algorithm
 
+pytestmark = pytest.mark.integration
+
 BUILTIN = ["bc", "sft", "offline_rl_h1", "corft"]
 
 

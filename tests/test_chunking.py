@@ -101,6 +101,7 @@ def test_an_env_with_validate_chunk_is_a_chunk_validator():
     assert not isinstance(RewardIsStepIndex(end=100), ChunkValidator)
 
 
+@pytest.mark.integration
 def test_a_chunk_with_a_nan_part_way_runs_none_of_it(make_env):
     base = RewardIsStepIndex(end=100)
     env = ActionChunk(base, chunk_size=3)
@@ -116,6 +117,7 @@ def test_a_chunk_with_a_nan_part_way_runs_none_of_it(make_env):
     np.testing.assert_array_equal(sim.unwrapped.tcp_pose()[0], before)
 
 
+@pytest.mark.integration
 def test_chunk_settings_without_a_chunk_size_are_refused(make_env):
     with pytest.raises(ValueError, match="set how chunks run and are rewarded: pass chunk_size=H too"):
         make_env("corft/Push-v0", image_size=16, gamma=0.9)
@@ -140,6 +142,7 @@ def test_bad_wrapper_arguments():
         ActionChunk(RewardIsStepIndex(end=3), chunk_size=2, execute=3)
 
 
+@pytest.mark.integration
 def test_time_limit_counts_single_steps(make_env):
     env = make_env("corft/Push-v0", image_size=16, chunk_size=10)
     assert env.action_space.shape == (10, 7)
@@ -154,6 +157,7 @@ def test_time_limit_counts_single_steps(make_env):
     assert steps == limit
 
 
+@pytest.mark.integration
 def test_success_inside_a_chunk_replays_a_step_level_episode(make_env):
     """Replay an expert's step-level episode in chunks: the success step ends its chunk, discounted."""
     step_env = make_env("corft/PickPlace-v0", image_size=16)

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 NO_WRIST_ID = "corft_test/PickPlaceNoWrist-v0"
 
 
-pytestmark = pytest.mark.usefixtures("torch_threads_restored")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("torch_threads_restored")]
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +132,7 @@ def test_eval_with_workers_gives_the_serial_result(trained, tmp_path, capsys):
     assert "--workers runs sim envs only" in capsys.readouterr().err
 
 
+@pytest.mark.twin
 def test_sim_trained_model_runs_unchanged_on_the_twin(trained, tmp_path, capsys):
     """The real env's code path (franky to franky-sim, pyrealsense2 software cameras) with a sim-trained model."""
     out, _ = trained

@@ -22,6 +22,8 @@ from corft_envs.experts import make_expert
 from corft_envs.folder_lock import LOCK_NAME
 from tests.helpers import wait_for_files
 
+pytestmark = pytest.mark.integration
+
 ENV_ID = "corft/PickPlace-v0"
 IMAGE_SIZE = 32
 REPO = Path(__file__).resolve().parents[1]

@@ -428,6 +428,7 @@ def test_missing_and_empty_stores_are_refused(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_real_collected_episodes(tmp_path: Path) -> None:
     collect(CollectConfig(env_id="corft/PickPlace-v0", episodes=2, out=tmp_path / "d", image_size=32), progress=False)
     data = ChunkDataset(tmp_path / "d", chunk_size=10)

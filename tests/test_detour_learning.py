@@ -17,6 +17,8 @@ from corft_algos import CORFT, SFT
 from corft_envs.collection import CollectConfig, collect
 from tests.helpers import TINY_POLICY
 
+pytestmark = pytest.mark.integration
+
 GOAL = np.array([1.0, 0.0])
 WAYPOINT = np.array([0.5, 1.0])
 STEP = 0.1

@@ -21,6 +21,8 @@ from corft_algos.distributed import Rank, shard_of
 from corft_algos.model_format import read_model, read_model_config
 from tests.helpers import TINY_POLICY
 
+pytestmark = pytest.mark.integration
+
 TRAIN = ["train", "--data", None, "--batch-size", "8", "--chunk-size", "4",
          "--policy-kwargs", json.dumps(TINY_POLICY), "--device", "cpu", "--threads", "1", "--quiet",
          "--log-interval", "1", "--checkpoint-every", "2"]
@@ -146,7 +148,7 @@ def test_training_imports_neither_hardware_driver():
     assert result.stdout.split("\n")[:2] == ["[]", "False"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU path needs a CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_gpu_training_steps_make_no_host_device_sync(tiny_dataset, precision):
     for algorithm, kwargs in ((SFT, {}), (CORFT, {"il_steps": 1, "critic_warmup_steps": 0, "policy_delay": 1})):

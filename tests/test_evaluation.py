@@ -22,6 +22,8 @@ from corft_algos.evaluation import (
 )
 from corft_envs.experts import make_expert
 
+pytestmark = pytest.mark.integration
+
 ENV_ID = "corft/PickPlace-v0"
 IMAGE_SIZE = 32
 STEP_LIMIT = 150

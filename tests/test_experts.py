@@ -8,6 +8,8 @@ from corft_envs.collection import scripted_actions
 from corft_envs.experts import TeleopStyle, make_expert
 from corft_envs.rollout import run_episode
 
+pytestmark = pytest.mark.integration
+
 
 def expert_episode(env, expert, seed, chunk_size=None):
     """(success, control steps) of the expert's episode of ``seed``."""

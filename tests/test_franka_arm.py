@@ -33,6 +33,8 @@ from robots.contract import CONTROL_PERIOD, STATE_DIM, CartesianCommand, compose
 from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
 from tests.helpers import sent_since
 
+pytestmark = [pytest.mark.integration, pytest.mark.twin]
+
 #: Motions in these tests use 30% of the FR3's dynamics, so they finish quickly.
 DYNAMICS = 0.3
 

@@ -30,7 +30,7 @@ from corft_algos.networks.vision import folder_model_config, vision_model_config
 from corft_envs.episode_store import space_from_json, space_to_json
 from tests.helpers import TINY_POLICY, make_algorithm, train_args
 
-pytestmark = pytest.mark.usefixtures("torch_threads_restored")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("torch_threads_restored")]
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 

@@ -34,6 +34,8 @@ from benchmarks.paper import (
 from corft_algos.evaluation import load_model
 from tests.helpers import TINY_POLICY
 
+pytestmark = pytest.mark.integration
+
 TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
               ablations=("corft_no_calql", "corft_base", "sft_cotrain", "base"), rl_kwargs={"actor_q_weight": 0.5},
               seeds=(0,), eval_episodes=1, steps=2, il_fraction=0.5, batch_size=4, image_size=32, videos=1,

@@ -23,7 +23,7 @@ TINY = {"d_model": 32, "vision_arch": "mobilenet_v2", "vision_config": {"layers"
         "fusion_layers": 1, "heads": 2}
 
 
-pytestmark = pytest.mark.usefixtures("torch_threads_restored")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("torch_threads_restored")]
 
 
 @pytest.fixture(scope="module")

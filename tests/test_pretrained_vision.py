@@ -15,6 +15,8 @@ from corft_algos.networks.pretrained import (IMAGENET_MEAN, IMAGENET_STD, Mobile
 from corft_algos.networks.vision import build_vision_model
 from corft_envs.episode_store import open_episodes
 
+pytestmark = pytest.mark.integration
+
 #: A small policy on the pretrained tower: 7 MobileNetV2 blocks (32 channels, stride 8).
 MOBILENET_POLICY = {"d_model": 32, "vision_arch": "mobilenet_v2", "vision_config": {"layers": 7},
                     "vision_pooling": "spatial_softmax", "vision_tokens": 2, "fusion_layers": 1, "heads": 2,

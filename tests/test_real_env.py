@@ -33,6 +33,8 @@ from robots.contract import CONTROL_PERIOD
 from robots.virtual_realsense import VirtualRealSense
 from tests.helpers import sent_since
 
+pytestmark = [pytest.mark.integration, pytest.mark.twin]
+
 ENV_ID = "corft/FR3Real-PickPlace-v0"
 IMAGE_SIZE = 32
 #: Motions use 30% of the FR3's dynamics so that episodes are short.

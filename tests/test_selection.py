@@ -86,6 +86,7 @@ def test_a_critic_trained_on_successes_and_failures_makes_best_of_n_pick_a_succe
     assert random[has_one].float().mean() < 0.7
 
 
+@pytest.mark.integration
 def test_selector_predicts_like_the_model_and_explains_what_it_needs(tiny_dataset, observation):
     model = CORFT(dataset=tiny_dataset, chunk_size=4, il_steps=2, critic_warmup_steps=0, policy_delay=1,
                   batch_size=4, seed=0, policy_kwargs=TINY_POLICY)
@@ -126,6 +127,7 @@ class SumOfX(torch.nn.Module):
         return actions[..., 0].cumsum(-1).unsqueeze(0).expand(2, -1, -1)
 
 
+@pytest.mark.integration
 def test_ensemble_candidates_are_the_models_and_the_members_chunks_valued_as_env_actions(tiny_dataset, observation):
     model = CORFT(dataset=tiny_dataset, chunk_size=4, il_steps=2, critic_warmup_steps=0, policy_delay=1,
                   batch_size=4, seed=0, policy_kwargs=TINY_POLICY)

@@ -13,6 +13,8 @@ from corft_envs.tasks import COLOURS, SceneState, get_task
 from robots.contract import (MAX_ROTATION, MAX_TRANSLATION, STATE_DIM, WORKSPACE, decode_action, quat_from_rotvec,
                              quat_multiply)
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("env_id", SIM_ENV_IDS)
 def test_both_env_checkers_pass(env_id, make_env):

@@ -17,6 +17,8 @@ from corft_envs.tasks import COLOURS, PickPlace
 from corft_envs.twin import TwinWorld
 from robots.fr3 import HOME_JOINT_POSITIONS
 
+pytestmark = [pytest.mark.integration, pytest.mark.twin]
+
 IMAGE_SIZE = 64
 #: A relative Cartesian motion in franky's end-effector frame (m); its z axis points down at home.
 EE_OFFSET = np.array([0.0, 0.0, -0.05])

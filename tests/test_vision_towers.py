@@ -52,6 +52,7 @@ def test_bad_vision_arch_and_config_are_refused():
         build_vision_model(None, 32, {"patch_size": 4}, vision_arch="resnet")
 
 
+@pytest.mark.integration
 def test_sft_with_resnet_trains_saves_and_loads(tiny_dataset, observation, tmp_path):
     model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=RESNET_POLICY)
     model.learn(3)
@@ -63,6 +64,7 @@ def test_sft_with_resnet_trains_saves_and_loads(tiny_dataset, observation, tmp_p
     np.testing.assert_allclose(loaded.predict(observation)[0], chunk, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_corft_with_resnet_runs_both_stages(tiny_dataset, observation):
     model = CORFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=RESNET_POLICY,
                   il_steps=2, rl_steps=2, critic_warmup_steps=0, policy_delay=1)
@@ -70,6 +72,7 @@ def test_corft_with_resnet_runs_both_stages(tiny_dataset, observation):
     assert model.stage == 2 and model.predict(observation)[0].shape == (4, 7)
 
 
+@pytest.mark.integration
 def test_centred_instructions_are_standardised(tiny_dataset):
     policy = SFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0, policy_kwargs=RESNET_POLICY).policy
     assert len(policy.instructions) > 1
@@ -81,6 +84,7 @@ def test_centred_instructions_are_standardised(tiny_dataset):
     assert not plain.instruction_center.any() and plain.instruction_scale.item() == 1.0
 
 
+@pytest.mark.integration
 def test_cosine_schedule_warms_up_then_decays_to_zero(tiny_dataset):
     model = SFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0, learning_rate=1e-3,
                 lr_schedule_kind="cosine", lr_warmup_steps=2, policy_kwargs=RESNET_POLICY)
@@ -93,6 +97,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero(tiny_dataset):
     assert model.optimizer.param_groups[0]["lr"] == pytest.approx(model.imitation_learning_rate(2))
 
 
+@pytest.mark.integration
 def test_cosine_schedule_spans_corft_imitation_stage(tiny_dataset):
     model = CORFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0, learning_rate=1e-3,
                   lr_schedule_kind="cosine", lr_warmup_steps=0, il_steps=10, rl_steps=30, policy_kwargs=RESNET_POLICY)
@@ -100,6 +105,7 @@ def test_cosine_schedule_spans_corft_imitation_stage(tiny_dataset):
     assert model.imitation_learning_rate(5) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
+@pytest.mark.integration
 def test_bad_schedule_arguments_are_refused(tiny_dataset):
     with pytest.raises(ValueError, match="lr_schedule_kind='step' is unknown"):
         SFT(dataset=tiny_dataset, lr_schedule_kind="step")
@@ -152,6 +158,7 @@ def test_film_needs_a_resnet_and_film_dim():
         plain(torch.rand(1, 3, 32, 32), film=torch.zeros(1, 16))
 
 
+@pytest.mark.integration
 def test_policy_with_language_film_feeds_instructions_into_the_tower(tiny_dataset, observation, tmp_path):
     model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0,
                 policy_kwargs={**RESNET_POLICY, "language_film": True})
@@ -173,11 +180,13 @@ def test_policy_with_language_film_feeds_instructions_into_the_tower(tiny_datase
     np.testing.assert_allclose(loaded.predict(observation)[0], chunk, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_language_film_is_off_by_default_for_a_trainable_tower(tiny_dataset):
     policy = SFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0, policy_kwargs=RESNET_POLICY).policy
     assert not policy.language_film and policy.vision.film is None and policy.vision.output_film is None
 
 
+@pytest.mark.integration
 def test_language_film_is_refused_with_a_siglip_tower(tiny_dataset):
     with pytest.raises(ValueError, match="language_film needs a ResNet vision tower"):
         SFT(dataset=tiny_dataset, chunk_size=2, batch_size=2, seed=0,
@@ -206,6 +215,7 @@ def test_spatial_softmax_finds_the_peak_and_pools_a_feature_map():
         VisionEncoder(tower, image_size=32, d_model=16, heads=2, pooling="max")
 
 
+@pytest.mark.integration
 def test_policy_with_film_and_spatial_softmax_trains_and_refuses_language_pooling(tiny_dataset, observation):
     kwargs = {**RESNET_POLICY, "language_pooling": False, "language_film": True, "vision_pooling": "spatial_softmax"}
     model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=4, seed=0, policy_kwargs=kwargs)
