@@ -160,6 +160,7 @@ def test_corft_starts_stage_two_from_an_sft_checkpoint(tiny_dataset, observation
     model.learn(2)
 
 
+@pytest.mark.slow
 def test_sft_overfits_a_tiny_dataset(tiny_dataset):
     torch.manual_seed(0)
     model = SFT(dataset=tiny_dataset, chunk_size=4, batch_size=16, learning_rate=1e-3, seed=0,

@@ -116,6 +116,7 @@ def test_eval_prints_and_writes_json(trained, tmp_path, capsys):
     assert data["episodes"][0]["seed"] == 7 and 0 < data["episodes"][0]["steps"] <= 150
 
 
+@pytest.mark.slow
 def test_eval_with_workers_gives_the_serial_result(trained, tmp_path, capsys):
     out, _ = trained
     reports = {}
@@ -132,6 +133,7 @@ def test_eval_with_workers_gives_the_serial_result(trained, tmp_path, capsys):
     assert "--workers runs sim envs only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.twin
 def test_sim_trained_model_runs_unchanged_on_the_twin(trained, tmp_path, capsys):
     """The real env's code path (franky to franky-sim, pyrealsense2 software cameras) with a sim-trained model."""
@@ -238,6 +240,7 @@ def test_ctrl_c_exits_130_and_rerun_resumes_from_the_checkpoint(dataset, tmp_pat
     assert read_model_config(out / "model.zip")["progress"]["num_timesteps"] == 4
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_ends_with_the_parameters_of_an_uninterrupted_run(dataset, tmp_path, capsys):
     """A real SIGKILL (no handler runs, the lock file stays) once a checkpoint is on disk; rerunning the same
     command resumes from it and ends with exactly the parameters of a run never interrupted, as the sampler's
@@ -558,6 +561,7 @@ def test_store_mix_sets_each_stores_share_from_the_command_line(dataset, tmp_pat
     assert "must be a positive number" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dataloader_workers_train_from_the_command_line(dataset, tmp_path, capsys):
     out = tmp_path / "workers"
     assert main(train_args(dataset, out, 2, "--num-workers", "2")) == 0, capsys.readouterr().err

@@ -9,6 +9,7 @@ test computes in closed form and the critic must match.
 """
 
 import numpy as np
+import pytest
 import torch
 
 from corft_algos.corft import polyak_update
@@ -48,6 +49,7 @@ def context(states: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(states, WIDTH).float().unsqueeze(1)
 
 
+@pytest.mark.slow
 def test_critic_recovers_true_chunk_q_values_of_a_chain():
     torch.manual_seed(0)
     # every (state, chunk) pair once: 4 non-terminal states x 2^H chunks of ±1 actions

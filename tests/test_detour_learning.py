@@ -101,6 +101,7 @@ def detour_demos(tmp_path_factory):
 SCHEDULE = {"lr_schedule_kind": "constant", "lr_warmup_steps": 0}
 
 
+@pytest.mark.slow
 def test_corft_takes_the_short_path_where_sft_copies_the_detour(detour_demos):
     torch.manual_seed(0)
     sft = SFT(dataset=detour_demos, chunk_size=5, batch_size=64, learning_rate=1e-3, seed=0, policy_kwargs=TINY_POLICY,

@@ -55,6 +55,7 @@ def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     ("corft", ("--il-steps", "2", "--rl-steps", "3", "--algo-kwargs",
                '{"critic_warmup_steps": 0, "policy_delay": 1, "target_noise": 0.0, "calql_alpha": 0.0}')),
 ])
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_dataset, tmp_path, algo, extra):
     steps = () if algo == "corft" else ("--steps", "5")
     one, two = tmp_path / "one", tmp_path / "two"
@@ -79,6 +80,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_da
     assert distance(end_one, end_two) < 0.1 * distance(end_one, start)
 
 
+@pytest.mark.slow
 def test_torchrun_resumes_from_rank_0s_checkpoint(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     run_train(tiny_dataset, out, 2, "--algo", "sft", "--steps", "2")
