@@ -28,7 +28,8 @@ ablations ``corft_h5`` (H = 5), ``corft_boundary`` (boundary-only targets) and
 the action expert to the demonstrations on the frozen backbone's features, no
 critic in its loss), and the paper's setting of fine-tuning a pretrained VLA:
 ``sft_base`` and ``corft_base`` start from a base policy (``corft pretrain``: the
-Lift task, "pick up the <colour> cube", every colour, objects anywhere,
+Lift task, "pick up the <colour> cube", and Place, "put the <colour> cube on the
+white square" with the square anywhere; every colour, objects anywhere,
 distractors on; no episode of a target task), ``sft_cotrain`` and
 ``corft_cotrain`` start from it and keep its pretraining data in half of every
 batch (co-training), and ``base`` evaluates that base alone, zero-shot. Ablations run on the preset's first task and demonstration
@@ -88,11 +89,11 @@ class Method:
     :param algo: the registered algorithm.
     :param chunk_size: H.
     :param algo_kwargs: further algorithm arguments (the ablations).
-    :param from_base: start from the study's base policy (``corft pretrain``: Lift, every colour, objects
-        anywhere, distractors on; it never saw a target task).
+    :param from_base: start from the study's base policy (``corft pretrain``: Lift and Place, every colour,
+        objects anywhere, distractors on; it never saw a target task).
     :param zero_shot: no training: evaluate the base policy itself on the task's instruction.
-    :param cotrain: also train on the base's pretraining data, which gets half of every batch
-        (``--data DEMOS BASE_DATA --store-mix 1 1``; :func:`base_data`).
+    :param cotrain: also train on the base's pretraining data, which gets half of every batch, its tasks
+        equal shares of it (``--data DEMOS LIFT PLACE --store-mix 1 0.5 0.5``; :func:`base_data`).
     """
 
     algo: str
@@ -213,12 +214,12 @@ FEW_SHOT = ("base", "sft_cotrain", "sft_base", "sft")
 # opening of the state, 1e-3 with a warm-up and a cosine decay, 5 actions of each chunk executed, CO-RFT's
 # λ = 0.25 and values clipped to [0, 1]. Distractor cubes are on unless a preset says otherwise.
 PRESETS: dict[str, Preset] = {
-    # The base's data for co-training: its first 200 episodes (collecting and caching all 1000 takes longer
-    # than the whole demo). A smaller budget than the library's recipe (2000 steps, CO-RFT 2000 + 500) and
+    # The base's data for co-training: its first 100 episodes of each task (collecting and caching all 1000
+    # takes longer than the whole demo). A smaller budget than the library's recipe (2000 steps, CO-RFT 2000 + 500) and
     # the longest training first, so that two jobs keep both cores busy: the demo fits 15 min on 2 cores.
     "quick": Preset(tasks=("PickPlace",), demos=(30,), methods=("corft_cotrain", "sft_cotrain", "sft"), seeds=(0,),
                     eval_episodes=20, steps=2000, finetune_steps=2000, finetune_rl_steps=500,
-                    base_model=str(COMMITTED_BASE), base_episodes=200),
+                    base_model=str(COMMITTED_BASE), base_episodes=100),
     "fewshot": Preset(tasks=("PickPlace",), demos=(30, 60), methods=FEW_SHOT, seeds=(0, 1, 2), eval_episodes=50,
                       steps=6000, videos=0, base_model=str(COMMITTED_BASE)),
     "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=BASELINES,

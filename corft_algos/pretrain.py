@@ -3,7 +3,8 @@
 CO-RFT fine-tunes a *pretrained* VLA from 30-60 demonstrations. corft's sim
 world has no such model, so :func:`collect_pretraining_data` makes its data:
 the scripted experts of the pretraining tasks (:data:`PRETRAIN_TASKS`, by
-default ``Lift``: "pick up the <colour> cube"), with every colour, objects
+default ``Lift``: "pick up the <colour> cube", and ``Place``: "put the <colour> cube on the white
+square", the square anywhere), with every colour, objects
 anywhere on the table (``positions="all"``) and the distractor cubes on (the env's default), many
 episodes each. ``corft pretrain`` then trains SFT on it (the library's default
 recipe) and writes a manifest of exactly what the base saw.
@@ -33,10 +34,8 @@ from pathlib import Path
 from corft_algos.runs import RunFolder, TrainRequest, train
 from corft_envs.collection import CollectConfig, collect
 from corft_envs.episode_store import EpisodeDataset
-from corft_envs.tasks import TARGET_TASKS, TASKS
+from corft_envs.tasks import PRETRAIN_TASKS, TARGET_TASKS, TASKS
 
-#: Tasks a base policy is pretrained on by default.
-PRETRAIN_TASKS = ("Lift",)
 #: First seed of the pretraining episodes; task ``i`` uses ``PRETRAIN_SEED + i * SEED_BLOCK + k``.
 PRETRAIN_SEED = 1_000_000
 SEED_BLOCK = 100_000

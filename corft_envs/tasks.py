@@ -222,6 +222,8 @@ class Place(Task):
 
 #: The fine-tuning targets (few-shot data, the study's rows).
 TARGET_TASKS = ("PickPlace", "Push", "Stack")
+#: What a base policy is pretrained on by default (``corft pretrain``): never a target.
+PRETRAIN_TASKS = ("Lift", "Place")
 TASKS: dict[str, Task] = {task.name: task for task in (PickPlace(), Push(), Stack(), Lift(), Place())}
 
 

@@ -76,14 +76,15 @@ def test_study_writes_records_table_plots_and_videos(study):
     assert sorted(p.name for p in (out / "videos" / "PickPlace_corft").iterdir()) == ["episode_000_seed_10000.mp4"]
 
 
-def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(study, tmp_path):
+def test_base_policy_is_pretrained_on_lift_and_place_and_fine_tuned_or_evaluated_alone(study, tmp_path):
     out, records = study
     base = load_model(out / "base" / "model.zip", device="cpu")
-    assert base.dataset_env_id == "corft/Lift-v0"
+    assert base.dataset_env_id == "corft/Lift-v0"  # the first pretraining store's
     instructions = base.policy.instructions
     assert instructions and all("cube" in text for text in instructions)
     assert not any("bowl" in text for text in instructions)  # nothing of the target task
-    assert json.loads((out / "base" / "manifest.json").read_text())["tasks"]["Lift"]["episodes"] == 2
+    seen = json.loads((out / "base" / "manifest.json").read_text())["tasks"]
+    assert seen["Lift"]["episodes"] == seen["Place"]["episodes"] == 2
     run = Run("PickPlace", 3, "corft_base", 0)
     request = train_request(out, TINY, run)
     assert request.init_from == out / "base" / "model.zip"
@@ -92,9 +93,9 @@ def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(stu
     assert request.il_steps == request.rl_steps == 1
     cotrain = Run("PickPlace", 3, "sft_cotrain", 0)
     request = train_request(out, TINY, cotrain)
-    assert request.data == (out / "data" / "PickPlace_3", out / "base" / "data" / "Lift")
-    assert request.store_mix == [1.0, 1.0]
-    assert load_model(cotrain.directory(out) / "model.zip", device="cpu").store_mix == [1.0, 1.0]
+    assert request.data == (out / "data" / "PickPlace_3", out / "base" / "data" / "Lift", out / "base" / "data" / "Place")
+    assert request.store_mix == [1.0, 0.5, 0.5]  # the demos half of every batch, each pretraining task a quarter
+    assert load_model(cotrain.directory(out) / "model.zip", device="cpu").store_mix == [1.0, 0.5, 0.5]
     # Building a request collects nothing: the study fills the base's data once, before trainings run
     # several at a time (two collectors on one store would be refused).
     fresh = tmp_path / "fresh"
@@ -102,7 +103,7 @@ def test_base_policy_is_pretrained_on_lift_and_fine_tuned_or_evaluated_alone(stu
     assert not fresh.exists()
     zero_shot = Run("PickPlace", 3, "base", 0)
     assert not (zero_shot.directory(out) / "model.zip").exists()  # evaluated as it is, not trained
-    # ... in the target task's env, not in the base's own (Lift)
+    # ... in the target task's env, not in the base's own (Lift, its first store's)
     assert json.loads((zero_shot.directory(out) / "eval_train.json").read_text())["env_id"] == "corft/PickPlace-v0"
     inits = {r["method"]: r["init"] for r in records}
     assert inits["base"] == inits["corft_base"] == inits["sft_cotrain"] == "base" and inits["sft"] == "scratch"
@@ -155,7 +156,7 @@ def test_ablations_run_on_the_first_task_and_demo_count_only():
     assert ablated == {(full.tasks[0], full.demos[0])}
     assert {run.method for run in runs if run.task == "Stack"} == set(full.methods)
     assert needed_datasets(runs) == [(task, demos) for task in ("PickPlace", "Push", "Stack") for demos in (30, 60)]
-    # the base rows need no target-task data of their own: the base is pretrained on Lift
+    # the base rows need no target-task data of their own: the base is pretrained on Lift and Place
     one_task = planned_runs(Preset(tasks=("Push",), demos=(30,), methods=("sft",), ablations=("sft_base", "base"),
                                    seeds=(0,), eval_episodes=1, steps=1))
     assert needed_datasets(one_task) == [("Push", 30)]

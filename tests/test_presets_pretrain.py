@@ -14,7 +14,7 @@ from corft_algos.cli import build_parser, main
 from corft_algos.cli.train import train_request
 from corft_algos.evaluation import load_model, rollout_execute, trained_scene
 from corft_algos.presets import PRESETS, TrainConfig, load_config_file
-from corft_algos.pretrain import MANIFEST_NAME, PRETRAIN_SEED, PretrainConfig
+from corft_algos.pretrain import MANIFEST_NAME, PRETRAIN_SEED, SEED_BLOCK, PretrainConfig
 from corft_algos.runs import resolve
 from corft_envs.episode_store import EpisodeDataset
 
@@ -129,10 +129,12 @@ def test_pretrain_collect_only_gathers_the_episodes_a_base_saw_without_training(
     out = tmp_path / "base_data"
     assert main(["pretrain", "--out", str(out), "--episodes", "2", "--image-size", "32", "--collect-only",
                  "--quiet"]) == 0
-    assert f"pretraining data: {out / 'data' / 'Lift'}" in capsys.readouterr().out
-    store = EpisodeDataset(out / "data" / "Lift")
-    assert store.seeds == [PRETRAIN_SEED, PRETRAIN_SEED + 1] and store.env_kwargs["positions"] == "all"
-    store.close()
+    assert f"pretraining data: {out / 'data' / 'Lift'}, {out / 'data' / 'Place'}" in capsys.readouterr().out
+    for task, first_seed in (("Lift", PRETRAIN_SEED), ("Place", PRETRAIN_SEED + SEED_BLOCK)):
+        store = EpisodeDataset(out / "data" / task)
+        assert store.env_id == f"corft/{task}-v0" and store.seeds == [first_seed, first_seed + 1]
+        assert store.env_kwargs["positions"] == "all"
+        store.close()
     assert not (out / "model.zip").exists() and not (out / MANIFEST_NAME).exists()
 
 
@@ -147,6 +149,9 @@ def test_pretrain_writes_a_base_that_fine_tuning_starts_from(tmp_path, capsys):
     assert lift["episodes"] == 2 and lift["attempt_seeds"][0] == PRETRAIN_SEED
     assert lift["env_kwargs"]["positions"] == "all" and all("cube" in text for text in lift["instructions"])
     assert lift["distractors"] is True
+    place = manifest["tasks"]["Place"]
+    assert place["episodes"] == 2 and place["attempt_seeds"][0] == PRETRAIN_SEED + SEED_BLOCK
+    assert all("cube" in text and ("square" in text or "pad" in text) for text in place["instructions"])
     assert manifest["never_seen"] == ["PickPlace", "Push", "Stack"] and manifest["train"]["steps"] == 2
     assert "--config" in manifest["command"] and manifest["wall_time_s"] > 0
     store = EpisodeDataset(base / "data" / "Lift")
@@ -162,7 +167,8 @@ def test_pretrain_writes_a_base_that_fine_tuning_starts_from(tmp_path, capsys):
                  "--config", str(config), "--init-from", str(base / "model.zip"), "--threads", "1",
                  "--quiet"]) == 0
     assert "tip: co-train with the base's own data" in capsys.readouterr().out
-    assert main(["train", "--algo", "sft", "--data", str(demos), str(base / "data" / "Lift"), "--store-mix", "1", "1",
+    assert main(["train", "--algo", "sft", "--data", str(demos), str(base / "data" / "Lift"),
+                 str(base / "data" / "Place"), "--store-mix", "1", "0.5", "0.5",
                  "--out", str(tmp_path / "cotrained"), "--steps", "1", "--config", str(config),
                  "--init-from", str(base / "model.zip"), "--threads", "1", "--quiet"]) == 0
     assert "tip:" not in capsys.readouterr().out

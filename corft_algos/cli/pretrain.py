@@ -12,15 +12,16 @@ from corft_algos.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, add_threads_arg
 from corft_algos.cli.train import run_training
 from corft_algos.presets import PRESETS
 from corft_algos.pretrain import (
-    PRETRAIN_TASKS,
     PretrainConfig,
     PretrainTraining,
     collect_pretraining_data,
     write_manifest,
 )
 from corft_algos.runs import RunFolder
+from corft_algos.runs.training import cotraining_flags
 from corft_envs.collection import CollectionError
 from corft_envs.episode_store import DatasetError
+from corft_envs.tasks import PRETRAIN_TASKS
 
 
 def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,8 +50,8 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--workers", type=positive_int, default=1, metavar="N", help="collection processes (default: 1)")
     add("--collect-only", action="store_true",
         help="only collect OUT/data/<Task> (the same episodes the committed base saw, with the defaults): the "
-             "base's data, to co-train with when fine-tuning (`corft train --data DEMOS OUT/data/Lift "
-             "--store-mix 1 1 --init-from BASE`)")
+             f"base's data, to co-train with when fine-tuning (`corft train {cotraining_flags('OUT')} "
+             "--init-from OUT/model.zip`)")
     add("--preset", default="default", metavar="NAME", help=f"training recipe: {', '.join(PRESETS)}")
     add("--config", type=Path, metavar="FILE", help="training configuration file, as for `corft train`")
     add_threads_argument(parser)

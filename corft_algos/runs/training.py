@@ -21,6 +21,7 @@ from corft_algos.registry import get_algorithm
 from corft_algos.runs.folder import RunFolder, UsageError, check_model_file
 from corft_algos.runs.request import TrainRequest, algorithm_kwargs, resolve, total_steps
 from corft_envs.episode_store import DatasetError, EpisodeSource, open_episodes, store_signatures
+from corft_envs.tasks import PRETRAIN_TASKS
 
 
 def train(request: TrainRequest, log: Callable[[str], None] = print) -> Path:
@@ -153,11 +154,20 @@ def build_model(request: TrainRequest, device: str, folder: RunFolder,
         copied = model.init_from(request.init_from)
         say(f"initialised {len(copied)} tensors from {request.init_from}")
         if len(request.data) == 1:
-            say("tip: co-train with the base's own data to keep what it knows: --data DEMOS BASE/data/Lift "
-                "--store-mix 1 1 --algo-kwargs '{\"feature_cache_views\": 1}' (one view reuses the feature "
+            say(f"tip: co-train with the base's own data to keep what it knows: {cotraining_flags()} "
+                "--algo-kwargs '{\"feature_cache_views\": 1}' (one view reuses the feature "
                 "cache its pretraining built; `corft pretrain --collect-only` collects the data; "
                 "benchmarks/RESULTS.md)")
     return model, None
+
+
+def cotraining_flags(base: str | Path = "BASE", tasks: tuple[str, ...] = PRETRAIN_TASKS) -> str:
+    """The ``corft train`` flags that fine-tune a base co-trained with its own data: ``--data`` continues
+    after the demos with the base's stores, and ``--store-mix`` gives the demos half of every batch and
+    the base's tasks equal shares of the other half."""
+    stores = " ".join(f"{Path(base) / 'data' / task}" for task in tasks)
+    shares = " ".join(f"{1 / len(tasks):g}" for _ in tasks)
+    return f"--data DEMOS {stores} --store-mix 1 {shares}"
 
 
 def make_callbacks(request: TrainRequest, folder: RunFolder, model: OfflineAlgorithm,
