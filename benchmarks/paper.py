@@ -67,6 +67,7 @@ from corft_algos import runs
 from corft_algos.evaluation import DEFAULT_EVAL_SEED, wilson_interval
 from corft_algos.presets import FROM_BASE_PRESET, PRESETS
 from corft_algos.pretrain import PretrainConfig, PretrainTraining, collect_pretraining_data, pretrain
+from corft_algos.runs.training import cotraining_store_mix
 from corft_envs.collection import CollectConfig, CollectionError, collect
 from corft_envs.episode_store import DatasetError
 from corft_envs.tasks import TASKS
@@ -297,8 +298,7 @@ def train_request(out: Path, preset: Preset, run: Run, method: Method | None = N
         policy_kwargs=dict(preset.policy_kwargs) or None,
         algo_kwargs={**preset.algo_kwargs, **(preset.rl_kwargs if method.staged else {}), **method.algo_kwargs},
         init_from=base_model(out, preset) if method.from_base else None,
-        # the demos get half of every batch, the base's stores share the other half
-        store_mix=[1.0, *[1 / (len(data) - 1)] * (len(data) - 1)] if method.cotrain else None)
+        store_mix=cotraining_store_mix(len(data) - 1) if method.cotrain else None)
 
 
 def base_model(out: Path, preset: Preset) -> Path:

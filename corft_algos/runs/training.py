@@ -161,13 +161,18 @@ def build_model(request: TrainRequest, device: str, folder: RunFolder,
     return model, None
 
 
+def cotraining_store_mix(base_stores: int) -> list[float]:
+    """``store_mix`` of co-training: the demos (first store) half of every batch, the base's
+    ``base_stores`` stores equal shares of the other half."""
+    return [1.0, *[1 / base_stores] * base_stores]
+
+
 def cotraining_flags(base: str | Path = "BASE", tasks: tuple[str, ...] = PRETRAIN_TASKS) -> str:
     """The ``corft train`` flags that fine-tune a base co-trained with its own data: ``--data`` continues
-    after the demos with the base's stores, and ``--store-mix`` gives the demos half of every batch and
-    the base's tasks equal shares of the other half."""
+    after the demos with the base's stores, ``--store-mix`` is :func:`cotraining_store_mix`."""
     stores = " ".join(f"{Path(base) / 'data' / task}" for task in tasks)
-    shares = " ".join(f"{1 / len(tasks):g}" for _ in tasks)
-    return f"--data DEMOS {stores} --store-mix 1 {shares}"
+    shares = " ".join(f"{share:g}" for share in cotraining_store_mix(len(tasks)))
+    return f"--data DEMOS {stores} --store-mix {shares}"
 
 
 def make_callbacks(request: TrainRequest, folder: RunFolder, model: OfflineAlgorithm,
