@@ -29,7 +29,7 @@ from corft_envs.chunking import make_task_env
 from corft_envs.layouts import check_positions_mode
 from corft_envs.real_env import FR3RealEnv, check_camera_names
 from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_flag
-from corft_envs.twin import TWIN_CAMERA_FPS, Twin, start_twin
+from corft_envs.twin import TWIN_CAMERA_FPS, TWIN_CAMERA_READ_TIMEOUT_S, TWIN_STATE_TIMEOUT_S, Twin, start_twin
 from robots.camera import Camera
 from robots.franka import FrankaArm
 from robots.realsense import RealSenseCamera
@@ -76,10 +76,11 @@ def build_twin(task: str, positions: str = "train", image_size: int = DEFAULT_IM
     """
     twin = start_twin(task, positions, image_size, distractors)
     try:
-        arm = FrankaArm(twin.world.hostname, **{"realtime": False, **(arm_options or {}), "safety": safety})
+        arm = FrankaArm(twin.world.hostname, **{"realtime": False, "state_timeout": TWIN_STATE_TIMEOUT_S,
+                                               **(arm_options or {}), "safety": safety})
         cameras: dict[str, Camera] = {
             name: RealSenseCamera(device=virtual.device, width=image_size, height=image_size, fps=TWIN_CAMERA_FPS,
-                                  warmup_frames=1)
+                                  warmup_frames=1, read_timeout_s=TWIN_CAMERA_READ_TIMEOUT_S)
             for name, virtual in twin.virtual_cameras.items()}
     except BaseException:
         twin.close()

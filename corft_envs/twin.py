@@ -107,6 +107,14 @@ OPEN_GRIPPER_FORCE = 70.0
 RESET_SETTLE_TICKS = 300
 #: Frame rate the twin's virtual cameras stream at, as a RealSense's default.
 TWIN_CAMERA_FPS = 30
+#: How long a read of a twin camera waits for a frame (s). A RealSense's 1 s default fits a sensor; the
+#: twin's frames are renders of a process sharing the CPU, which a loaded machine can hold up for longer
+#: (an evaluation beside a training and two busy processes on 2 cores waited over 1 s), and waiting is harmless in a rehearsal.
+TWIN_CAMERA_READ_TIMEOUT_S = 10.0
+#: The arm's ``state_timeout`` on the twin (s): how long its clock may stand still before the connection
+#: counts as lost. The real FR3's 0.3 s would read a server thread held up by the rest of its process (the
+#: GIL) or by a loaded CPU as a lost robot; a server that died is still noticed, a few seconds later.
+TWIN_STATE_TIMEOUT_S = 3.0
 
 
 class _FrankaHandGraspStatus(enum.IntEnum):
