@@ -1,4 +1,5 @@
-"""What several test modules share: the tiny policy, an algorithm factory, a `corft train` command line and polling.
+"""What several test modules share: the tiny policy, an algorithm factory, a `corft train` command line, the success
+label of a video frame, and polling.
 
 The fixtures (tiny dataset, envs, one observation) live in ``conftest.py``; this module holds the plain values and
 functions, imported as ``from tests.helpers import ...``.
@@ -12,7 +13,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from corft_algos.common.base import OfflineAlgorithm
+from corft_algos.labelled_video import FrameLayout
 from corft_algos.registry import get_algorithm
 
 if TYPE_CHECKING:
@@ -57,6 +61,13 @@ def train_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return ["train", "--algo", "sft", "--data", str(data), "--out", str(out), "--steps", str(steps),
             "--batch-size", "4", "--chunk-size", str(CHUNK), "--checkpoint-every", "2", "--log-interval", "2",
             "--policy-kwargs", json.dumps(TINY_POLICY), "--device", "cpu", "--threads", "1", "--quiet", *extra]
+
+
+def success_pixels(frame: np.ndarray, layout: FrameLayout) -> int:
+    """Pixels of a labelled video frame's text panel in the colour of a success label (green)."""
+    panel = frame[layout.panel_top:].astype(int)
+    red, green, blue = panel[..., 0], panel[..., 1], panel[..., 2]
+    return int(((green > red + 80) & (green > blue + 60)).sum())
 
 
 def wait_for_files(folder: Path, pattern: str, process: subprocess.Popen[str], count: int = 1,

@@ -20,7 +20,9 @@ from corft_algos.evaluation import (
     wilson_interval,
     write_video,
 )
+from corft_algos.labelled_video import FrameLayout
 from corft_envs.experts import make_expert
+from tests.helpers import success_pixels
 
 pytestmark = pytest.mark.integration
 
@@ -111,13 +113,16 @@ def test_expert_policy_succeeds_with_videos_and_exact_json(tmp_path):
     assert data["num_episodes"] == 3 and data["seed"] == 5 and data["env_id"] == ENV_ID
     assert data["episodes"][0]["return"] == 1.0
 
+    layout = FrameLayout(cameras=("front", "wrist"), side=IMAGE_SIZE)  # labelled, as `corft view` draws them
     for record in result.episodes:
         assert record.video is not None
         with imageio.get_reader(record.video) as reader:
             frames = reader.count_frames()
-            first = reader.get_data(0)
+            first, before_last, last = (reader.get_data(k) for k in (0, frames - 2, frames - 1))
         assert frames == record.steps + 1  # the reset frame, then one per control step
-        assert first.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and first.std() > 0
+        assert first.shape == (layout.height, layout.width, 3)
+        assert all(first[layout.camera_box(k)].std() > 0 for k in range(2))
+        assert success_pixels(last, layout) > 0 and success_pixels(before_last, layout) == 0
 
 
 def test_hold_still_policy_fails_without_cycle_time(tmp_path):

@@ -59,7 +59,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--candidate-models", type=Path, nargs="+", metavar="PATH",
         help="CO-RFT models: the candidates are the model's chunk and these models' chunks (an ensemble, "
              "e.g. SFT trained with other seeds), chosen by --selection; replaces --candidates")
-    add("--video", type=Path, metavar="DIR", help="write one mp4 of the front camera per episode here")
+    add("--video", type=Path, metavar="DIR", help="write one mp4 per episode here: both cameras, upscaled, labelled with the instruction, step, "
+             "reward and success")
     add("--json", type=Path, metavar="PATH", help="write the result as JSON here")
     add("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     add("--workers", type=positive_int, default=1, metavar="N",

@@ -8,7 +8,7 @@ The package splits the job in three, and re-exports what its users import:
   processes with the same result;
 - :mod:`~corft_algos.evaluation.statistics`: the success rate and its Wilson 95% interval
   (:func:`wilson_interval`), the cycle time and the JSON report (:class:`EvalResult`);
-- :mod:`~corft_algos.evaluation.video`: one front-camera frame per control step, written as an mp4 per episode.
+- :mod:`~corft_algos.evaluation.video`: every camera's image per control step, written as a labelled mp4 per episode.
 
 :func:`load_model` (:mod:`~corft_algos.evaluation.loading`) loads a saved model of any registered algorithm,
 reading the algorithm's name from the model file's JSON.
@@ -35,7 +35,8 @@ from corft_algos.evaluation.rollout import (
 )
 from corft_algos.evaluation.statistics import EvalResult, wilson_interval
 from corft_algos.evaluation.vectorized import evaluate_vectorized, run_episodes_vectorized
-from corft_algos.evaluation.video import FrameRecorder, find_frame_recorder, write_video
+from corft_algos.evaluation.video import FrameRecorder, find_frame_recorder
+from corft_algos.labelled_video import write_video
 from corft_envs.rollout import EpisodeOutcome
 
 __all__ = [

@@ -5,8 +5,8 @@ with seed ``seed + k`` (by default from :data:`DEFAULT_EVAL_SEED`), the policy a
 :class:`~corft_envs.chunking.ActionChunk` wrapper (whole chunks, or the first
 ``execute`` actions of each), each episode run by :func:`corft_envs.rollout.run_episode`. It returns
 one :class:`~corft_envs.rollout.EpisodeOutcome` per episode in an
-:class:`~corft_algos.evaluation.statistics.EvalResult`, and optionally writes an mp4 of the front
-camera per episode, one frame per control step.
+:class:`~corft_algos.evaluation.statistics.EvalResult`, and optionally writes a labelled mp4 of the
+cameras per episode, one frame per control step.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import corft_envs  # noqa: F401  (registers the env ids)
 from corft_algos.evaluation.statistics import EvalResult
-from corft_algos.evaluation.video import FrameRecorder, find_frame_recorder, write_video
+from corft_algos.evaluation.video import FrameRecorder, find_frame_recorder
 from corft_algos.policies import INSTRUCTION_KEY
 from corft_envs.chunking import ActionChunk
 from corft_envs.env_arguments import CHUNK_KWARGS, combine_env_kwargs
@@ -122,7 +122,6 @@ def eval_env_kwargs(
     model: ChunkPolicy,
     positions: str = "train",
     image_size: int | None = None,
-    record_video: bool = False,
     env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``gym.make`` arguments of an evaluation env: positions, the instruction key, the model's image size.
@@ -135,8 +134,6 @@ def eval_env_kwargs(
     size = image_size if image_size is not None else model_image_size(model)
     if size is not None:
         settings["image_size"] = (size, "the model's image size" if image_size is None else "image_size")
-    if record_video:
-        settings["render_mode"] = ("rgb_array", "--video")
     reserved = {name: "the evaluation runs the model's chunks itself (--execute K runs the first K actions of "
                 "each)" for name in CHUNK_KWARGS}
     return combine_env_kwargs(env_kwargs or {}, settings, reserved)
@@ -158,11 +155,11 @@ def make_eval_env(
     :param positions: object position set.
     :param execute: run only the first ``execute`` actions of each chunk.
     :param image_size: camera image side; default: the model's.
-    :param record_video: render the front camera after every step (see :class:`FrameRecorder`).
+    :param record_video: keep the cameras' images after every step for a video (see :class:`FrameRecorder`).
     :param env_kwargs: further ``gym.make`` keyword arguments.
     :raises ValueError: if the model does not fit the env (see :func:`check_model_fits_env`).
     """
-    kwargs = eval_env_kwargs(model, positions, image_size, record_video, env_kwargs)
+    kwargs = eval_env_kwargs(model, positions, image_size, env_kwargs)
     try:
         env = gym.make(env_id, **kwargs)
     except TypeError as exc:  # an argument the env does not take, e.g. a misspelt --env-kwargs key
@@ -214,7 +211,7 @@ def run_episodes(
 ) -> EvalResult:
     """Run ``episodes`` episodes in an env from :func:`make_eval_env`; episode ``k`` uses seed ``seed + k``.
 
-    :param video_dir: write ``episode_<k>_seed_<s>.mp4`` here (the env must record frames).
+    :param video_dir: write ``episode_<k>_seed_<s>.mp4`` here, labelled (the env must record frames).
     :param progress: show a tqdm bar with the running success rate.
     :raises ValueError: if ``video_dir`` is given and the env records no frames.
     """
@@ -229,7 +226,7 @@ def run_episodes(
         record = evaluate_episode(model, env, seed + k)
         if recorder is not None:
             path = Path(video_dir) / f"episode_{k:03d}_seed_{seed + k}.mp4"
-            write_video(path, recorder.frames)
+            recorder.write(path, title=f"{env_id} {positions}: episode {k}, seed {seed + k}")
             record = replace(record, video=str(path))
         records.append(record)
         bar.set_postfix(success=f"{sum(r.success for r in records)}/{len(records)}")
@@ -256,7 +253,7 @@ def evaluate_model(
     :param episodes: number of episodes; episode ``k`` is reset with seed ``seed + k``.
     :param seed: seed of the first episode.
     :param execute: run only the first ``execute`` actions of each chunk (receding horizon).
-    :param video_dir: write one mp4 of the front camera per episode here.
+    :param video_dir: write one labelled mp4 of the cameras per episode here.
     :param image_size: camera image side; default: the model's.
     :param progress: show a progress bar.
     :param env_kwargs: further ``gym.make`` keyword arguments.

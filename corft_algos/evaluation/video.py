@@ -1,5 +1,6 @@
-"""Videos of evaluation episodes: :class:`FrameRecorder` keeps one front-camera frame per control step,
-:func:`write_video` writes them as an mp4."""
+"""Videos of evaluation episodes: :class:`FrameRecorder` keeps every camera's image, the reward and the success
+of each control step, :meth:`FrameRecorder.write` writes them as a labelled mp4 (:mod:`corft_algos.labelled_video`,
+the frames ``corft view`` draws of a recorded episode)."""
 
 from __future__ import annotations
 
@@ -7,34 +8,56 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import imageio.v2 as imageio
 import numpy as np
 
-from robots.contract import CONTROL_HZ
+from corft_algos.labelled_video import EpisodeClip, camera_keys, clip_frames, write_video
 
 
 class FrameRecorder(gym.Wrapper):
-    """Keeps ``env.render()`` after ``reset`` and after every step: one video frame per control step.
+    """Keeps the camera images of the observation after ``reset`` and after every step, with each step's reward
+    and ``info["is_success"]``, and the instruction of ``info["instruction"]`` at reset: the current episode,
+    written by :meth:`write`.
 
     Placed beneath :class:`~corft_envs.chunking.ActionChunk`, so a chunk executed in one call still
-    gives one frame per action. :attr:`frames` holds the current episode.
+    gives one frame per action.
+
+    :raises ValueError: if the env's observations hold no camera image.
     """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        if env.render_mode != "rgb_array":
-            raise ValueError(f"FrameRecorder needs render_mode='rgb_array', the env has {env.render_mode!r}")
-        self.frames: list[np.ndarray] = []
+        self.cameras = camera_keys(env.observation_space)
+        if not self.cameras:
+            raise ValueError(f"FrameRecorder needs camera images in the observations, the env has "
+                             f"{sorted(env.observation_space.spaces)}")
+        self.instruction = ""
+        self.images: dict[str, list[np.ndarray]] = {name: [] for name in self.cameras}
+        self.rewards: list[float] = []
+        self.successes: list[bool] = []
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
-        self.frames = [self.env.render()]
+        self.instruction = str(info.get("instruction", ""))
+        self.images = {name: [observation[key]] for name, key in self.cameras.items()}
+        self.rewards, self.successes = [], []
         return observation, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        result = self.env.step(action)
-        self.frames.append(self.env.render())
-        return result
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        for name, key in self.cameras.items():
+            self.images[name].append(observation[key])
+        self.rewards.append(float(reward))
+        self.successes.append(bool(info.get("is_success", False)))
+        return observation, reward, terminated, truncated, info
+
+    def clip(self, title: str) -> EpisodeClip:
+        """The current episode as an :class:`~corft_algos.labelled_video.EpisodeClip` named ``title``."""
+        return EpisodeClip(title=title, instruction=self.instruction, cameras=self.images, rewards=self.rewards,
+                           successes=self.successes)
+
+    def write(self, path: Path, title: str) -> None:
+        """Write the current episode as a labelled mp4, one frame per control step (the reset's first)."""
+        write_video(path, clip_frames(self.clip(title)))
 
 
 def find_frame_recorder(env: gym.Env) -> FrameRecorder | None:
@@ -44,13 +67,3 @@ def find_frame_recorder(env: gym.Env) -> FrameRecorder | None:
             return env
         env = env.env
     return None
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float = CONTROL_HZ) -> None:
-    """Write RGB ``uint8`` frames as an H.264 mp4; odd sides are padded by one pixel (the codec needs even ones)."""
-    height, width = frames[0].shape[:2]
-    padding = ((0, height % 2), (0, width % 2), (0, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(np.pad(frame, padding, mode="edge"))

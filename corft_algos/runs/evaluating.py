@@ -41,7 +41,7 @@ class EvalRequest:
     :param selection: ``critic`` or ``random`` choice among the candidates.
     :param candidate_noise: σ of the candidates' offsets (normalised action units).
     :param candidate_models: other models whose chunks are the candidates too (replaces ``candidates``).
-    :param video: a folder for one mp4 of the front camera per episode.
+    :param video: a folder for one labelled mp4 of the cameras per episode.
     :param json: where to write the result as JSON.
     :param device: ``cpu``, ``cuda`` or ``auto``.
     :param workers: sim envs: processes running the episodes (the same result as one).
