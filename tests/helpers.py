@@ -1,5 +1,5 @@
-"""What several test modules share: the tiny policy, an algorithm factory, a `corft train` command line, the success
-label of a video frame, and polling.
+"""What several test modules share: the tiny policy, an algorithm factory, a `corft train` command line, a scripted
+expert that fails on odd seeds, the success label of a video frame, and polling.
 
 The fixtures (tiny dataset, envs, one observation) live in ``conftest.py``; this module holds the plain values and
 functions, imported as ``from tests.helpers import ...``.
@@ -18,6 +18,7 @@ import numpy as np
 from corft_algos.common.base import OfflineAlgorithm
 from corft_algos.labelled_video import FrameLayout
 from corft_algos.registry import get_algorithm
+from corft_envs.experts import make_expert
 
 if TYPE_CHECKING:
     from robots.franka import FrankaArm
@@ -61,6 +62,24 @@ def train_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return ["train", "--algo", "sft", "--data", str(data), "--out", str(out), "--steps", str(steps),
             "--batch-size", "4", "--chunk-size", str(CHUNK), "--checkpoint-every", "2", "--log-interval", "2",
             "--policy-kwargs", json.dumps(TINY_POLICY), "--device", "cpu", "--threads", "1", "--quiet", *extra]
+
+
+class IdleOnOddSeeds:
+    """The scripted expert, except that on odd seeds it holds still, so those attempts time out."""
+
+    def __init__(self, env) -> None:
+        self._expert = make_expert(env)
+        self._idle = False
+
+    def reset(self, seed: int) -> None:
+        self._expert.reset(seed)
+        self._idle = seed % 2 == 1
+
+    def act(self, observation: dict) -> np.ndarray:
+        return np.zeros(7, np.float32) if self._idle else self._expert.act(observation)
+
+    def act_chunk(self, observation: dict, horizon: int) -> np.ndarray:
+        return np.zeros((horizon, 7), np.float32) if self._idle else self._expert.act_chunk(observation, horizon)
 
 
 def success_pixels(frame: np.ndarray, layout: FrameLayout) -> int:

@@ -18,9 +18,8 @@ from corft_algos.cli import build_parser, main
 from corft_algos.cli.collect import collect_command, collect_config
 from corft_envs.collection import CollectConfig, collect
 from corft_envs.episode_store import INDEX_NAME, DatasetError, EpisodeDataset, read_index
-from corft_envs.experts import make_expert
 from corft_envs.folder_lock import LOCK_NAME
-from tests.helpers import wait_for_files
+from tests.helpers import IdleOnOddSeeds, wait_for_files
 
 pytestmark = pytest.mark.integration
 
@@ -97,24 +96,6 @@ def test_chunked_collection_records_single_steps(tmp_path: Path) -> None:
     assert len(episode.observations["state"]) == episode.length + 1
     assert episode.terminated == episode.success == bool(episode.is_success[-1])
     assert episode.rewards.sum() == float(episode.success)
-
-
-class IdleOnOddSeeds:
-    """The scripted expert, except that on odd seeds it holds still, so those attempts time out."""
-
-    def __init__(self, env) -> None:
-        self._expert = make_expert(env)
-        self._idle = False
-
-    def reset(self, seed: int) -> None:
-        self._expert.reset(seed)
-        self._idle = seed % 2 == 1
-
-    def act(self, observation: dict) -> np.ndarray:
-        return np.zeros(7, np.float32) if self._idle else self._expert.act(observation)
-
-    def act_chunk(self, observation: dict, horizon: int) -> np.ndarray:
-        return np.zeros((horizon, 7), np.float32) if self._idle else self._expert.act_chunk(observation, horizon)
 
 
 def test_resume_counts_discarded_attempts(tmp_path: Path) -> None:

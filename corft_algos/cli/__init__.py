@@ -1,5 +1,5 @@
 """The ``corft`` command line: ``collect`` demonstrations, ``train`` an algorithm, ``eval`` a model (and
-``pretrain`` a base, ``convert-model`` an old-format model file).
+``pretrain`` a base, ``convert-model`` an old-format model file, ``view`` what a store holds).
 
 A thin layer over the library: one module per subcommand, each with ``add_<name>_parser`` (its arguments)
 and ``run_<name>`` (the arguments turned into a call of :mod:`corft_algos.runs`, :mod:`corft_envs.collection`,
@@ -17,6 +17,7 @@ from corft_algos.cli.convert_model import add_convert_model_parser
 from corft_algos.cli.eval import add_eval_parser
 from corft_algos.cli.pretrain import add_pretrain_parser
 from corft_algos.cli.train import add_train_parser
+from corft_algos.cli.view import add_view_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(subparsers)
     add_pretrain_parser(subparsers)
     add_convert_model_parser(subparsers)
+    add_view_parser(subparsers)
     return parser
 
 
