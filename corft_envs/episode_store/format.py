@@ -304,8 +304,25 @@ class StoreIndex:
             "discarded_attempts": [r.to_json() for r in self.discarded],
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str | os.PathLike[str]) -> StoreIndex:
+        """Inverse of :meth:`to_json`.
 
-def _check_format_version(source: Path, version: Any) -> None:
+        :param source: where ``data`` was read from, named in the error for another format version.
+        :raises DatasetError: if ``data`` is of another format version.
+        :raises KeyError, ValueError, TypeError, AttributeError: if fields are missing or bad.
+        """
+        if "format_version" not in data:  # not an index this code wrote (e.g. `{}`): rebuildable, not too new
+            raise KeyError("format_version")
+        _check_format_version(source, data["format_version"])
+        return cls(
+            meta=DatasetMeta.from_json(data),
+            episodes=tuple(EpisodeRecord.from_json(r) for r in data["episodes"]),
+            discarded=tuple(EpisodeRecord.from_json(r) for r in data["discarded_attempts"]),
+        )
+
+
+def _check_format_version(source: str | os.PathLike[str], version: Any) -> None:
     if version != FORMAT_VERSION:
         raise DatasetError(
             f"{source}: format version {version!r}, this corft reads version {FORMAT_VERSION}; "
@@ -327,15 +344,7 @@ def read_index(root: str | os.PathLike[str]) -> StoreIndex:
             "run that command again to rebuild the index"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if "format_version" not in data:  # not an index this code wrote (e.g. `{}`): rebuildable, not too new
-            raise KeyError("format_version")
-        _check_format_version(path, data["format_version"])
-        return StoreIndex(
-            meta=DatasetMeta.from_json(data),
-            episodes=tuple(EpisodeRecord.from_json(r) for r in data["episodes"]),
-            discarded=tuple(EpisodeRecord.from_json(r) for r in data["discarded_attempts"]),
-        )
+        return StoreIndex.from_json(json.loads(path.read_text(encoding="utf-8")), path)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DatasetError(
             f"{path}: unreadable ({type(exc).__name__}: {exc}); delete it and run the same "
