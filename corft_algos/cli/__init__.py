@@ -1,5 +1,6 @@
 """The ``corft`` command line: ``collect`` demonstrations, ``train`` an algorithm, ``eval`` a model (and
-``pretrain`` a base, ``convert-model`` an old-format model file, ``view`` what a store holds).
+``pretrain`` a base, ``convert-model`` an old-format model file, ``view`` what a store holds, ``export`` /
+``import`` a store to / from LeRobot and Minari).
 
 A thin layer over the library: one module per subcommand, each with ``add_<name>_parser`` (its arguments)
 and ``run_<name>`` (the arguments turned into a call of :mod:`corft_algos.runs`, :mod:`corft_envs.collection`,
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from corft_algos.cli.collect import add_collect_parser
 from corft_algos.cli.convert_model import add_convert_model_parser
 from corft_algos.cli.eval import add_eval_parser
+from corft_algos.cli.export import add_export_parser
+from corft_algos.cli.import_ import add_import_parser
 from corft_algos.cli.pretrain import add_pretrain_parser
 from corft_algos.cli.train import add_train_parser
 from corft_algos.cli.view import add_view_parser
@@ -30,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(subparsers)
     add_convert_model_parser(subparsers)
     add_view_parser(subparsers)
+    add_export_parser(subparsers)
+    add_import_parser(subparsers)
     return parser
 
 

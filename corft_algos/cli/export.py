@@ -1,0 +1,41 @@
+"""``corft export``: write an episode store as a LeRobotDataset v3.0 or a Minari dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from corft_algos.cli.common import EXIT_ERROR
+from corft_envs.episode_store import DatasetError
+from corft_envs.interop import FORMATS, export_store
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``corft export``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write an episode store as a LeRobotDataset v3.0 or a Minari dataset",
+        description=(
+            "Write an episode store in another format, keeping both cameras, the state, the actions, the rewards, "
+            "success, the episode boundaries and the instructions (LeRobot's tasks). LeRobot: H.264 videos (lossy), "
+            "the rest exact. Minari: everything exact. `corft import` turns the result back into the same store. "
+            "Needs the interop extra: pip install 'corft[interop]'."
+        ),
+    )
+    parser.add_argument("--format", choices=sorted(FORMATS), required=True, help="the format to write")
+    parser.add_argument("--data", type=Path, metavar="STORE", required=True, help="the episode store to export")
+    parser.add_argument("--out", type=Path, metavar="DIR", required=True,
+                        help="the folder to write (must be new or empty)")
+    parser.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run ``corft export``; one error line and exit status 1 for a store or folder it cannot use."""
+    try:
+        export_store(args.format, args.data, args.out)
+    except (DatasetError, ImportError) as exc:
+        print(f"corft export: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {args.out}: {args.data} as a {args.format} dataset")
+    return 0
