@@ -287,7 +287,8 @@ def _arrow_table(pa: Any, columns: dict[str, np.ndarray]) -> Any:
 
 def _stats(values: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
     """LeRobot's statistics of one feature over frames: per channel in ``[0, 1]`` with shape ``(3, 1, 1)`` for
-    video, per component for vectors, shape ``(1,)`` for scalars."""
+    video, per component for vectors, shape ``(1,)`` for scalars; ``count`` is the number of frames."""
+    count = np.array([len(values)])
     if dtype == "video":
         values = values.reshape(-1, values.shape[-1]) / 255.0  # pixels x channels
         shape = (values.shape[-1], 1, 1)
@@ -298,7 +299,7 @@ def _stats(values: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
              "std": values.std(axis=0)}
     stats |= {f"q{round(q * 100):02d}": np.quantile(values, q, axis=0) for q in QUANTILES}
     stats = {name: value.reshape(shape) for name, value in stats.items()}
-    stats["count"] = np.array([len(values) if dtype != "video" else len(values) // int(np.prod(shape[1:]))])
+    stats["count"] = count
     return stats
 
 

@@ -2,9 +2,10 @@
 
 H.264 (libx264, one of the codecs LeRobot writes and reads; it plays in browsers, LeRobot's viewer included),
 ``yuv420p`` and a key frame every 2 frames as LeRobot's default encoding has, at constant rate factor 18.
-``yuv420p`` halves the colour resolution, so the decode is lossy, mostly at colour edges: the round trip of
-64 px sim frames differs by 2.3 levels (of 255) on average, 19 at the 99th percentile (measured on
-scripted PickPlace episodes); :data:`MEAN_ERROR_BOUND` is what the tests allow.
+``yuv420p`` halves the colour resolution, so the decode is lossy, mostly at colour edges, and more so the
+smaller the image: a decoded frame differs from the rendered one by 2.3 to 2.7 levels (of 255) on average at
+64 px (19 at the 99th percentile) and by up to 3.7 at 32 px (measured on scripted PickPlace episodes, front
+and wrist camera); :data:`MEAN_ERROR_BOUND` is what the tests allow.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ KEYFRAME_INTERVAL = 2
 CRF = 18
 #: The largest mean absolute difference (0-255 levels) between a decoded frame and the recorded one that the
 #: tests allow.
-MEAN_ERROR_BOUND = 3.0
+MEAN_ERROR_BOUND = 4.5
 
 
 class VideoWriter:
