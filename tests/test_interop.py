@@ -137,7 +137,8 @@ def test_lerobot_export_has_the_v3_layout(store, exported):
         assert {"min", "max", "mean", "std", "count", "q01", "q99"} <= set(values), name
         assert values["count"] == [info["total_frames"]]
     assert np.shape(stats["observation.images.front"]["mean"]) == (3, 1, 1)
-    assert 0 <= np.min(stats["observation.images.front"]["min"]) <= np.max(stats["observation.images.front"]["max"]) <= 1
+    front = stats["observation.images.front"]
+    assert 0 <= np.min(front["min"]) <= np.max(front["max"]) <= 1
     np.testing.assert_allclose(stats["action"]["mean"], np.mean(data["action"], axis=0), atol=1e-6)
 
 

@@ -203,7 +203,8 @@ def _read_info(source: Path) -> dict[str, Any]:
     if version != CODEBASE_VERSION:
         advice = (" convert it first with LeRobot's `python -m lerobot.scripts.convert_dataset_v21_to_v30`"
                   if str(version).startswith("v2") else "")
-        raise DatasetError(f"{path}: LeRobotDataset {version}, corft reads {CODEBASE_VERSION};{advice or ' export it again'}")
+        raise DatasetError(f"{path}: LeRobotDataset {version}, corft reads {CODEBASE_VERSION};"
+                           f"{advice or ' export it again'}")
     if not isinstance(features, dict):
         raise DatasetError(f"{path}: 'features' is not an object")
     return info
@@ -230,7 +231,8 @@ def _episodes(pq: Any, source: Path, info: dict[str, Any], index: StoreIndex,
         task = columns["task_index"][frames]
         yield EpisodeData(observations=observations,
                           actions=columns["action"][frames][:steps].astype(meta.action_space.dtype),
-                          rewards=columns["next.reward"][frames][:steps], is_success=columns["next.success"][frames][:steps],
+                          rewards=columns["next.reward"][frames][:steps],
+                          is_success=columns["next.success"][frames][:steps],
                           instruction=instructions[int(task[0])], seed=record.seed, terminated=record.terminated,
                           truncated=record.truncated)
 

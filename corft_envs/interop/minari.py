@@ -92,7 +92,8 @@ def import_minari(source: Path, out: Path) -> None:
     metadata = dataset.storage.metadata
     if CORFT_INDEX not in metadata:
         raise DatasetError(f"{data_path / METADATA}: no {CORFT_INDEX!r}; corft imports the Minari datasets that "
-                           "`corft export` wrote (it holds the env arguments and the attempts an episode store records)")
+                           "`corft export` wrote (it holds the env arguments and the attempts an episode store "
+                           "records)")
     index = index_from_json(metadata[CORFT_INDEX], str(data_path / METADATA))
     problems = (space_differences(index.meta.observation_space, dataset.observation_space, "observation_space")
                 + space_differences(index.meta.action_space, dataset.action_space, "action_space"))
