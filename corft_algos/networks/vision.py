@@ -6,8 +6,9 @@ Two towers are built from a config (random init), chosen by ``vision_arch``:
 ``transformers`` ResNet (:func:`default_resnet_config`) whose feature map keeps
 the spatial detail of small objects. Any vision or vision-language
 model that ``transformers`` loads from a local directory can replace it
-(``policy_kwargs={"vision_model": "/path/to/model"}``): for a model with a
-``vision_model`` attribute (SigLIP, CLIP, ...) that tower is used; the
+(``policy_kwargs={"vision_model": "/path/to/model"}``): for a vision-language
+model its vision tower is used (:func:`vision_tower_of`: the ``vision_model`` of
+SigLIP, CLIP, Idefics3 and SmolVLM, the ``vision_tower`` of PaliGemma); the
 token features are read from ``last_hidden_state``, as sequences ``(B, N, D)``
 or, for convolutional models, feature maps ``(B, D, h, w)``, which get a
 learned position embedding per cell before pooling. A saved model carries the
@@ -90,13 +91,28 @@ def _model_folder(path: str | Path) -> Path:
     return path
 
 
+#: Where vision-language models keep their vision tower: ``vision_model`` (SigLIP, CLIP, Idefics3, SmolVLM) or
+#: ``vision_tower`` (PaliGemma, LLaVA). Called with ``pixel_values`` alone, the whole model wants text tokens too.
+VISION_TOWER_ATTRIBUTES = ("vision_model", "vision_tower")
+
+
+def vision_tower_of(model: nn.Module) -> nn.Module:
+    """The vision tower of a vision-language ``model`` (the first of :data:`VISION_TOWER_ATTRIBUTES` it has), or
+    ``model`` itself, a vision model."""
+    for name in VISION_TOWER_ATTRIBUTES:
+        tower = getattr(model, name, None)
+        if isinstance(tower, nn.Module):
+            return tower
+    return model
+
+
 def load_vision_model(path: str | Path) -> nn.Module:
-    """Load a vision (or vision-language) model from a local directory, offline; its ``vision_model`` if it has one.
+    """Load a vision (or vision-language) model from a local directory, offline; its vision tower if it has one
+    (:func:`vision_tower_of`).
 
     :raises FileNotFoundError: if ``path`` is not a directory.
     """
-    model = AutoModel.from_pretrained(_model_folder(path), local_files_only=True)
-    return getattr(model, "vision_model", model)
+    return vision_tower_of(AutoModel.from_pretrained(_model_folder(path), local_files_only=True))
 
 
 def folder_model_config(path: str | Path) -> dict[str, Any]:
@@ -120,8 +136,7 @@ def vision_model_from_config(config: dict[str, Any]) -> nn.Module:
     if model_type not in CONFIG_MAPPING:
         raise ValueError(f"the vision model's config has model_type {model_type!r}, which transformers "
                          f"{transformers.__version__} does not know")
-    model = AutoModel.from_config(CONFIG_MAPPING[model_type].from_dict(config))
-    return getattr(model, "vision_model", model)
+    return vision_tower_of(AutoModel.from_config(CONFIG_MAPPING[model_type].from_dict(config)))
 
 
 def vision_model_config_problems(config: dict[str, Any], tower: nn.Module) -> list[str]:
