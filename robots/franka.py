@@ -52,14 +52,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import franky
 import numpy as np
 
 from robots.base import Arm, ArmState
 from robots.contract import canonical_quaternion
 from robots.errors import RobotConnectionError, RobotContactError, RobotControlError, RobotError
+from robots.extras import import_optional
 from robots.fr3 import HOME_JOINT_POSITIONS
 from robots.safety import SafetyLimits
+
+franky = import_optional("franky", "real", "the real arm (robots.franka)")
 
 logger = logging.getLogger(__name__)
 

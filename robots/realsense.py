@@ -36,9 +36,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyrealsense2 as rs
 
 from robots.camera import Camera, CameraConnectionError, CameraFrame, CameraIntrinsics, CameraTimeoutError
+from robots.extras import import_optional
+
+rs = import_optional("pyrealsense2", "real", "the RealSense cameras (robots.realsense)")
 
 logger = logging.getLogger(__name__)
 

@@ -36,9 +36,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
-import pyrealsense2 as rs
 
 from robots.camera import CameraIntrinsics
+from robots.extras import import_optional
+
+rs = import_optional("pyrealsense2", "real", "the virtual RealSense (robots.virtual_realsense)")
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 
 from corft_algos.cli.collect import add_collect_parser
+from corft_algos.cli.common import EXIT_ERROR
 from corft_algos.cli.convert_model import add_convert_model_parser
 from corft_algos.cli.eval import add_eval_parser
 from corft_algos.cli.export import add_export_parser
@@ -21,6 +23,7 @@ from corft_algos.cli.import_ import add_import_parser
 from corft_algos.cli.pretrain import add_pretrain_parser
 from corft_algos.cli.train import add_train_parser
 from corft_algos.cli.view import add_view_parser
+from robots.extras import MissingExtraError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``corft`` console script; returns the exit status."""
+    """Entry point of the ``corft`` console script; returns the exit status (one error line for a missing extra)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except MissingExtraError as exc:
+        print(f"corft {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR

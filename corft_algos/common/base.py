@@ -47,6 +47,7 @@ from corft_algos.model_format import read_model, restore_model, write_model_zip,
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
 from corft_envs.chunking import check_chunk_settings
 from corft_envs.episode_store import EpisodeSource, store_signatures, space_differences
+from robots.extras import import_optional
 
 # TrainingDivergedError and PRECISIONS are the trainer's; users import them from here.
 __all__ = ["NORMALIZATION_BUFFERS", "PRECISIONS", "OfflineAlgorithm", "TrainingDivergedError",
@@ -87,7 +88,7 @@ class OfflineAlgorithm(OfflineTrainer, BaseAlgorithm):
         out (``corft eval``, ``corft collect --policy``; receding horizon), saved with the model; ``None``
         runs whole chunks. Default 5 of H = 10: measured better than whole chunks (benchmarks/RESULTS.md).
     :param policy_kwargs: :class:`~corft_algos.policies.VLAPolicy` arguments.
-    :param tensorboard_log: folder for TensorBoard logs (``None``: none).
+    :param tensorboard_log: folder for TensorBoard logs (``None``: none; needs corft's ``tb`` extra).
     :param verbose: 0 silent, 1 training logs.
     :param seed: random seed.
     :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
@@ -129,6 +130,8 @@ class OfflineAlgorithm(OfflineTrainer, BaseAlgorithm):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is unknown; use one of {PRECISIONS}")
         self.precision = precision
+        if tensorboard_log is not None:
+            import_optional("tensorboard", "tb", "tensorboard_log")
         super().__init__(policy=policy, env=None, learning_rate=learning_rate, policy_kwargs=policy_kwargs,
                          tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed)
         self.algorithm_name = type(self).algorithm_name

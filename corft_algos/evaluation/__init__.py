@@ -36,7 +36,7 @@ from corft_algos.evaluation.rollout import (
 from corft_algos.evaluation.statistics import EvalResult, wilson_interval
 from corft_algos.evaluation.vectorized import evaluate_vectorized, run_episodes_vectorized
 from corft_algos.evaluation.video import FrameRecorder, find_frame_recorder
-from corft_algos.labelled_video import write_video
+from corft_algos.labelled_video import video_writer, write_video
 from corft_envs.rollout import EpisodeOutcome
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "saved_algorithm_name",
     "trained_env_id",
     "trained_scene",
+    "video_writer",
     "wilson_interval",
     "write_video",
 ]

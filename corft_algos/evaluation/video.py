@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from corft_algos.labelled_video import EpisodeClip, camera_keys, clip_frames, write_video
+from corft_algos.labelled_video import EpisodeClip, camera_keys, clip_frames, video_writer, write_video
 
 
 class FrameRecorder(gym.Wrapper):
@@ -22,9 +22,11 @@ class FrameRecorder(gym.Wrapper):
     gives one frame per action.
 
     :raises ValueError: if the env's observations hold no camera image.
+    :raises MissingExtraError: without the ``video`` extra, before any episode runs (:func:`video_writer`).
     """
 
     def __init__(self, env: gym.Env) -> None:
+        video_writer()
         super().__init__(env)
         self.cameras = camera_keys(env.observation_space)
         if not self.cameras:

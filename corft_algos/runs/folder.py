@@ -28,6 +28,7 @@ from corft_algos.distributed import Rank
 from corft_algos.model_format import ModelFileError, OldFormatError, read_model, read_model_config
 from corft_algos.presets import TrainConfig
 from corft_envs.folder_lock import FolderBusyError, FolderLock
+from robots.extras import import_optional
 
 MODEL_NAME = "model.zip"
 CHECKPOINT_DIR = "checkpoints"
@@ -161,7 +162,11 @@ class RunFolder:
 
     def logger(self, start: int, stdout: bool, tensorboard: bool) -> Logger:
         """SB3 logger into the folder: progress.csv (progress_from_step_<N>.csv when resumed at N), optionally
-        stdout and TensorBoard events."""
+        stdout and TensorBoard events.
+
+        :raises MissingExtraError: for ``tensorboard`` without the ``tb`` extra."""
+        if tensorboard:
+            import_optional("tensorboard", "tb", "--tensorboard")
         formats = [*(["stdout"] if stdout else []), "csv", *(["tensorboard"] if tensorboard else [])]
         suffix = f"_from_step_{start}" if start else ""
         return Logger(str(self.path), [make_output_format(name, str(self.path), suffix) for name in formats])

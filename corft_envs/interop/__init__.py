@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from corft_envs.episode_store import DatasetError
-from corft_envs.interop.common import INSTALL_HINT
 from corft_envs.interop.lerobot import export_lerobot, import_lerobot
 from corft_envs.interop.minari import export_minari, import_minari
 
-__all__ = ["FORMATS", "INSTALL_HINT", "export_store", "import_store"]
+__all__ = ["FORMATS", "export_store", "import_store"]
 
 #: The formats, each with its export and import.
 FORMATS = {"lerobot": (export_lerobot, import_lerobot), "minari": (export_minari, import_minari)}

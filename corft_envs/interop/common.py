@@ -3,7 +3,6 @@ converted episodes back into an episode store."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from collections.abc import Iterable, Iterator
@@ -14,21 +13,14 @@ from types import ModuleType
 import numpy as np
 
 from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData, EpisodeRecord, EpisodeWriter, StoreIndex
-
-#: How to install what the conversions need.
-INSTALL_HINT = "pip install 'corft[interop]'"
-
+from robots.extras import import_optional
 
 def require(module: str) -> ModuleType:
     """Import an optional package of the ``interop`` extra.
 
-    :raises ImportError: naming the package and how to install it.
+    :raises MissingExtraError: naming the package and how to install it.
     """
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(f"converting data needs the package {module.split('.')[0]!r}, which is not "
-                          f"installed ({exc}); install it with: {INSTALL_HINT}") from exc
+    return import_optional(module, "interop", "converting data")
 
 
 @contextmanager

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
+
+from corft_envs.interop.common import require
 
 #: Codec (ffmpeg's encoder name and the codec name a probe reports), pixel format and settings of the videos.
 ENCODER = "libx264"
@@ -44,7 +45,7 @@ class VideoWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.shape = (height, width, 3)
         self.frames = 0
-        self._encoder = imageio_ffmpeg.write_frames(
+        self._encoder = require("imageio_ffmpeg").write_frames(
             str(path), (width, height), fps=fps, codec=ENCODER, pix_fmt_in="rgb24", pix_fmt_out=PIXEL_FORMAT,
             quality=None, macro_block_size=1, ffmpeg_log_level="error",
             output_params=["-crf", str(CRF), "-g", str(KEYFRAME_INTERVAL)])
@@ -65,7 +66,7 @@ class VideoWriter:
 
 def read_video(path: Path) -> Iterator[np.ndarray]:
     """The frames of an MP4 file in order, each ``(H, W, 3)`` ``uint8`` RGB."""
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    reader = require("imageio_ffmpeg").read_frames(str(path), pix_fmt="rgb24")
     info = next(reader)
     width, height = info["size"]
     try:
