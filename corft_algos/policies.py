@@ -36,9 +36,9 @@ from torch import nn
 from corft_algos.networks.experts import ActionExpert, CriticExpert
 from corft_algos.networks.language import EMBEDDING_DIM, embed_instructions
 from corft_algos.networks.vision import VisionEncoder, build_vision_model, folder_model_config
+from corft_envs.instruction_bytes import INSTRUCTION_KEY, decode_instructions
 from robots.contract import STATE_DIM
 
-INSTRUCTION_KEY = "instruction"
 #: The dimensions of corft's state (:data:`robots.contract.STATE_LAYOUT`) the policy reads by default: the
 #: TCP height and the gripper opening. With a few demonstrations the full state lets the policy tell the
 #: episodes apart and copy them instead of looking at the scene (benchmarks/RESULTS.md).
@@ -406,7 +406,8 @@ class VLAPolicy(BasePolicy):
         """A chunk ``(H, A)`` for one observation, or ``(B, H, A)`` for a batch.
 
         The observation dict holds the env's keys plus ``"instruction"`` (a str,
-        or a list of str for a batch).
+        or a list of str for a batch; or, as :class:`~corft_envs.instruction_bytes.InstructionBytes` gives it
+        for stable-baselines3's vectorized envs, the encoded bytes).
         """
         batch, tensors = self.observation_tensors(observation)
         self.set_training_mode(False)
@@ -416,7 +417,11 @@ class VLAPolicy(BasePolicy):
 
     def observation_tensors(self, observation: dict[str, Any]) -> tuple[int | None, dict[str, torch.Tensor]]:
         """A checked observation (single or batched) as batched tensors on the policy's device, the
-        instruction as its embeddings; and the batch size (``None`` for a single observation)."""
+        instruction as its embeddings; and the batch size (``None`` for a single observation). An instruction
+        encoded as bytes (:class:`~corft_envs.instruction_bytes.InstructionBytes`) is decoded first."""
+        encoded = observation.get(INSTRUCTION_KEY) if isinstance(observation, dict) else None
+        if isinstance(encoded, np.ndarray) and encoded.dtype == np.uint8:
+            observation = {**observation, INSTRUCTION_KEY: decode_instructions(encoded)}
         batch = self.check_observation(observation)
         instructions = [observation[INSTRUCTION_KEY]] if batch is None else list(observation[INSTRUCTION_KEY])
         tensors = {}

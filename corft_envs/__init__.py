@@ -18,10 +18,11 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
 import gymnasium as gym  # noqa: E402
 
 from corft_envs.chunking import ActionChunk, make_task_env  # noqa: E402
+from corft_envs.instruction_bytes import InstructionBytes  # noqa: E402
 from corft_envs.sim_env import FR3TabletopEnv  # noqa: E402
 from corft_envs.tasks import TASKS  # noqa: E402
 
-__all__ = ["ActionChunk", "FR3TabletopEnv", "REAL_ENV_IDS", "SIM_ENV_IDS", "make_sim_env"]
+__all__ = ["ActionChunk", "FR3TabletopEnv", "InstructionBytes", "REAL_ENV_IDS", "SIM_ENV_IDS", "make_sim_env"]
 
 
 def make_sim_env(task: str, **kwargs) -> gym.Env:
