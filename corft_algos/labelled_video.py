@@ -18,14 +18,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from gymnasium import spaces
-from PIL import Image, ImageDraw, ImageFont
 
 from corft_algos.policies import image_keys
 from robots.contract import CONTROL_HZ
 from robots.extras import import_optional
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageFont
 
 #: Each camera is upscaled by a whole factor (nearest neighbour) to at least this side (px).
 MIN_CAMERA_SIDE = 384
@@ -134,13 +137,21 @@ class FrameLayout:
 
     def blank(self) -> Image.Image:
         """An empty frame of this layout."""
-        return Image.new("RGB", (self.width, self.height), BACKGROUND)
+        return _pillow("Image").new("RGB", (self.width, self.height), BACKGROUND)
+
+
+def _pillow(module: str) -> ModuleType:
+    """``PIL.<module>``: Pillow draws the labels (corft's ``video`` extra).
+
+    :raises MissingExtraError: if Pillow is not installed.
+    """
+    return import_optional(f"PIL.{module}", "video", "drawing labelled video frames")
 
 
 @functools.cache
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """Pillow's built-in font at :data:`FONT_SIZE`."""
-    return ImageFont.load_default(size=FONT_SIZE)
+    return _pillow("ImageFont").load_default(size=FONT_SIZE)
 
 
 def _wrap(text: str, width: int, lines: int) -> list[str]:
@@ -157,7 +168,7 @@ def _wrap(text: str, width: int, lines: int) -> list[str]:
 def title_card(layout: FrameLayout, lines: Sequence[str]) -> np.ndarray:
     """A frame of ``layout``'s size holding ``lines`` (each wrapped to the width), e.g. between episodes."""
     image = layout.blank()
-    draw = ImageDraw.Draw(image)
+    draw = _pillow("ImageDraw").Draw(image)
     wrapped = [part for line in lines for part in _wrap(line, layout.width, INSTRUCTION_LINES)]
     top = max(MARGIN, (layout.height - len(wrapped) * LINE_HEIGHT) // 2)
     for k, line in enumerate(wrapped):
@@ -168,7 +179,7 @@ def title_card(layout: FrameLayout, lines: Sequence[str]) -> np.ndarray:
 def _clip_background(clip: EpisodeClip, layout: FrameLayout) -> Image.Image:
     """What every frame of ``clip`` shares: the camera names, the title and the instruction."""
     image = layout.blank()
-    draw = ImageDraw.Draw(image)
+    draw = _pillow("ImageDraw").Draw(image)
     for k, name in enumerate(clip.cameras):
         draw.text((k * layout.camera_side + MARGIN, MARGIN // 2), name, fill=TEXT, font=_font())
     top = layout.panel_top + MARGIN
@@ -194,7 +205,7 @@ def clip_frames(clip: EpisodeClip) -> Iterator[np.ndarray]:
     episode_return = 0.0
     for step in range(clip.steps + 1):
         image = background.copy()
-        draw = ImageDraw.Draw(image)
+        draw = _pillow("ImageDraw").Draw(image)
         if step == 0:
             status, success = f"step 0/{clip.steps}   reward -   return 0.00   success no", False
         else:

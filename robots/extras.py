@@ -14,8 +14,8 @@ from types import ModuleType
 #: Extra name -> what it brings (the README's install section lists the same).
 EXTRAS: dict[str, str] = {
     "real": ("the real FR3 and its RealSense cameras, and their rehearsal on the twin (franky-control, pyrealsense2, "
-             "franky-sim with its simulation server's dependencies)"),
-    "video": "mp4 videos of evaluation episodes (imageio, imageio-ffmpeg)",
+             "pillow, franky-sim with its simulation server's dependencies)"),
+    "video": "labelled mp4 videos of episodes (imageio, imageio-ffmpeg, pillow)",
     "bench": "the benchmarks' plots (matplotlib)",
     "tb": "TensorBoard logs of training (tensorboard)",
     "interop": "episode stores to and from LeRobot and Minari datasets (minari, pyarrow, pandas, imageio-ffmpeg)",

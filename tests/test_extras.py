@@ -82,7 +82,7 @@ def test_the_core_collects_and_trains_without_any_extra_and_an_extra_names_itsel
     video = without_extras("eval", "--model", str(run / "model.zip"), "--episodes", "1", "--quiet",
                            "--video", str(tmp_path / "videos"))
     assert video.returncode == 1
-    assert video.stderr.strip().splitlines()[-1].startswith("corft eval: error: writing evaluation videos needs")
+    assert video.stderr.strip().splitlines()[-1].startswith("corft eval: error: writing videos needs")
     assert "pip install 'corft[video]'" in video.stderr and not (tmp_path / "videos").exists()
     tensorboard = without_extras(*train_args(data, tmp_path / "run_tb", 2, "--tensorboard"))
     assert tensorboard.returncode == 1 and "pip install 'corft[tb]'" in tensorboard.stderr
