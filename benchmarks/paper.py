@@ -158,7 +158,7 @@ class Preset:
     :param policy_kwargs: VLAPolicy arguments.
     :param algo_kwargs: algorithm arguments of every method (a method's own win).
     :param rl_kwargs: further algorithm arguments of the staged methods (their offline RL stage).
-    :param execute: actions run per chunk at evaluation (receding horizon; default 5, the models' own;
+    :param execute: actions run per chunk at evaluation (receding horizon; default 3, the models' own;
         ``None``: whole chunks; methods with shorter chunks run theirs whole).
     :param videos: rollout videos per (method in ``sft``, ``corft``), first task and seed.
     :param eval_workers: evaluation processes (``corft eval --workers``; the same results as one).
@@ -188,7 +188,7 @@ class Preset:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     rl_kwargs: dict[str, Any] = field(default_factory=dict)
-    execute: int | None = 5
+    execute: int | None = 3
     videos: int = 2
     eval_workers: int = 2
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -213,7 +213,7 @@ FEW_SHOT = ("base", "sft_cotrain", "sft_base", "sft")
 
 # Every preset trains with the library's defaults (the best measured recipe, corft_algos/presets.py): the
 # frozen ImageNet MobileNetV2 with cached features, spatial-softmax keypoints, the TCP height and gripper
-# opening of the state, 1e-3 with a warm-up and a cosine decay, 5 actions of each chunk executed, CO-RFT's
+# opening of the state, 1e-3 with a warm-up and a cosine decay, 3 actions of each chunk executed, CO-RFT's
 # λ = 0.25 and values clipped to [0, 1]. Distractor cubes are on unless a preset says otherwise.
 PRESETS: dict[str, Preset] = {
     # The base's data for co-training: its first 100 episodes of each task (collecting and caching all 1000

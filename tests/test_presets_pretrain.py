@@ -63,19 +63,19 @@ def test_config_files_json_and_yaml_and_their_errors(tmp_path):
 
 def test_train_resolves_preset_config_and_flags_into_the_run_folder_and_model(one_object_data, tmp_path, capsys):
     config = tmp_path / "run.yaml"
-    config.write_text("algo: sft\nsteps: 2\nalgo_kwargs:\n  batch_size: 4\n  execute: 3\n  chunk_size: 6\n"
+    config.write_text("algo: sft\nsteps: 2\nalgo_kwargs:\n  batch_size: 4\n  execute: 2\n  chunk_size: 6\n"
                       f"policy_kwargs: {json.dumps(TINY)}\n")
     out = tmp_path / "run"
     assert main(["train", "--config", str(config), "--data", str(one_object_data), "--out", str(out),
                  "--chunk-size", "4", "--threads", "1", "--quiet"]) == 0
     written = json.loads((out / "config.json").read_text())
     assert written["algo"] == "sft" and written["steps"] == 2 and written["policy_kwargs"] == TINY
-    assert written["algo_kwargs"] == {"batch_size": 4, "execute": 3, "chunk_size": 4}
+    assert written["algo_kwargs"] == {"batch_size": 4, "execute": 2, "chunk_size": 4}
     model = load_model(out / "model.zip", device="cpu")
-    assert model.chunk_size == 4 and model.batch_size == 4 and model.execute == 3 and model.num_timesteps == 2
+    assert model.chunk_size == 4 and model.batch_size == 4 and model.execute == 2 and model.num_timesteps == 2
     assert model.policy.arch["vision_arch"] == "mobilenet_v2"
     assert trained_scene(model) == {"distractors": False}
-    assert rollout_execute(model) == 3 and rollout_execute(model, 2) == 2 and rollout_execute(model, 9) is None
+    assert rollout_execute(model) == 2 and rollout_execute(model, 3) == 3 and rollout_execute(model, 9) is None
 
     capsys.readouterr()
     assert main(["train", "--preset", "nope", "--algo", "sft", "--data", str(one_object_data),

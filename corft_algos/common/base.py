@@ -86,7 +86,9 @@ class OfflineAlgorithm(OfflineTrainer, BaseAlgorithm):
         (:class:`~corft_algos.data.ChunkDataset`); ``None`` draws in proportion to the stores' sizes.
     :param execute: actions of each predicted chunk run before the next prediction when the model is rolled
         out (``corft eval``, ``corft collect --policy``; receding horizon), saved with the model; ``None``
-        runs whole chunks. Default 5 of H = 10: measured better than whole chunks (benchmarks/RESULTS.md).
+        runs whole chunks. Default 3 of H = 10: 5 was better than whole chunks, and 3 better than 5 at train
+        positions (+6.4 points [+1.2, +12.0], 5 training seeds x 50 paired episodes; as good unseen;
+        benchmarks/RESULTS.md).
     :param policy_kwargs: :class:`~corft_algos.policies.VLAPolicy` arguments.
     :param tensorboard_log: folder for TensorBoard logs (``None``: none; needs corft's ``tb`` extra).
     :param verbose: 0 silent, 1 training logs.
@@ -118,7 +120,7 @@ class OfflineAlgorithm(OfflineTrainer, BaseAlgorithm):
         feature_cache_views: int = 3,
         num_workers: int = 0,
         store_mix: Sequence[float] | None = None,
-        execute: int | None = 5,
+        execute: int | None = 3,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
