@@ -55,6 +55,7 @@ from corft_envs.sim_env import (CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_i
                                 make_observation_space)
 from corft_envs.tasks import get_task
 from corft_envs.twin import Twin, TwinWorld
+from corft_envs.twin_process import TwinWorldProcess
 from robots.base import Arm
 from robots.camera import Camera, CameraFrame
 from robots.contract import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
@@ -173,7 +174,7 @@ class FR3RealEnv(gym.Env):
         return self.twin is not None
 
     @property
-    def world(self) -> TwinWorld | None:
+    def world(self) -> TwinWorld | TwinWorldProcess | None:
         """The twin's world (its true state, for scripted experts and tests), or ``None`` on hardware."""
         return None if self.twin is None else self.twin.world
 

@@ -39,11 +39,14 @@ under the lock (``update_scene``, tens of microseconds) and draws outside it.
 An OpenGL context belongs to the thread that made it, so all drawing runs in
 one thread the twin owns, whatever thread calls :meth:`TwinWorld.render`.
 
-The server thread shares the GIL with the rest of the process: a busy pure
-Python loop (polling :meth:`TwinWorld.is_success` without sleeping) slows the
-physics to a few percent of real time. Motions stay correct, only slower (a
-5 cm franky move took 7.3 s instead of 0.3 s beside such a loop); poll with a
-sleep.
+The server thread shares the GIL with the rest of its process: a busy pure
+Python thread beside it slows the physics to a few percent of real time (0.05 s
+of simulated time in 2 s; a 5 cm franky move took 7.3 s instead of 0.3 s), and
+on a loaded CPU franky's 1 s receive timeout then fires. So :func:`start_twin`
+runs the world in a process of its own
+(:class:`~corft_envs.twin_process.TwinWorldProcess`), where nothing but the
+server, the success checks and the renders runs; a :class:`TwinWorld` used in a
+test's own process should be polled with a sleep.
 
 franky-sim 1.0.4 reports the commanded pose as the measured one: its
 ``O_T_EE`` equals ``O_T_EE_d`` (both hold pinocchio's same frame placement),
@@ -99,6 +102,7 @@ from corft_envs.robot_model import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, drop_vis
 from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, apply_layout, build_scene_xml
 from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size
 from corft_envs.tasks import N_OBJECTS, SceneState, Task, get_task
+from corft_envs.twin_process import TwinWorldProcess
 from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
 from robots.virtual_realsense import VirtualRealSense
 
@@ -424,13 +428,14 @@ class Twin:
     Made by :func:`start_twin`; :meth:`close` stops it all. A real env given a
     twin (:class:`~corft_envs.real_env.FR3RealEnv`) owns it and closes it.
 
-    :param world: the running :class:`TwinWorld`; franky connects to ``world.hostname``.
+    :param world: the running world (:func:`start_twin` runs it in a process of its own,
+        :class:`~corft_envs.twin_process.TwinWorldProcess`); franky connects to ``world.hostname``.
     :param virtual_cameras: ``{"front": ..., "wrist": ...}``, each a software RealSense streaming the
         world's renders of that camera; a :class:`~robots.realsense.RealSenseCamera` reads
         ``virtual_cameras[name].device``.
     """
 
-    world: TwinWorld
+    world: TwinWorld | TwinWorldProcess
     virtual_cameras: dict[str, VirtualRealSense] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -444,12 +449,13 @@ class Twin:
 
 def start_twin(task: str = "PickPlace", positions: str = "train", image_size: int = DEFAULT_IMAGE_SIZE,
                distractors: bool = True) -> Twin:
-    """Start a :class:`TwinWorld` and one virtual RealSense per camera streaming its renders at
-    :data:`TWIN_CAMERA_FPS` (``image_size`` square frames, serial numbers ``twin-front``, ``twin-wrist``).
+    """Start a :class:`TwinWorld` in a process of its own (:class:`~corft_envs.twin_process.TwinWorldProcess`)
+    and one virtual RealSense per camera streaming its renders at :data:`TWIN_CAMERA_FPS` (``image_size``
+    square frames, serial numbers ``twin-front``, ``twin-wrist``).
 
     The arguments are :class:`TwinWorld`'s. If anything fails, what started is stopped.
     """
-    world = TwinWorld(task, positions, image_size, distractors).start()
+    world = TwinWorldProcess(task, positions, image_size, distractors).start()
     twin = Twin(world)
     try:
         for name in CAMERAS:

@@ -199,26 +199,27 @@ def test_chunk_moves_in_the_base_frame_and_reports_its_timing(twin_env):
 
 
 def test_on_a_slowed_twin_a_step_still_lasts_a_period_of_simulated_time(twin_env):
-    """A thread hogging the GIL slows franky-sim's physics; steps wait for its clock, not only the wall's."""
+    """The twin's process losing the CPU (paused here, again and again) slows its physics; steps wait for
+    its clock, not only the wall's."""
     twin_env.reset(seed=0)
+    child = twin_env.unwrapped.world.pid
     stop = threading.Event()
 
-    def hog() -> None:
+    def starve() -> None:
         while not stop.is_set():
-            deadline = time.perf_counter() + 0.002
-            while time.perf_counter() < deadline:  # pure Python: holds the GIL between switches
-                pass
-            time.sleep(0.002)
+            os.kill(child, signal.SIGSTOP)
+            time.sleep(0.03)
+            os.kill(child, signal.SIGCONT)
+            time.sleep(0.01)
 
-    hogs = [threading.Thread(target=hog, daemon=True)]
-    for thread in hogs:
-        thread.start()
+    starver = threading.Thread(target=starve, daemon=True)
+    starver.start()
     try:
         timings = [twin_env.step(chunk_along_x(1))[4]["timing"] for _ in range(3)]
     finally:
         stop.set()
-        for thread in hogs:
-            thread.join()
+        starver.join()
+        os.kill(child, signal.SIGCONT)
     for timing in timings:
         assert timing["sim_period_s"] >= 0.1 - 1e-6, timing
     # the simulator did fall behind the wall clock: without the wait the arm would see faster commands
