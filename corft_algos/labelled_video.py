@@ -140,6 +140,7 @@ class FrameLayout:
         return _pillow("Image").new("RGB", (self.width, self.height), BACKGROUND)
 
 
+@functools.cache
 def _pillow(module: str) -> ModuleType:
     """``PIL.<module>``: Pillow draws the labels (corft's ``video`` extra).
 

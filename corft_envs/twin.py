@@ -122,8 +122,8 @@ TWIN_CAMERA_FPS = 30
 #: (an evaluation beside a training and two busy processes on 2 cores waited over 1 s), and waiting is harmless in a rehearsal.
 TWIN_CAMERA_READ_TIMEOUT_S = 10.0
 #: The arm's ``state_timeout`` on the twin (s): how long its clock may stand still before the connection
-#: counts as lost. The real FR3's 0.3 s would read a server thread held up by the rest of its process (the
-#: GIL) or by a loaded CPU as a lost robot; a server that died is still noticed, a few seconds later.
+#: counts as lost. The real FR3's 0.3 s would read a twin process held up by a loaded CPU as a lost robot;
+#: a server that died is still noticed, a few seconds later.
 TWIN_STATE_TIMEOUT_S = 3.0
 
 

@@ -62,6 +62,8 @@ def _serve(connection: Connection, arguments: dict[str, Any]) -> None:
             if name == "stop":
                 return
             try:
+                if name not in FORWARDED:
+                    raise ValueError(f"the twin's process answers {', '.join(FORWARDED)} and stop, not {name!r}")
                 connection.send((True, getattr(world, name)(*args)))
             except Exception as error:  # noqa: BLE001 - the parent raises it
                 connection.send((False, error))
@@ -177,7 +179,6 @@ class TwinWorldProcess:
 
     # -------------------------------------------------------------- helpers
     def _call(self, name: str, *args: Any) -> Any:
-        assert name in FORWARDED, name
         with self._lock:
             connection = self._require_running()
             try:
