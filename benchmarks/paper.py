@@ -696,7 +696,7 @@ def report_study(preset: Preset, out: Path, log: Callable[[str], None] = print) 
     saved = out / "preset.json"
     if saved.is_file() and not same_preset(json.loads(saved.read_text(encoding="utf-8")), preset):
         raise RuntimeError(f"{out} holds a study of another preset (see {saved}): pass the --preset "
-                           "(and --steps, --eval-episodes) it was run with")
+                           "(and --steps, --eval-episodes, --demos, --methods, --seeds) it was run with")
     runs = planned_runs(preset)
     finished = [run for run in runs
                 if all((run.directory(out) / f"eval_{positions}.json").is_file() for positions in POSITIONS)]
@@ -735,6 +735,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="study directory (created, or resumed)")
     parser.add_argument("--steps", type=int, help="override the preset's gradient steps per training")
     parser.add_argument("--eval-episodes", type=int, help="override the preset's episodes per evaluation")
+    parser.add_argument("--demos", type=int, nargs="+", metavar="N",
+                        help="override the preset's demonstration counts (run part of a study)")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), metavar="METHOD",
+                        help=f"override the preset's methods, from: {', '.join(METHODS)} (run part of a study)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="override the preset's training seeds")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: fastest for these small models on a small CPU)")
     parser.add_argument("--jobs", type=int, default=default_jobs(),
@@ -756,9 +761,14 @@ def default_jobs() -> int:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study the parsed flags describe; the exit status."""
     preset = PRESETS[args.preset]
-    overrides = {key: value for key, value in (("steps", args.steps), ("eval_episodes", args.eval_episodes))
-                 if value is not None}
-    preset = replace(preset, **overrides)
+    overrides = {"steps": args.steps, "eval_episodes": args.eval_episodes,
+                 **{name: tuple(values) if values else None
+                    for name, values in (("demos", args.demos), ("methods", args.methods), ("seeds", args.seeds))}}
+    preset = replace(preset, **{key: value for key, value in overrides.items() if value is not None})
+    if any(count < 1 for count in preset.demos):
+        print(f"{PROG}: error: --demos must be positive counts, got {' '.join(map(str, preset.demos))}",
+              file=sys.stderr)
+        return 2
     if args.jobs < 1 or args.threads < 1:
         print(f"{PROG}: error: --jobs and --threads must be at least 1 (got --jobs {args.jobs}, "
               f"--threads {args.threads})", file=sys.stderr)

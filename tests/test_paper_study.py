@@ -229,6 +229,21 @@ def test_study_command_line_refuses_bad_flags(capsys, tmp_path):
     assert "python -m benchmarks.paper: error: no training in" in capsys.readouterr().err
     assert run_from_args(parse_args(["--report", "--fresh", "--out", str(tmp_path)])) == 2
     assert "drop --fresh" in capsys.readouterr().err
+    assert run_from_args(parse_args(["--demos", "0", "--out", str(tmp_path)])) == 2
+    assert "--demos must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "sft", "magic", "--out", str(tmp_path)])
+    assert "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_study_flags_run_part_of_a_preset(capsys, tmp_path):
+    part = replace(PRESETS["fewshot"], demos=(60,), methods=("base", "sft"), seeds=(1, 2))
+    (tmp_path / "preset.json").write_text(json.dumps(asdict(part)), encoding="utf-8")
+    flags = ["--report", "--preset", "fewshot", "--out", str(tmp_path)]
+    assert run_from_args(parse_args(flags)) == 1
+    assert "holds a study of another preset" in capsys.readouterr().err
+    assert run_from_args(parse_args([*flags, "--demos", "60", "--methods", "base", "sft", "--seeds", "1", "2"])) == 1
+    assert "no training in" in capsys.readouterr().err  # the same preset: only nothing evaluated yet
 
 
 def test_receding_horizon_applies_to_methods_with_longer_chunks():
