@@ -93,9 +93,14 @@ class CORFT(SFT):
         the policy's samples, as the Cal-QL reference does (uniform chunks are not lifted).
     :param success_oversample: stage-2 oversampling of chunks that hold the success step.
     :param value_bounds: ``(low, high)`` clip of the bootstrapped value ``min_k Q̄`` in the critic's
-        targets, the range the returns can take: ``(0, 1)`` for a sparse reward of 1 that ends the
-        episode (no value above it can be real), the default, which the corft tasks' rewards fit; ``None``
-        does not clip (other rewards).
+        targets, the range the returns of the stored rewards can take: ``(0, 1)`` for a sparse reward of
+        1 that ends the episode (no value above it can be real), the default, which the corft tasks'
+        rewards fit; ``None`` does not clip (other rewards). A ``step_cost`` c lowers ``low`` by
+        ``c / (1 − γ)`` (:attr:`bootstrap_bounds`).
+    :param step_cost: c subtracted from every step's reward in training (the stores are not changed;
+        :class:`~corft_algos.data.ChunkDataset`): 0 keeps the sparse reward, whose Q moves by about
+        ``(1 − γ) Q`` (1% at γ = 0.99) for a step of delay; c > 0 adds c to that, and lets a failure
+        that runs on fall to ``−c / (1 − γ)`` (−1 for c = 0.01) instead of 0.
     """
 
     algorithm_name: ClassVar[str] = "corft"
@@ -123,6 +128,7 @@ class CORFT(SFT):
         calql_floor: str = "all",
         success_oversample: float = 2.0,
         value_bounds: tuple[float, float] | None = (0.0, 1.0),
+        step_cost: float = 0.0,
         **kwargs: Any,
     ) -> None:
         if value_bounds is not None and not (len(value_bounds) == 2 and value_bounds[0] < value_bounds[1]):
@@ -138,6 +144,7 @@ class CORFT(SFT):
             raise ValueError(f"calql_floor must be one of {CALQL_FLOORS}, got {calql_floor!r}")
         self.calql_heads, self.calql_floor = calql_heads, calql_floor
         self.boundary_only, self.success_oversample = boundary_only, success_oversample
+        self.step_cost = float(step_cost)
         self.value_bounds = None if value_bounds is None else (float(value_bounds[0]), float(value_bounds[1]))
         self.rl_started = False
         self._contexts: torch.Tensor | None = None
@@ -145,6 +152,20 @@ class CORFT(SFT):
 
     def _success_oversample(self) -> float:
         return self.success_oversample
+
+    def _step_cost(self) -> float:
+        return self.step_cost
+
+    @property
+    def bootstrap_bounds(self) -> tuple[float, float] | None:
+        """The clip of the bootstrapped values: :attr:`value_bounds` with ``low − c / (1 − γ)`` for a
+        ``step_cost`` c (the lowest return the costs can add; −inf for γ = 1), or ``None``."""
+        if self.value_bounds is None:
+            return None
+        low, high = self.value_bounds
+        if self.step_cost > 0:
+            low = low - self.step_cost / (1 - self.gamma) if self.gamma < 1 else float("-inf")
+        return float(low), float(high)
 
     def _setup_optimizers(self) -> None:
         super()._setup_optimizers()
@@ -264,7 +285,7 @@ class CORFT(SFT):
 
     @torch.no_grad()
     def bootstrap_values(self, next_context: torch.Tensor) -> torch.Tensor:
-        """``min_k Q̄_k^{(H−1)}(c_{t+j+1}, π̄(c_{t+j+1}) + clip(N(0, σ²), −c, c))``, clipped to ``value_bounds``.
+        """``min_k Q̄_k^{(H−1)}(c_{t+j+1}, π̄(c_{t+j+1}) + clip(N(0, σ²), −c, c))``, clipped to :attr:`bootstrap_bounds`.
 
         :param next_context: ``(B, H, L, d)`` contexts ``c_{t+j+1}``.
         :return: ``(B, H)``.
@@ -274,7 +295,8 @@ class CORFT(SFT):
         flat_next = next_context.flatten(0, 1)
         next_actions = self._noisy(self._policy_chunks(flat_next, policy.actor_target))
         values = policy.critic_target(flat_next, next_actions)[:, :, -1].min(0).values.view(size, horizon)
-        return values if self.value_bounds is None else values.clamp(*self.value_bounds)
+        bounds = self.bootstrap_bounds
+        return values if bounds is None else values.clamp(*bounds)
 
     def _calql_penalty(self, context: torch.Tensor, next_context: torch.Tensor, data_q: torch.Tensor,
                        batch: dict[str, Any]) -> torch.Tensor:

@@ -16,6 +16,7 @@ from stable_baselines3.common.logger import configure
 
 from corft_algos import BC, CORFT, SFT, OfflineRLH1
 from corft_algos.common.base import TrainingDivergedError
+from corft_algos.data import ChunkDataset
 from corft_algos.registry import available_algorithms, get_algorithm
 from tests.helpers import TINY_POLICY, make_algorithm
 
@@ -266,6 +267,20 @@ def test_value_bounds_clip_the_bootstrapped_values(tiny_dataset):
     assert torch.allclose(bootstrap((6.0, 9.0)), torch.full((4, 4), 6.0))
     with pytest.raises(ValueError, match=r"value_bounds must be \(low, high\) with low < high"):
         make_algorithm("corft", tiny_dataset, value_bounds=(1.0, 0.0))
+
+
+def test_step_cost_lowers_the_value_floor_by_its_discounted_sum(tiny_dataset):
+    model = make_algorithm("corft", tiny_dataset, il_steps=0, step_cost=0.01, gamma=0.99)
+    assert model.dataset.step_cost == 0.01 and model.bootstrap_bounds == pytest.approx((-1.0, 1.0))  # 0 - 0.01/0.01
+    model._start_rl()
+    for network in model.policy.critic_target.q_networks:  # every target Q is -5
+        torch.nn.init.zeros_(network.head.weight)
+        torch.nn.init.constant_(network.head.bias, -5.0)
+    batch = model.next_batch(with_observations=False)
+    assert torch.allclose(model.bootstrap_values(model._contexts_for(batch)[1]), torch.full((4, 4), -1.0))
+    assert make_algorithm("corft", tiny_dataset, step_cost=0.01, gamma=1.0).bootstrap_bounds == (float("-inf"), 1.0)
+    with pytest.raises(ValueError, match="the ChunkDataset has step_cost=0.0, the algorithm step_cost=0.01"):
+        make_algorithm("corft", ChunkDataset(tiny_dataset, chunk_size=model.chunk_size), step_cost=0.01)
 
 
 @pytest.mark.parametrize("heads", ["last", "all"])

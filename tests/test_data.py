@@ -129,6 +129,20 @@ def test_truncated_episode_bootstraps_and_masks(two_episodes: Path) -> None:
     np.testing.assert_array_equal(data[8]["actions"], [ACTIONS_1[3], [0, 0], [0, 0]])
 
 
+def test_step_cost_shifts_every_reward_and_return_by_hand(two_episodes: Path) -> None:
+    plain = ChunkDataset(two_episodes, chunk_size=3, gamma=0.5, success_oversample=2.0)
+    data = ChunkDataset(two_episodes, chunk_size=3, gamma=0.5, success_oversample=2.0, step_cost=0.1)
+    # success episode: rewards 0, 0, 0, 0, 1 become -0.1 x 4, 0.9; steps past the end stay 0
+    np.testing.assert_allclose(data[2]["rewards"], [-0.1, -0.1, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(data[4]["rewards"], [0.9, 0.0, 0.0], rtol=1e-6)
+    # G_4 = 0.9, G_3 = -0.1 + 0.5 * 0.9, G_0 = -0.1 (1 + 0.5 + 0.25 + 0.125) + 0.0625 * 0.9
+    assert [float(data[t]["mc_return"]) for t in (4, 3, 0)] == pytest.approx([0.9, 0.35, -0.13125])
+    assert float(data[8]["mc_return"]) == pytest.approx(-0.1)  # the failure's last step: its cost alone
+    np.testing.assert_array_equal(data.sample_weights, plain.sample_weights)  # success chunks: the stored rewards'
+    with pytest.raises(ValueError, match="step_cost must be a finite cost >= 0"):
+        ChunkDataset(two_episodes, chunk_size=3, step_cost=-0.1)
+
+
 def test_truncated_returns_do_not_bootstrap(tmp_path: Path) -> None:
     root = write_store(tmp_path / "dense", [episode([[0, 1]] * 3, [1, 2, 3], terminated=False, tag=0)])
     data = ChunkDataset(root, chunk_size=2, gamma=0.5)

@@ -166,10 +166,13 @@ class OfflineAlgorithm(OfflineTrainer, BaseAlgorithm):
         if not isinstance(self.dataset, ChunkDataset):
             self.dataset = ChunkDataset(self.dataset, chunk_size=self.chunk_size, gamma=self.gamma,
                                         success_oversample=self._success_oversample(),
-                                        store_mix=self.store_mix)
+                                        store_mix=self.store_mix, step_cost=self._step_cost())
         elif self.dataset.chunk_size != self.chunk_size:
             raise ValueError(f"the ChunkDataset has chunk_size={self.dataset.chunk_size}, "
                              f"the algorithm chunk_size={self.chunk_size}")
+        elif self.dataset.step_cost != self._step_cost():
+            raise ValueError(f"the ChunkDataset has step_cost={self.dataset.step_cost}, the algorithm "
+                             f"step_cost={self._step_cost()}: pass the episode store instead, or the same cost")
         observation_space = observation_space_without_text(self.dataset.observation_space)
         step_space = self.dataset.action_space
         if getattr(self, "normalization", None) is not None:  # a loaded model: the data must fit it
@@ -196,6 +199,10 @@ class OfflineAlgorithm(OfflineTrainer, BaseAlgorithm):
     def _success_oversample(self) -> float:
         """Oversampling of chunks holding a success step (1 = none); RL algorithms raise it."""
         return 1.0
+
+    def _step_cost(self) -> float:
+        """Cost subtracted from every step's reward (0: the stored rewards); only a critic reads rewards."""
+        return 0.0
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()

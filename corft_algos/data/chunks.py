@@ -153,7 +153,8 @@ class ChunkDataset(Dataset):
     * ``frame`` (int64): global frame index of ``o_t``;
     * ``next_frames`` (int64, ``(H,)``): frame of ``o_{min(t+j+1, T)}``, clamped to ``o_T``;
     * ``actions`` (float32, ``(H, A)``): ``a_{t+j}``, zeros where ``t+j >= T``;
-    * ``rewards`` (float32, ``(H,)``): ``r_{t+j}``, zeros where ``t+j >= T``;
+    * ``rewards`` (float32, ``(H,)``): ``r_{t+j}``, zeros where ``t+j >= T``; with a
+      ``step_cost`` c, ``r_{t+j} = r^stored_{t+j} − c`` (the store is not changed);
     * ``valid`` (bool, ``(H,)``): ``t + j < T``; invalid steps are masked out of
       every loss, never padded into targets;
     * ``imitate`` (bool, ``(H,)``): ``valid`` in a successful episode, else all
@@ -169,7 +170,7 @@ class ChunkDataset(Dataset):
     Sample ``i`` is the ``i``-th step of the concatenated episodes, so
     ``episode_of_sample[i]`` and ``step_of_sample[i]`` give ``(e, t)``.
     ``sample_weights[i]`` is ``success_oversample`` where the window
-    ``[t, t+H)`` holds a step with reward > 0, else 1.
+    ``[t, t+H)`` holds a step with a stored reward > 0, else 1.
 
     Co-training: with ``store_mix`` ``(m_0, ..., m_{S-1})`` for the ``S`` stores of a
     :class:`~corft_envs.episode_store.ConcatEpisodeDataset`, store ``s`` gets the share
@@ -183,6 +184,10 @@ class ChunkDataset(Dataset):
     :param chunk_size: chunk length ``H`` >= 1.
     :param gamma: per-step discount, ``0 < γ <= 1``.
     :param success_oversample: weight >= 1 of the samples whose chunk holds a rewarded step.
+    :param step_cost: c >= 0 subtracted from every step's reward, a cost of time: with the tasks'
+        sparse reward (1 at the success step, which ends the episode) a return is ``γ^k − c (1 − γ^{k+1})
+        / (1 − γ)`` for success in ``k`` more steps, so a step of delay costs about ``c + (1 − γ) Q``
+        instead of ``(1 − γ) Q``, and a failure that runs on is worth down to ``−c / (1 − γ)`` instead of 0.
     :param in_memory: frames in memory (``True``), read from the files
         (``False``), or in memory if they fit ``memory_budget`` (``"auto"``).
     :param memory_budget: byte budget of ``in_memory="auto"``.
@@ -200,8 +205,11 @@ class ChunkDataset(Dataset):
         in_memory: InMemory = "auto",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         store_mix: Sequence[float] | None = None,
+        step_cost: float = 0.0,
     ) -> None:
         _check_settings(chunk_size, gamma, success_oversample)
+        if not (np.isfinite(step_cost) and step_cost >= 0):
+            raise ValueError(f"step_cost must be a finite cost >= 0 subtracted from every reward, got {step_cost!r}")
         self.episodes = _open_episodes(episodes)
         self.store_mix = _check_store_mix(store_mix, len(self.episodes.parts))
         lengths = self.episodes.lengths
@@ -213,8 +221,11 @@ class ChunkDataset(Dataset):
         self.chunk_size = int(chunk_size)
         self.gamma = float(gamma)
         self.success_oversample = float(success_oversample)
+        self.step_cost = float(step_cost)
         self.frames = FrameStore(self.episodes, in_memory, memory_budget)
-        self._step_actions, self._step_rewards = self._read_steps()
+        self._step_actions, self._stored_rewards = self._read_steps()
+        self._step_rewards = self._stored_rewards.copy()
+        self._step_rewards[:-1] -= self.step_cost  # the trailing padding row stays 0
         self._build_samples(lengths)
 
     def _read_steps(self) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +271,7 @@ class ChunkDataset(Dataset):
         self._done = self.episodes.terminated[episode][:, None] & (window >= length - 1)
         self._mc_return = discounted_returns(self._step_rewards[:-1], lengths, self.gamma).astype(np.float32)
         self._instruction = self.frames.episode_instruction_ids[episode]
-        rewarded = (self._step_rewards[self._steps] > 0).any(axis=1)
+        rewarded = (self._stored_rewards[self._steps] > 0).any(axis=1)
         store = self.episodes.store_of_episode[episode]
         self.sample_weights = self._mixed(np.where(rewarded, self.success_oversample, 1.0), store)
         self._uniform_weights = None if self.store_mix is None else self._mixed(np.ones(total_steps), store)
