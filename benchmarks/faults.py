@@ -3,7 +3,7 @@
 Each case runs the real thing: ``corft`` commands in their own processes (so a crash, a segfault included,
 is recorded as a failure instead of ending this script), the real env on the twin (franky over loopback to
 franky-sim, pyrealsense2 software cameras) in this process, where the arm's command counter
-(:attr:`robots.base.Arm.commands_sent`) is read. The fault injectors and command builders are the test
+(:attr:`corft_robots.base.Arm.commands_sent`) is read. The fault injectors and command builders are the test
 suite's (``tests/``); nothing here re-implements them.
 
 A case *survives* when it ends as it should: bad input as one error line (``corft <command>: error: ...``,
@@ -47,7 +47,7 @@ from corft_algos.evaluation import load_model  # noqa: E402
 from corft_envs.collection import CollectConfig, collect  # noqa: E402
 from corft_envs.episode_store import EpisodeDataset  # noqa: E402
 from corft_envs.folder_lock import LOCK_NAME  # noqa: E402
-from robots.contract import CONTROL_PERIOD  # noqa: E402
+from corft_robots.contract import CONTROL_PERIOD  # noqa: E402
 from tests.test_cli_train_eval import damage_bytes, replace_zip_member, train_args  # noqa: E402
 from tests.test_collection import assert_same_datasets, collect_args, wait_for_episode_files  # noqa: E402
 from tests.test_real_env import (  # noqa: E402

@@ -71,8 +71,8 @@ from corft_algos.runs.training import cotraining_store_mix
 from corft_envs.collection import CollectConfig, CollectionError, collect
 from corft_envs.episode_store import DatasetError
 from corft_envs.tasks import TASKS
-from robots.contract import CONTROL_PERIOD
-from robots.extras import MissingExtraError, import_optional
+from corft_robots.contract import CONTROL_PERIOD
+from corft_robots.extras import MissingExtraError, import_optional
 
 #: The paper's targets (CO-RFT against SFT, on a real arm).
 PAPER_SUCCESS_GAIN = 0.57
@@ -141,6 +141,12 @@ FROM_BASE = ("sft_base", "corft_base", "sft_cotrain", "corft_cotrain")
 FROM_BASE_RECIPE = PRESETS[FROM_BASE_PRESET]
 
 
+#: The critic's term in the actor's loss of the staged rows (CO-RFT, offline RL H = 1): the paper's TD3+BC
+#: extraction, λ = 0.25 (2.5 collapsed the policy). The presets name it rather than take the library's default, so
+#: that those rows measure the paper's method whatever that default is; ``corft_no_q`` is the same with λ = 0.
+CRITIC_TERM = {"actor_q_weight": 0.25}
+
+
 @dataclass(frozen=True)
 class Preset:
     """What a study runs.
@@ -157,7 +163,9 @@ class Preset:
     :param image_size: camera image side (px).
     :param policy_kwargs: VLAPolicy arguments.
     :param algo_kwargs: algorithm arguments of every method (a method's own win).
-    :param rl_kwargs: further algorithm arguments of the staged methods (their offline RL stage).
+    :param rl_kwargs: further algorithm arguments of the staged methods (their offline RL stage); default
+        :data:`CRITIC_TERM`, the paper's critic term in the actor's loss (a method's own arguments win:
+        ``corft_no_q`` sets λ = 0).
     :param execute: actions run per chunk at evaluation (receding horizon; default 3, the models' own;
         ``None``: whole chunks; methods with shorter chunks run theirs whole).
     :param videos: rollout videos per (method in ``sft``, ``corft``), first task and seed.
@@ -187,7 +195,7 @@ class Preset:
     image_size: int = 128
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
-    rl_kwargs: dict[str, Any] = field(default_factory=dict)
+    rl_kwargs: dict[str, Any] = field(default_factory=lambda: dict(CRITIC_TERM))
     execute: int | None = 3
     videos: int = 2
     eval_workers: int = 2
@@ -214,7 +222,8 @@ FEW_SHOT = ("base", "sft_cotrain", "sft_base", "sft")
 # Every preset trains with the library's defaults (the best measured recipe, corft_algos/presets.py): the
 # frozen ImageNet MobileNetV2 with cached features, spatial-softmax keypoints, the TCP height and gripper
 # opening of the state, 1e-3 with a warm-up and a cosine decay, 3 actions of each chunk executed, CO-RFT's
-# λ = 0.25 and values clipped to [0, 1]. Distractor cubes are on unless a preset says otherwise.
+# values clipped to [0, 1] (its λ is the presets', CRITIC_TERM). Distractor cubes are on unless a preset says
+# otherwise.
 PRESETS: dict[str, Preset] = {
     # The base's data for co-training: its first 100 episodes of each task (collecting and caching all 1000
     # takes longer than the whole demo). A smaller budget than the library's recipe (2000 steps, CO-RFT 2000 + 500) and

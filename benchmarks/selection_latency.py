@@ -28,7 +28,7 @@ import corft_envs  # noqa: E402,F401
 from benchmarks.common import parse_dataclass_args  # noqa: E402
 from corft_algos.evaluation import load_model, model_image_size, trained_env_id, trained_scene  # noqa: E402
 from corft_algos.selection import ChunkSelector  # noqa: E402
-from robots.contract import CONTROL_PERIOD  # noqa: E402
+from corft_robots.contract import CONTROL_PERIOD  # noqa: E402
 
 
 @dataclass

@@ -45,7 +45,7 @@ from corft_envs.chunking import ActionChunk  # noqa: E402
 from corft_envs.collection import scripted_actions  # noqa: E402
 from corft_envs.experts import make_expert  # noqa: E402
 from corft_envs.rollout import run_episode  # noqa: E402
-from robots.contract import CONTROL_HZ  # noqa: E402
+from corft_robots.contract import CONTROL_HZ  # noqa: E402
 
 
 @dataclass

@@ -24,8 +24,8 @@ import numpy as np
 from gymnasium import spaces
 
 from corft_algos.policies import image_keys
-from robots.contract import CONTROL_HZ
-from robots.extras import import_optional
+from corft_robots.contract import CONTROL_HZ
+from corft_robots.extras import import_optional
 
 if TYPE_CHECKING:
     from PIL import Image, ImageFont

@@ -37,9 +37,9 @@ from corft_algos.networks.experts import ActionExpert, CriticExpert
 from corft_algos.networks.language import EMBEDDING_DIM, embed_instructions
 from corft_algos.networks.vision import VisionEncoder, build_vision_model, folder_model_config
 from corft_envs.instruction_bytes import INSTRUCTION_KEY, decode_instructions
-from robots.contract import STATE_DIM
+from corft_robots.contract import STATE_DIM
 
-#: The dimensions of corft's state (:data:`robots.contract.STATE_LAYOUT`) the policy reads by default: the
+#: The dimensions of corft's state (:data:`corft_robots.contract.STATE_LAYOUT`) the policy reads by default: the
 #: TCP height and the gripper opening. With a few demonstrations the full state lets the policy tell the
 #: episodes apart and copy them instead of looking at the scene (benchmarks/RESULTS.md).
 RECIPE_PROPRIO_DIMS = (2, 7)

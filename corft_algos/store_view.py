@@ -21,7 +21,7 @@ import numpy as np
 
 from corft_algos.labelled_video import EpisodeClip, camera_keys, clip_frames, title_card, write_video
 from corft_envs.episode_store import EpisodeSource
-from robots.contract import CONTROL_HZ
+from corft_robots.contract import CONTROL_HZ
 
 #: Seconds the title card before each episode lasts in a video of the whole store.
 TITLE_CARD_SECONDS = 1.0

@@ -35,7 +35,7 @@ class ChunkValidator(Protocol):
     :class:`ActionChunk` checks its base env (``env.unwrapped``) against this protocol and, when it
     conforms, calls ``validate_chunk`` with the ``(count, d)`` actions it is about to execute, before the
     first of them is sent. The contract: validate the whole chunk, send nothing, and reject it by raising
-    an exception whose message names what is wrong (e.g. :class:`robots.safety.SafetyViolation`).
+    an exception whose message names what is wrong (e.g. :class:`corft_robots.safety.SafetyViolation`).
     Returning accepts the chunk; ``ActionChunk`` ignores the returned value. Envs that do not conform get
     ``ActionChunk``'s own check (every action finite) instead.
     """

@@ -1,6 +1,6 @@
-"""The sim's Cartesian controller: runs the action contract of :mod:`robots.contract` on the MuJoCo FR3.
+"""The sim's Cartesian controller: runs the action contract of :mod:`corft_robots.contract` on the MuJoCo FR3.
 
-:class:`CartesianController` reaches each action's target (:func:`robots.contract.compose_target`)
+:class:`CartesianController` reaches each action's target (:func:`corft_robots.contract.compose_target`)
 with damped least-squares differential IK (a few iterations on the kinematics) to a joint
 target, which the arm's position actuators track over ``CONTROL_PERIOD /
 PHYSICS_TIMESTEP`` physics substeps, with the joint target ramped in over the
@@ -13,7 +13,7 @@ import mujoco
 import numpy as np
 
 from corft_envs.robot_model import ARM_JOINT_NAMES
-from robots.contract import CONTROL_PERIOD, CartesianCommand, compose_target
+from corft_robots.contract import CONTROL_PERIOD, CartesianCommand, compose_target
 
 #: Fraction of the control period over which the joint target is ramped in.
 RAMP_FRACTION = 0.6

@@ -28,7 +28,7 @@ import numpy as np
 
 from corft_envs.controller import rotvec_between
 from corft_envs.tasks import SceneState, Task
-from robots.contract import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE
+from corft_robots.contract import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE
 
 
 @runtime_checkable

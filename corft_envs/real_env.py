@@ -2,21 +2,21 @@
 
 :class:`FR3RealEnv` has the observation and action spaces of the sim task
 ``corft/<Task>-v0`` (:func:`~corft_envs.sim_env.make_observation_space`, the
-action contract of :mod:`robots.contract`), so a policy trained on sim or
+action contract of :mod:`corft_robots.contract`), so a policy trained on sim or
 real data runs on it unchanged, behind the same
 :class:`~corft_envs.chunking.ActionChunk` wrapper.
 
 The env takes its arm and cameras already built; :mod:`corft_envs.real_factory`
 builds them from the ``gym.make`` arguments, for the robot or for the twin.
 
-- **Arm**: an :class:`~robots.base.Arm` (a :class:`~robots.franka.FrankaArm`). Every
+- **Arm**: an :class:`~corft_robots.base.Arm` (a :class:`~corft_robots.franka.FrankaArm`). Every
   chunk passes the safety layer as a whole before any of it is sent
   (:meth:`FR3RealEnv.validate_chunk`, called by ``ActionChunk``); any exception
   in ``reset`` or ``step``, Ctrl-C included, stops the arm before it propagates
-  (:meth:`~robots.base.Arm.stopping_on_error`).
-  A rejected chunk or action (:class:`~robots.safety.SafetyViolation`) sent
+  (:meth:`~corft_robots.base.Arm.stopping_on_error`).
+  A rejected chunk or action (:class:`~corft_robots.safety.SafetyViolation`) sent
   nothing and the episode may go on; any other error ends it.
-- **Cameras**: ``front`` and ``wrist``, each a :class:`~robots.camera.Camera`;
+- **Cameras**: ``front`` and ``wrist``, each a :class:`~corft_robots.camera.Camera`;
   frames are centre-cropped to a square and resized to ``image_size``.
 - **Pace**: one action per 10 Hz control period, counted between observations
   as a real-robot loop does: ``step`` sends the action, waits for the end of
@@ -34,7 +34,7 @@ builds them from the ``gym.make`` arguments, for the robot or for the twin.
 
 On the twin (a :class:`~corft_envs.twin.Twin`: franky-sim's server speaking the
 libfranka protocol on loopback, with the task's scene, and one
-:class:`~robots.virtual_realsense.VirtualRealSense` per camera streaming its
+:class:`~corft_robots.virtual_realsense.VirtualRealSense` per camera streaming its
 renders) the arm and cameras are the same classes as on hardware, pointed at
 it. Each reset places the objects as the sim env does for the same seed.
 """
@@ -56,11 +56,11 @@ from corft_envs.sim_env import (CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_i
 from corft_envs.tasks import get_task
 from corft_envs.twin import Twin, TwinWorld
 from corft_envs.twin_process import TwinWorldProcess
-from robots.base import Arm
-from robots.camera import Camera, CameraFrame
-from robots.contract import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
-from robots.extras import import_optional
-from robots.safety import CheckedChunk, SafetyViolation
+from corft_robots.base import Arm
+from corft_robots.camera import Camera, CameraFrame
+from corft_robots.contract import ACTION_DIM, CONTROL_HZ, CONTROL_PERIOD
+from corft_robots.extras import import_optional
+from corft_robots.safety import CheckedChunk, SafetyViolation
 
 Image = import_optional("PIL.Image", "real", "the real env's camera images (corft_envs.real_env)")
 
@@ -104,7 +104,7 @@ class FR3RealEnv(gym.Env):
     them and stops the twin.
 
     :param arm: the arm, not yet connected; its safety limits check every chunk.
-    :param cameras: ``{"front": ..., "wrist": ...}``, each a :class:`~robots.camera.Camera`, not yet connected.
+    :param cameras: ``{"front": ..., "wrist": ...}``, each a :class:`~corft_robots.camera.Camera`, not yet connected.
     :param task: ``"PickPlace"``, ``"Push"`` or ``"Stack"``: spaces, instruction family, step limit.
     :param twin: the running twin ``arm`` and ``cameras`` are pointed at, or ``None`` on hardware.
         On the twin each reset places the objects and draws the instruction, the twin's state
@@ -139,11 +139,11 @@ class FR3RealEnv(gym.Env):
     ) -> None:
         self.task = get_task(task)
         if not isinstance(arm, Arm):
-            raise TypeError(f"arm must be a robots.Arm (e.g. a FrankaArm), got {type(arm).__name__}")
+            raise TypeError(f"arm must be a corft_robots.Arm (e.g. a FrankaArm), got {type(arm).__name__}")
         check_camera_names(cameras)
         for name, camera in cameras.items():
             if not isinstance(camera, Camera):
-                raise TypeError(f"cameras[{name!r}] must be a robots.Camera (e.g. a RealSenseCamera), "
+                raise TypeError(f"cameras[{name!r}] must be a corft_robots.Camera (e.g. a RealSenseCamera), "
                                 f"got {type(camera).__name__}")
         self.image_size = check_image_size(image_size)
         if render_mode not in (None, *self.metadata["render_modes"]):
@@ -346,7 +346,7 @@ class FR3RealEnv(gym.Env):
 
     @contextlib.contextmanager
     def _ending_episode_on_error(self) -> Iterator[None]:
-        """The arm's :meth:`~robots.base.Arm.stopping_on_error` (any exception, Ctrl-C included, stops the arm
+        """The arm's :meth:`~corft_robots.base.Arm.stopping_on_error` (any exception, Ctrl-C included, stops the arm
         and propagates); any but a :class:`SafetyViolation` also ends the episode."""
         try:
             with self.arm.stopping_on_error():

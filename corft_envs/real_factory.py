@@ -4,10 +4,10 @@
 this module builds them, for the robot or for its twin, and hands them to it:
 
 - **hardware** (``robot_host`` the robot's FCI address): a
-  :class:`~robots.franka.FrankaArm` at ``robot_host`` (``realtime=True`` unless
+  :class:`~corft_robots.franka.FrankaArm` at ``robot_host`` (``realtime=True`` unless
   ``arm_options`` says otherwise) and, per camera, a
-  :class:`~robots.realsense.RealSenseCamera` for a serial number or the
-  :class:`~robots.camera.Camera` given (:func:`build_hardware`);
+  :class:`~corft_robots.realsense.RealSenseCamera` for a serial number or the
+  :class:`~corft_robots.camera.Camera` given (:func:`build_hardware`);
 - **the twin** (``robot_host="twin"``): :func:`~corft_envs.twin.start_twin`'s
   running world and virtual RealSense cameras, a ``FrankaArm`` at the twin's
   loopback address (``realtime=False``) and a ``RealSenseCamera`` reading each
@@ -30,10 +30,10 @@ from corft_envs.layouts import check_positions_mode
 from corft_envs.real_env import FR3RealEnv, check_camera_names
 from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_flag
 from corft_envs.twin import TWIN_CAMERA_FPS, TWIN_CAMERA_READ_TIMEOUT_S, TWIN_STATE_TIMEOUT_S, Twin, start_twin
-from robots.camera import Camera
-from robots.franka import FrankaArm
-from robots.realsense import RealSenseCamera
-from robots.safety import SafetyLimits
+from corft_robots.camera import Camera
+from corft_robots.franka import FrankaArm
+from corft_robots.realsense import RealSenseCamera
+from corft_robots.safety import SafetyLimits
 
 #: ``robot_host`` value that rehearses on the twin instead of a robot.
 TWIN_HOST = "twin"
@@ -44,7 +44,7 @@ def _camera_from(name: str, source: str | Camera) -> Camera:
         return source
     if isinstance(source, str) and source:
         return RealSenseCamera(serial_number=source)
-    raise TypeError(f"cameras[{name!r}] must be a RealSense serial number or a robots.Camera, got {source!r}")
+    raise TypeError(f"cameras[{name!r}] must be a RealSense serial number or a corft_robots.Camera, got {source!r}")
 
 
 def build_hardware(robot_host: str, cameras: Mapping[str, str | Camera] | None, safety: SafetyLimits | None = None,
@@ -53,9 +53,9 @@ def build_hardware(robot_host: str, cameras: Mapping[str, str | Camera] | None, 
 
     :param robot_host: the robot's FCI address.
     :param cameras: ``{"front": ..., "wrist": ...}``, each a RealSense serial number or a
-        :class:`~robots.camera.Camera`.
-    :param safety: the arm's safety limits (the defaults of :class:`~robots.safety.SafetyLimits`).
-    :param arm_options: further :class:`~robots.franka.FrankaArm` arguments (``dynamics_factor``, ...).
+        :class:`~corft_robots.camera.Camera`.
+    :param safety: the arm's safety limits (the defaults of :class:`~corft_robots.safety.SafetyLimits`).
+    :param arm_options: further :class:`~corft_robots.franka.FrankaArm` arguments (``dynamics_factor``, ...).
     :raises ValueError: if ``cameras`` does not name exactly ``front`` and ``wrist``.
     """
     check_camera_names(cameras)
@@ -71,7 +71,7 @@ def build_twin(task: str, positions: str = "train", image_size: int = DEFAULT_IM
     :param task: ``"PickPlace"``, ``"Push"`` or ``"Stack"``; with ``positions``, ``image_size`` and
         ``distractors``, :func:`~corft_envs.twin.start_twin`'s arguments.
     :param safety: the arm's safety limits.
-    :param arm_options: further :class:`~robots.franka.FrankaArm` arguments.
+    :param arm_options: further :class:`~corft_robots.franka.FrankaArm` arguments.
     :return: the twin (the caller owns it: ``twin.close()`` stops it), the arm and the cameras.
     """
     twin = start_twin(task, positions, image_size, distractors)
@@ -104,14 +104,14 @@ def build_real_env(
     :param task: ``"PickPlace"``, ``"Push"`` or ``"Stack"``.
     :param robot_host: the robot's FCI address, or ``"twin"`` to rehearse on franky-sim.
     :param cameras: on hardware, ``{"front": ..., "wrist": ...}``, each a RealSense serial number or a
-        :class:`~robots.camera.Camera`; not given on the twin, which makes virtual ones.
+        :class:`~corft_robots.camera.Camera`; not given on the twin, which makes virtual ones.
     :param positions: on the twin, where the objects go (``"train"``, ``"unseen"``, ``"all"``);
         on hardware the operator places them.
     :param distractors: on the twin, ``False`` parks the objects the task does not use out of
         view (as the sim env's ``distractors=False``); on hardware the operator sets the scene.
     :param image_size: side of the observation images (px), and of the twin's renders.
-    :param safety: the arm's safety limits (the defaults of :class:`~robots.safety.SafetyLimits`).
-    :param arm_options: further :class:`~robots.franka.FrankaArm` arguments (``dynamics_factor``, ...).
+    :param safety: the arm's safety limits (the defaults of :class:`~corft_robots.safety.SafetyLimits`).
+    :param arm_options: further :class:`~corft_robots.franka.FrankaArm` arguments (``dynamics_factor``, ...).
     :param env_options: the other :class:`~corft_envs.real_env.FR3RealEnv` arguments
         (``instruction``, ``success_fn``, ``operator_keys``, ...).
     :raises ValueError: naming what to pass, for a missing ``robot_host``, cameras that do not fit it,

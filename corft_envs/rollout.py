@@ -17,7 +17,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from robots.contract import CONTROL_PERIOD
+from corft_robots.contract import CONTROL_PERIOD
 
 #: The action (or chunk) to step with for an observation; the flag is true on the episode's first call.
 ActionSource = Callable[[Any, bool], np.ndarray]
@@ -105,7 +105,7 @@ def run_episode(
     :param act: the action source; a scripted expert is reset by it on the first call.
     :param seed: the ``reset`` seed.
     :param ends_episode: exceptions of ``env.step`` that end the episode as a failure, their message in
-        :attr:`EpisodeOutcome.rejected` (the real arm's :class:`~robots.safety.SafetyViolation` in evaluation);
+        :attr:`EpisodeOutcome.rejected` (the real arm's :class:`~corft_robots.safety.SafetyViolation` in evaluation);
         any other propagates.
     """
     observation, info = env.reset(seed=seed)

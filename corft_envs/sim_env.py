@@ -4,13 +4,13 @@ Observation (a flat ``Dict``, accepted by stable-baselines3):
 
 - ``image_front``, ``image_wrist``: ``uint8`` RGB, ``(image_size, image_size, 3)``;
 - ``state``: ``float32`` ``(15,)`` = TCP position (3, m), TCP orientation
-  quaternion (4, w x y z, sign by :func:`~robots.contract.canonical_quaternion`), gripper opening (1, m), the seven joint
-  positions (rad) — see :data:`robots.contract.STATE_LAYOUT`;
+  quaternion (4, w x y z, sign by :func:`~corft_robots.contract.canonical_quaternion`), gripper opening (1, m), the seven joint
+  positions (rad) — see :data:`corft_robots.contract.STATE_LAYOUT`;
 - ``instruction``: a ``Text`` key, only with ``include_instruction=True``
   (stable-baselines3 rejects ``Text`` spaces). The instruction is always
   ``env.unwrapped.instruction`` and ``info["instruction"]`` at reset.
 
-Action: ``Box(-1, 1, (7,))``, the contract in :mod:`robots.contract`, run by :mod:`corft_envs.controller`.
+Action: ``Box(-1, 1, (7,))``, the contract in :mod:`corft_robots.contract`, run by :mod:`corft_envs.controller`.
 Reward: 1 on the step where the task's success first holds, which terminates;
 ``info["is_success"]`` on every step. The step limit comes from registration.
 """
@@ -30,8 +30,8 @@ from corft_envs.layouts import check_positions_mode, sample_layout
 from corft_envs.robot_model import FINGER_JOINT_NAMES, joint_limits
 from corft_envs.scene import RENDER_GEOM_GROUPS, apply_layout, build_scene_xml
 from corft_envs.tasks import N_OBJECTS, SceneState, get_task
-from robots.contract import ACTION_DIM, canonical_quaternion, decode_action
-from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from corft_robots.contract import ACTION_DIM, canonical_quaternion, decode_action
+from corft_robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
 
 CAMERAS = ("front", "wrist")
 #: Bound on every TCP coordinate in the base frame (m); the FR3 reaches 0.855 m.

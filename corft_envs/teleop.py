@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from corft_envs.keyboard import SUCCESS_KEYS, KeySource, episode_label
-from robots.contract import ACTION_DIM
+from corft_robots.contract import ACTION_DIM
 
 #: Motion keys: key -> (action dimension, sign). Translation in the base frame, then rotation.
 MOTION_KEYS: dict[str, tuple[int, float]] = {

@@ -68,7 +68,7 @@ Starting a twin makes its gripper answer as the hand does
 ``franky_sim`` package); importing this module changes nothing.
 
 :func:`start_twin` gives what the real env drives on the twin: a running
-:class:`TwinWorld` and one :class:`~robots.virtual_realsense.VirtualRealSense`
+:class:`TwinWorld` and one :class:`~corft_robots.virtual_realsense.VirtualRealSense`
 per camera streaming its renders (:class:`Twin`). It needs corft's ``real`` extra: franky-sim's server
 with the pinocchio stack it imports, and pyrealsense2 for the cameras.
 """
@@ -88,7 +88,7 @@ import mujoco
 import numpy as np
 from gymnasium.utils import seeding
 
-from robots.extras import import_optional
+from corft_robots.extras import import_optional
 
 # The core installs franky-sim without its dependencies, for the FR3 model files only: its server needs the real extra.
 import_optional("franky_sim", "real", "the twin (robot_host='twin')")
@@ -103,8 +103,8 @@ from corft_envs.scene import RENDER_GEOM_GROUPS, add_task_elements, apply_layout
 from corft_envs.sim_env import CAMERAS, DEFAULT_IMAGE_SIZE, check_flag, check_image_size
 from corft_envs.tasks import N_OBJECTS, SceneState, Task, get_task
 from corft_envs.twin_process import TwinWorldProcess
-from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
-from robots.virtual_realsense import VirtualRealSense
+from corft_robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from corft_robots.virtual_realsense import VirtualRealSense
 
 #: Name prefix franky-sim gives the first robot's bodies, joints and geoms.
 ROBOT_PREFIX = "robot0_"
@@ -431,7 +431,7 @@ class Twin:
     :param world: the running world (:func:`start_twin` runs it in a process of its own,
         :class:`~corft_envs.twin_process.TwinWorldProcess`); franky connects to ``world.hostname``.
     :param virtual_cameras: ``{"front": ..., "wrist": ...}``, each a software RealSense streaming the
-        world's renders of that camera; a :class:`~robots.realsense.RealSenseCamera` reads
+        world's renders of that camera; a :class:`~corft_robots.realsense.RealSenseCamera` reads
         ``virtual_cameras[name].device``.
     """
 

@@ -1,7 +1,7 @@
 """The arm interface every driver implements, and what it reports back.
 
 An :class:`Arm` takes the 7-D actions of the contract in
-:mod:`robots.contract` (the same as the simulator's), one per 10 Hz
+:mod:`corft_robots.contract` (the same as the simulator's), one per 10 Hz
 control step. The base class owns what all drivers share: the safety check of
 a whole chunk before anything is sent, pacing at the control rate, the
 gripper's binary state, stopping the arm on any exception or Ctrl-C
@@ -32,9 +32,9 @@ from typing import Literal
 
 import numpy as np
 
-from robots.contract import CONTROL_PERIOD, STATE_LAYOUT, CartesianCommand, compose_target
-from robots.errors import RobotConnectionError
-from robots.safety import CheckedChunk, SafetyChecker, SafetyLimits
+from corft_robots.contract import CONTROL_PERIOD, STATE_LAYOUT, CartesianCommand, compose_target
+from corft_robots.errors import RobotConnectionError
+from corft_robots.safety import CheckedChunk, SafetyChecker, SafetyLimits
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ArmState:
     """A measurement of the arm, with the fields of the simulator's ``state`` observation.
 
     :param tcp_position: TCP position in the base frame (m).
-    :param tcp_quaternion: TCP orientation, unit quaternion w x y z (sign: :func:`robots.contract.canonical_quaternion`).
+    :param tcp_quaternion: TCP orientation, unit quaternion w x y z (sign: :func:`corft_robots.contract.canonical_quaternion`).
     :param gripper_width: opening between the fingers (m).
     :param joint_positions: the seven joint angles (rad).
     """
@@ -60,7 +60,7 @@ class ArmState:
     joint_positions: np.ndarray
 
     def as_vector(self) -> np.ndarray:
-        """The 15-D ``float32`` vector in the order of :data:`robots.contract.STATE_LAYOUT`."""
+        """The 15-D ``float32`` vector in the order of :data:`corft_robots.contract.STATE_LAYOUT`."""
         parts = [np.atleast_1d(np.asarray(getattr(self, name), dtype=np.float64)) for name, _ in STATE_LAYOUT]
         for (name, size), part in zip(STATE_LAYOUT, parts):
             if part.shape != (size,):
@@ -224,7 +224,7 @@ class Arm(ABC):
         """Check a whole chunk, then send it one action per control period.
 
         Nothing is sent unless every action passes the safety checks (see
-        :mod:`robots.safety`); the jump check includes the last action sent
+        :mod:`corft_robots.safety`); the jump check includes the last action sent
         before, unless the arm was stopped or sent home since. The first action
         goes out at once, each next one a whole control period after the one
         before (never faster than 10 Hz: a late action delays the rest rather

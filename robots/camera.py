@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from robots.errors import RobotConnectionError, RobotError
+from corft_robots.errors import RobotConnectionError, RobotError
 
 _CameraT = TypeVar("_CameraT", bound="Camera")
 

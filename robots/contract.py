@@ -20,7 +20,7 @@ State: the ``float32`` vector of :data:`STATE_LAYOUT`, with quaternions w x y z
 signed by :func:`canonical_quaternion`.
 
 The simulator runs this contract with :class:`corft_envs.controller.CartesianController`,
-the real arm with :class:`robots.base.Arm`.
+the real arm with :class:`corft_robots.base.Arm`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robots.fr3 import HOME_TCP_QUATERNION
+from corft_robots.fr3 import HOME_TCP_QUATERNION
 
 #: Control rate (Hz) and period (s) of one action.
 CONTROL_HZ = 10
@@ -104,7 +104,7 @@ def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
 
 
 def canonical_quaternion(quaternion: np.ndarray) -> np.ndarray:
-    """The unit quaternion of the same rotation in :data:`~robots.fr3.HOME_TCP_QUATERNION`'s hemisphere.
+    """The unit quaternion of the same rotation in :data:`~corft_robots.fr3.HOME_TCP_QUATERNION`'s hemisphere.
 
     ``q`` and ``-q`` are one rotation. Choosing ``w >= 0`` would flip the sign
     near the home pose, where ``w`` is about 0; choosing ``q · q_home >= 0`` keeps

@@ -2,7 +2,7 @@
 
 The core (the sim envs, the episode store, training and evaluation) needs none of them. Each is imported
 where it is used, through :func:`import_optional`, so a missing one fails with the extra that brings it.
-This module sits in the bottom package (:mod:`robots`), so ``corft_envs``, ``corft_algos`` and the
+This module sits in the bottom package (:mod:`corft_robots`), so ``corft_envs``, ``corft_algos`` and the
 benchmarks all use it.
 """
 

@@ -1,7 +1,7 @@
 """Facts about the Franka FR3 and its hand that every layer shares (numpy only).
 
 The simulator's model (:mod:`corft_envs.robot_model`), the sim and real envs and
-the drivers in :mod:`robots` all read these; nothing here loads a model or a driver.
+the drivers in :mod:`corft_robots` all read these; nothing here loads a model or a driver.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Works unchanged against the real robot and against ``franky-sim``'s server
   the base frame and its rotation a base-frame, left-multiplied rotation
   vector. So each action becomes ``CartesianMotion(Affine(p, q),
   ReferenceType.Absolute)`` with ``(p, q)`` computed from the TCP pose measured
-  when the action is sent (:func:`robots.contract.compose_target`), which is the
+  when the action is sent (:func:`corft_robots.contract.compose_target`), which is the
   contract's "relative to the measured pose".
 - **Asynchronous, preempting.** Each motion is started with
   ``move(..., asynchronous=True)``; the next action's motion takes over the
@@ -27,14 +27,14 @@ Works unchanged against the real robot and against ``franky-sim``'s server
 - **Contact.** Every motion carries a franky reaction: when the estimated
   external force at the end effector exceeds ``contact_force_threshold``, the
   motion is replaced by a stop motion, and the next step raises
-  :class:`~robots.errors.RobotContactError`. The robot's own collision
+  :class:`~corft_robots.errors.RobotContactError`. The robot's own collision
   reflexes (franky's defaults, 30 N / 20 Nm) remain as a backstop and surface
-  as :class:`~robots.errors.RobotControlError`. franky-sim reports no external
+  as :class:`~corft_robots.errors.RobotControlError`. franky-sim reports no external
   force, so the reaction never fires there.
 - **Stale state.** While a motion runs, franky answers state queries from the
   control loop's last sample; when the robot goes silent, libfranka notices
   only after about 2 s. So every read checks that the robot's clock advanced
-  within ``state_timeout`` and raises :class:`~robots.errors.RobotConnectionError`
+  within ``state_timeout`` and raises :class:`~corft_robots.errors.RobotConnectionError`
   otherwise.
 - **Gripper.** A grasp is ``grasp(gripper_min_width, speed, force,
   epsilon_outer=gripper_max_width)`` (any object counts as grasped and is
@@ -54,14 +54,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from robots.base import Arm, ArmState
-from robots.contract import canonical_quaternion
-from robots.errors import RobotConnectionError, RobotContactError, RobotControlError, RobotError
-from robots.extras import import_optional
-from robots.fr3 import HOME_JOINT_POSITIONS
-from robots.safety import SafetyLimits
+from corft_robots.base import Arm, ArmState
+from corft_robots.contract import canonical_quaternion
+from corft_robots.errors import RobotConnectionError, RobotContactError, RobotControlError, RobotError
+from corft_robots.extras import import_optional
+from corft_robots.fr3 import HOME_JOINT_POSITIONS
+from corft_robots.safety import SafetyLimits
 
-franky = import_optional("franky", "real", "the real arm (robots.franka)")
+franky = import_optional("franky", "real", "the real arm (corft_robots.franka)")
 
 logger = logging.getLogger(__name__)
 

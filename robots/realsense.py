@@ -10,14 +10,14 @@ the pipeline finds its device differs:
 - a real camera (``serial_number``, or none for the first one connected):
   ``config.enable_device(serial)`` after checking that the serial is connected;
 - an existing ``rs.device`` (``device=``), e.g. the ``software_device`` of a
-  :class:`robots.virtual_realsense.VirtualRealSense`: ``pipeline.set_device``
+  :class:`corft_robots.virtual_realsense.VirtualRealSense`: ``pipeline.set_device``
   (in ``pyrealsense2`` 2.59 a software device added to a context with
   ``add_to`` is still not listed by ``query_devices``, so ``enable_device``
   cannot find it; ``set_device`` works);
 - a ``.db3`` recording (``recording=``): ``context.load_device(path)``, playback
   switched to non-real-time, then ``pipeline.set_device``. Each read returns
   the next recorded frame, none skipped, as fast as they are read; after the
-  last one a read raises :class:`robots.camera.CameraTimeoutError`.
+  last one a read raises :class:`corft_robots.camera.CameraTimeoutError`.
 
 ``record_to="x.db3"`` records everything the device streams while connected,
 warm-up frames included (``config.enable_record_to_file``); the file is complete after
@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from robots.camera import Camera, CameraConnectionError, CameraFrame, CameraIntrinsics, CameraTimeoutError
-from robots.extras import import_optional
+from corft_robots.camera import Camera, CameraConnectionError, CameraFrame, CameraIntrinsics, CameraTimeoutError
+from corft_robots.extras import import_optional
 
-rs = import_optional("pyrealsense2", "real", "the RealSense cameras (robots.realsense)")
+rs = import_optional("pyrealsense2", "real", "the RealSense cameras (corft_robots.realsense)")
 
 logger = logging.getLogger(__name__)
 

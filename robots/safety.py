@@ -1,7 +1,7 @@
 """The safety layer: every chunk of actions is checked as a whole before any of it is sent.
 
 Pure logic, no hardware: :class:`SafetyChecker` turns a chunk of 7-D actions of
-the contract in :mod:`robots.contract` into :class:`CheckedChunk` (the
+the contract in :mod:`corft_robots.contract` into :class:`CheckedChunk` (the
 actions and decoded Cartesian commands that may be sent) or raises
 :class:`SafetyViolation` naming the step and the value at fault. Nothing of a
 rejected chunk is sent.
@@ -23,7 +23,7 @@ Checks, in order:
    (m) or ``max_rotation`` (rad); scaled steps are logged;
 6. workspace, with the same kind of clip policy: each step's target (the
    predicted TCP position plus its translation) is clipped to the workspace
-   box, as the simulator's controller and :meth:`~robots.base.Arm.send_chunk`
+   box, as the simulator's controller and :meth:`~corft_robots.base.Arm.send_chunk`
    do, if it lies at most ``workspace_clip_margin`` outside the box; further
    out rejects the chunk. Policies trained in simulation press a little past
    the floor when they grasp, and an arm braking from speed can end a few
@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from robots.contract import (
+from corft_robots.contract import (
     ACTION_DIM,
     MAX_ROTATION,
     MAX_TRANSLATION,
@@ -46,8 +46,8 @@ from robots.contract import (
     CartesianCommand,
     decode_action,
 )
-from robots.errors import RobotError
-from robots.fr3 import FRANKA_HAND_MAX_FORCE, GRIPPER_MAX_WIDTH
+from corft_robots.errors import RobotError
+from corft_robots.fr3 import FRANKA_HAND_MAX_FORCE, GRIPPER_MAX_WIDTH
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class SafetyLimits:
     """Limits every command to the arm must respect.
 
     :param workspace_low: lowest TCP position allowed, x y z in the base frame (m);
-        defaults to the simulator's :data:`~robots.contract.WORKSPACE`.
+        defaults to the simulator's :data:`~corft_robots.contract.WORKSPACE`.
     :param workspace_high: highest TCP position allowed (m).
     :param max_translation: largest TCP translation per step and axis (m), at
         most the contract's ``MAX_TRANSLATION``.

@@ -7,7 +7,7 @@ colour extrinsic (a simulator renders colour and depth from one viewpoint).
 Frames go in with :meth:`VirtualRealSense.push`, or from a background thread
 that calls a render function at the frame rate
 (:meth:`VirtualRealSense.start_streaming`). Pass ``virtual.device`` to
-:class:`robots.realsense.RealSenseCamera` and the camera reads it through the
+:class:`corft_robots.realsense.RealSenseCamera` and the camera reads it through the
 same ``pipeline`` / ``align`` code as a real camera.
 
 What ``pyrealsense2`` 2.59 does here (measured):
@@ -37,10 +37,10 @@ from typing import TypeVar
 
 import numpy as np
 
-from robots.camera import CameraIntrinsics
-from robots.extras import import_optional
+from corft_robots.camera import CameraIntrinsics
+from corft_robots.extras import import_optional
 
-rs = import_optional("pyrealsense2", "real", "the virtual RealSense (robots.virtual_realsense)")
+rs = import_optional("pyrealsense2", "real", "the virtual RealSense (corft_robots.virtual_realsense)")
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from corft_algos.registry import get_algorithm
 from corft_envs.experts import make_expert
 
 if TYPE_CHECKING:
-    from robots.franka import FrankaArm
+    from corft_robots.franka import FrankaArm
 
 #: The smallest SigLIP-tower policy the algorithms train: fast on a CPU, every part present.
 TINY_POLICY: dict[str, Any] = {

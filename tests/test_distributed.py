@@ -142,9 +142,9 @@ def test_bf16_autocast_trains_and_auto_precision_is_fp32_on_cpu(tiny_dataset):
 
 def test_training_imports_neither_hardware_driver():
     """A GPU node without franky or libusb can train: the CLI loads the drivers only for real hardware."""
-    code = ("import sys, corft_algos.cli, robots; "
+    code = ("import sys, corft_algos.cli, corft_robots; "
             "print(sorted(m for m in ('franky', 'pyrealsense2', 'franky_sim') if m in sys.modules)); "
-            "robots.SafetyLimits; print('pyrealsense2' in sys.modules)")
+            "corft_robots.SafetyLimits; print('pyrealsense2' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["[]", "False"]

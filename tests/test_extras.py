@@ -17,7 +17,7 @@ import pytest
 
 from corft_algos.networks.language import minilm_path
 from corft_envs.robot_model import franky_sim_assets_dir
-from robots.extras import EXTRAS, MissingExtraError, import_optional
+from corft_robots.extras import EXTRAS, MissingExtraError, import_optional
 from tests.helpers import train_args
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,15 +22,15 @@ from franky_sim import SimulationServer
 from franky_sim.mujoco_simulator import MujocoSimulator
 
 from corft_envs.controller import rotvec_between
-from robots import (
+from corft_robots import (
     ArmState,
     FrankaArm,
     RobotConnectionError,
     SafetyLimits,
     SafetyViolation,
 )
-from robots.contract import CONTROL_PERIOD, STATE_DIM, CartesianCommand, compose_target
-from robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
+from corft_robots.contract import CONTROL_PERIOD, STATE_DIM, CartesianCommand, compose_target
+from corft_robots.fr3 import GRIPPER_MAX_WIDTH, HOME_JOINT_POSITIONS
 from tests.helpers import sent_since
 
 pytestmark = [pytest.mark.integration, pytest.mark.twin]

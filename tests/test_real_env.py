@@ -28,9 +28,9 @@ from corft_envs.keyboard import ScriptedKeys
 from corft_envs.real_env import FR3RealEnv, square_image
 from corft_envs.real_factory import build_twin
 from corft_envs.twin import TwinWorld
-from robots import CameraConnectionError, CameraTimeoutError, RealSenseCamera, RobotConnectionError, SafetyViolation
-from robots.contract import CONTROL_PERIOD
-from robots.virtual_realsense import VirtualRealSense
+from corft_robots import CameraConnectionError, CameraTimeoutError, RealSenseCamera, RobotConnectionError, SafetyViolation
+from corft_robots.contract import CONTROL_PERIOD
+from corft_robots.virtual_realsense import VirtualRealSense
 from tests.helpers import sent_since
 
 pytestmark = [pytest.mark.integration, pytest.mark.twin]

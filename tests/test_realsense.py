@@ -17,10 +17,10 @@ import numpy as np
 import pyrealsense2 as rs
 import pytest
 
-from robots.camera import CameraConnectionError, CameraFrame, CameraIntrinsics, CameraTimeoutError
-from robots.errors import RobotConnectionError, RobotError
-from robots.realsense import RealSenseCamera
-from robots.virtual_realsense import VirtualRealSense
+from corft_robots.camera import CameraConnectionError, CameraFrame, CameraIntrinsics, CameraTimeoutError
+from corft_robots.errors import RobotConnectionError, RobotError
+from corft_robots.realsense import RealSenseCamera
+from corft_robots.virtual_realsense import VirtualRealSense
 
 WIDTH, HEIGHT = 64, 48
 STEP_COLUMN = 32  # depth images here are NEAR_MM left of this column, FAR_MM from it on

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from robots.contract import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE
-from robots.safety import SafetyChecker, SafetyLimits, SafetyViolation
+from corft_robots.contract import MAX_ROTATION, MAX_TRANSLATION, WORKSPACE
+from corft_robots.safety import SafetyChecker, SafetyLimits, SafetyViolation
 
 
 def chunk(*rows: list[float]) -> np.ndarray:

@@ -10,7 +10,7 @@ from corft_envs import SIM_ENV_IDS, make_sim_env
 from corft_envs.layouts import (FIXTURE_CLEARANCE, FIXTURE_REGION, FIXTURE_SPOT, MIN_SEPARATION, SPOT_JITTER,
                                 TRAIN_SPOTS, UNSEEN_CLEARANCE)
 from corft_envs.tasks import COLOURS, SceneState, get_task
-from robots.contract import (MAX_ROTATION, MAX_TRANSLATION, STATE_DIM, WORKSPACE, decode_action, quat_from_rotvec,
+from corft_robots.contract import (MAX_ROTATION, MAX_TRANSLATION, STATE_DIM, WORKSPACE, decode_action, quat_from_rotvec,
                              quat_multiply)
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 from corft_envs.layouts import SPOT_JITTER, TRAIN_SPOTS
 from corft_envs.tasks import COLOURS, PickPlace
 from corft_envs.twin import TwinWorld
-from robots.fr3 import HOME_JOINT_POSITIONS
+from corft_robots.fr3 import HOME_JOINT_POSITIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.twin]
 

@@ -23,7 +23,7 @@ from corft_algos.cli.import_ import add_import_parser
 from corft_algos.cli.pretrain import add_pretrain_parser
 from corft_algos.cli.train import add_train_parser
 from corft_algos.cli.view import add_view_parser
-from robots.extras import MissingExtraError
+from corft_robots.extras import MissingExtraError
 
 
 def build_parser() -> argparse.ArgumentParser:

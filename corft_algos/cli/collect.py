@@ -31,7 +31,7 @@ from corft_envs.episode_store import DatasetError, episode_files
 from corft_envs.keyboard import KeyScriptExhausted, ScriptedKeys, TerminalKeys
 from corft_envs.layouts import POSITION_MODES
 from corft_envs.teleop import KEY_HELP, KeyboardTeleop
-from robots.errors import RobotError
+from corft_robots.errors import RobotError
 
 
 def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -24,7 +24,7 @@ from corft_algos.runs import EvalRequest, UsageError, evaluate
 from corft_algos.selection import DEFAULT_CANDIDATE_NOISE, SELECTIONS
 from corft_envs.episode_store import DatasetError
 from corft_envs.layouts import POSITION_MODES
-from robots.errors import RobotError
+from corft_robots.errors import RobotError
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from corft_algos.cli.common import EXIT_ERROR, non_negative_int, positive_float
 from corft_algos.store_view import summary_lines, write_store_video
 from corft_envs.episode_store import DatasetError, EpisodeDataset
-from robots.contract import CONTROL_HZ
+from corft_robots.contract import CONTROL_HZ
 
 
 def add_view_parser(subparsers: argparse._SubParsersAction) -> None:

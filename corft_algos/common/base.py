@@ -47,7 +47,7 @@ from corft_algos.model_format import read_model, restore_model, write_model_zip,
 from corft_algos.policies import INSTRUCTION_KEY, NormalizationStats, VLAPolicy
 from corft_envs.chunking import check_chunk_settings
 from corft_envs.episode_store import EpisodeSource, store_signatures, space_differences
-from robots.extras import import_optional
+from corft_robots.extras import import_optional
 
 # TrainingDivergedError and PRECISIONS are the trainer's; users import them from here.
 __all__ = ["NORMALIZATION_BUFFERS", "PRECISIONS", "OfflineAlgorithm", "TrainingDivergedError",

@@ -29,7 +29,7 @@ from corft_envs.chunking import ActionChunk
 from corft_envs.env_arguments import CHUNK_KWARGS, combine_env_kwargs
 from corft_envs.episode_store import space_differences
 from corft_envs.rollout import ActionSource, EpisodeOutcome, run_episode
-from robots.safety import SafetyViolation
+from corft_robots.safety import SafetyViolation
 
 IMAGE_KEY = "image_front"
 #: Seed of the first evaluation episode by default: far from the seeds ``corft collect`` uses

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from corft_envs.rollout import EpisodeOutcome
-from robots.contract import CONTROL_PERIOD
+from corft_robots.contract import CONTROL_PERIOD
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -137,7 +137,7 @@ def evaluate(request: EvalRequest, notify: Callable[[str], None] = _to_stderr) -
     them which keys.
 
     :raises UsageError: for a damaged model file or settings that do not fit together.
-    :raises robots.errors.RobotError: for a fault of the arm (which was stopped).
+    :raises corft_robots.errors.RobotError: for a fault of the arm (which was stopped).
     """
     check_model_file(request.model, "--model")
     for path in request.candidate_models:

@@ -28,7 +28,7 @@ from corft_algos.distributed import Rank
 from corft_algos.model_format import ModelFileError, OldFormatError, read_model, read_model_config
 from corft_algos.presets import TrainConfig
 from corft_envs.folder_lock import FolderBusyError, FolderLock
-from robots.extras import import_optional
+from corft_robots.extras import import_optional
 
 MODEL_NAME = "model.zip"
 CHECKPOINT_DIR = "checkpoints"

@@ -13,7 +13,7 @@ from types import ModuleType
 import numpy as np
 
 from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData, EpisodeRecord, EpisodeWriter, StoreIndex
-from robots.extras import import_optional
+from corft_robots.extras import import_optional
 
 def require(module: str) -> ModuleType:
     """Import an optional package of the ``interop`` extra.

@@ -34,7 +34,7 @@ import numpy as np
 from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData, EpisodeDataset, StoreIndex, read_index
 from corft_envs.interop.common import existing_folder, index_from_json, new_output, require, write_store
 from corft_envs.interop.video import CODEC, PIXEL_FORMAT, VideoWriter, read_video
-from robots.contract import CONTROL_HZ
+from corft_robots.contract import CONTROL_HZ
 
 #: The LeRobotDataset version written and read.
 CODEBASE_VERSION = "v3.0"
