@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from corft_algos import runs
+from corft_algos.cli.common import positive_int
 from corft_algos.evaluation import DEFAULT_EVAL_SEED, video_writer, wilson_interval
 from corft_algos.presets import FROM_BASE_PRESET, PRESETS
 from corft_algos.pretrain import PretrainConfig, PretrainTraining, collect_pretraining_data, pretrain
@@ -744,7 +745,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="study directory (created, or resumed)")
     parser.add_argument("--steps", type=int, help="override the preset's gradient steps per training")
     parser.add_argument("--eval-episodes", type=int, help="override the preset's episodes per evaluation")
-    parser.add_argument("--demos", type=int, nargs="+", metavar="N",
+    parser.add_argument("--demos", type=positive_int, nargs="+", metavar="N",
                         help="override the preset's demonstration counts (run part of a study)")
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), metavar="METHOD",
                         help=f"override the preset's methods, from: {', '.join(METHODS)} (run part of a study)")
@@ -770,14 +771,10 @@ def default_jobs() -> int:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study the parsed flags describe; the exit status."""
     preset = PRESETS[args.preset]
-    overrides = {"steps": args.steps, "eval_episodes": args.eval_episodes,
-                 **{name: tuple(values) if values else None
-                    for name, values in (("demos", args.demos), ("methods", args.methods), ("seeds", args.seeds))}}
-    preset = replace(preset, **{key: value for key, value in overrides.items() if value is not None})
-    if any(count < 1 for count in preset.demos):
-        print(f"{PROG}: error: --demos must be positive counts, got {' '.join(map(str, preset.demos))}",
-              file=sys.stderr)
-        return 2
+    overrides = {"steps": args.steps, "eval_episodes": args.eval_episodes, "demos": args.demos,
+                 "methods": args.methods, "seeds": args.seeds}
+    preset = replace(preset, **{key: tuple(value) if isinstance(value, list) else value
+                                for key, value in overrides.items() if value is not None})
     if args.jobs < 1 or args.threads < 1:
         print(f"{PROG}: error: --jobs and --threads must be at least 1 (got --jobs {args.jobs}, "
               f"--threads {args.threads})", file=sys.stderr)

@@ -229,8 +229,10 @@ def test_study_command_line_refuses_bad_flags(capsys, tmp_path):
     assert "python -m benchmarks.paper: error: no training in" in capsys.readouterr().err
     assert run_from_args(parse_args(["--report", "--fresh", "--out", str(tmp_path)])) == 2
     assert "drop --fresh" in capsys.readouterr().err
-    assert run_from_args(parse_args(["--demos", "0", "--out", str(tmp_path)])) == 2
-    assert "--demos must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--demos", "0", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--demos: must be at least 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args(["--methods", "sft", "magic", "--out", str(tmp_path)])
     assert "invalid choice: 'magic'" in capsys.readouterr().err
