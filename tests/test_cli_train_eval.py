@@ -28,6 +28,7 @@ from corft_algos.cli.common import is_interrupt
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.evaluation import EpisodeOutcome, EvalResult, load_model
 from corft_algos.model_format import read_model_config
+from corft_algos.runs import EvalRequest, UsageError
 from corft_algos.sft import SFT
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.folder_lock import FolderLock
@@ -102,18 +103,33 @@ def test_best_result_has_the_higher_success_rate_then_the_shorter_cycle_time():
 
 
 def test_eval_prints_and_writes_json(trained, tmp_path, capsys):
+    """Without ``--threads`` the policy runs on one torch thread (the count is saved: it changes the rollouts),
+    and the process's own count is back afterwards."""
     out, _ = trained
     report = tmp_path / "report" / "eval.json"
-    assert main(["eval", "--model", str(out / "model.zip"), "--env", ENV_ID, "--positions", "unseen",
-                 "--episodes", "1", "--seed", "7", "--json", str(report), "--device", "cpu", "--threads", "1",
-                 "--quiet"]) == 0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["eval", "--model", str(out / "model.zip"), "--env", ENV_ID, "--positions", "unseen",
+                     "--episodes", "1", "--seed", "7", "--execute", "4", "--json", str(report), "--device", "cpu",
+                     "--quiet"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
     printed = capsys.readouterr().out
     assert "success rate" in printed and "95% CI" in printed and "episode   0  seed 7" in printed
     data = json.loads(report.read_text())
     assert set(data) == {"success_rate", "success_ci95", "cycle_time_steps", "cycle_time_s", "episodes",
-                         "env_id", "positions", "num_episodes", "seed", "named_object_first_rate"}
+                         "env_id", "positions", "num_episodes", "seed", "named_object_first_rate", "execute",
+                         "torch_threads"}
+    assert data["torch_threads"] == 1 and data["execute"] == 4
     assert data["env_id"] == ENV_ID and data["positions"] == "unseen" and data["num_episodes"] == 1
     assert data["episodes"][0]["seed"] == 7 and 0 < data["episodes"][0]["steps"] <= 150
+
+
+def test_eval_request_refuses_a_thread_count_below_one():
+    with pytest.raises(UsageError, match="threads must be at least 1 or None"):
+        EvalRequest(Path("model.zip"), threads=0)
 
 
 @pytest.mark.slow

@@ -100,6 +100,14 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
                              "for small models on a machine busy with other work")
 
 
+def add_eval_threads_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    """Declare an evaluation's ``--threads``, whose default is fixed (``default``) rather than torch's choice."""
+    parser.add_argument("--threads", type=positive_int, default=default, metavar="N",
+                        help=f"CPU threads of torch while the policy runs (default: {default}, on every machine: "
+                             "the count changes the rollouts, so evaluations pair only at the same count; it "
+                             "is also much faster on a machine busy with other work); saved in --json")
+
+
 def apply_threads(args: argparse.Namespace) -> None:
     """Set torch's intra-op thread count if ``--threads`` was given."""
     if args.threads is not None:

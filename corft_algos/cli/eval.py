@@ -13,14 +13,13 @@ from corft_algos.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     add_env_arguments,
-    add_threads_argument,
-    apply_threads,
+    add_eval_threads_argument,
     env_kwargs_of,
     is_interrupt,
     positive_int,
 )
 from corft_algos.evaluation import DEFAULT_EVAL_SEED
-from corft_algos.runs import EvalRequest, UsageError, evaluate
+from corft_algos.runs import DEFAULT_EVAL_THREADS, EvalRequest, UsageError, evaluate
 from corft_algos.selection import DEFAULT_CANDIDATE_NOISE, SELECTIONS
 from corft_envs.episode_store import DatasetError
 from corft_envs.layouts import POSITION_MODES
@@ -66,7 +65,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--workers", type=positive_int, default=1, metavar="N",
         help="sim envs: run episodes in N processes (gymnasium AsyncVectorEnv); the same result as one")
     add_env_arguments(parser)
-    add_threads_argument(parser)
+    add_eval_threads_argument(parser, DEFAULT_EVAL_THREADS)
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_eval)
 
@@ -81,13 +80,12 @@ def eval_request(args: argparse.Namespace) -> EvalRequest:
         model=args.model, env_id=args.env_id, positions=args.positions, episodes=args.episodes, seed=args.seed,
         execute=args.execute, candidates=args.candidates, selection=args.selection,
         candidate_noise=args.candidate_noise, candidate_models=tuple(args.candidate_models or ()),
-        video=args.video, json=args.json, device=args.device, workers=args.workers,
+        video=args.video, json=args.json, device=args.device, workers=args.workers, threads=args.threads,
         env_kwargs=env_kwargs_of(args), quiet=args.quiet)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``corft eval``; one error line and exit status 1 for a missing or unfitting model."""
-    apply_threads(args)
     try:
         evaluation = evaluate(eval_request(args))
     except (KeyboardInterrupt, ctypes.ArgumentError) as exc:

@@ -17,10 +17,10 @@ to change::
     print(evaluate(EvalRequest(model, episodes=20, quiet=True)).to_json()["success_rate"])
 """
 
-from corft_algos.runs.evaluating import EvalRequest, Evaluation, evaluate
+from corft_algos.runs.evaluating import DEFAULT_EVAL_THREADS, EvalRequest, Evaluation, evaluate
 from corft_algos.runs.folder import RunFolder, UsageError, check_model_file
 from corft_algos.runs.request import DEFAULT_STEPS, TrainRequest, resolve
 from corft_algos.runs.training import train
 
-__all__ = ["DEFAULT_STEPS", "EvalRequest", "Evaluation", "RunFolder", "TrainRequest", "UsageError",
+__all__ = ["DEFAULT_EVAL_THREADS", "DEFAULT_STEPS", "EvalRequest", "Evaluation", "RunFolder", "TrainRequest", "UsageError",
            "check_model_file", "evaluate", "resolve", "train"]

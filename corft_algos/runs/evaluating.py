@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from corft_algos.common.base import OfflineAlgorithm
 from corft_algos.evaluation import (
@@ -25,6 +28,10 @@ from corft_algos.evaluation import (
 from corft_algos.runs.folder import UsageError, check_model_file
 from corft_algos.selection import DEFAULT_CANDIDATE_NOISE, ChunkSelector
 from corft_envs.keyboard import TerminalKeys
+
+
+DEFAULT_EVAL_THREADS = 1
+"""torch threads of an evaluation unless told: the same on every machine, so that evaluations pair."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class EvalRequest:
     :param json: where to write the result as JSON.
     :param device: ``cpu``, ``cuda`` or ``auto``.
     :param workers: sim envs: processes running the episodes (the same result as one).
+    :param threads: torch's CPU threads while the policy runs (``None``: leave torch's setting). The count
+        changes the rollouts (floating-point sums in another order move the actions), so two evaluations pair
+        only at the same count; 1 costs about 10% on an idle 2-core machine and is far faster on a busy one.
     :param env_kwargs: further ``gym.make`` arguments (``robot_host``, ``cameras``, ``instruction``, ...).
     :param quiet: no progress bar.
     """
@@ -63,10 +73,13 @@ class EvalRequest:
     json: Path | None = None
     device: str = "auto"
     workers: int = 1
+    threads: int | None = DEFAULT_EVAL_THREADS
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads must be at least 1 or None (torch's own setting), got {self.threads}")
         object.__setattr__(self, "model", Path(self.model))
         object.__setattr__(self, "candidate_models", tuple(Path(path) for path in self.candidate_models))
         for name in ("video", "json"):
@@ -82,6 +95,7 @@ class Evaluation:
     :param model: the model evaluated (a :class:`~corft_algos.selection.ChunkSelector` with candidates).
     :param env_kwargs: the env's arguments: the training data's scene, overridden by the request's.
     :param execute: the actions run per chunk (``None``: whole chunks).
+    :param torch_threads: torch's CPU threads while the policy ran.
     :param result: the episodes and their statistics.
     """
 
@@ -89,11 +103,13 @@ class Evaluation:
     model: OfflineAlgorithm
     env_kwargs: dict[str, Any]
     execute: int | None
+    torch_threads: int
     result: EvalResult
 
     def to_json(self) -> dict[str, Any]:
-        """The report (``corft eval --json``)."""
-        return self.result.to_json()
+        """The report (``corft eval --json``): the result, and the two settings besides the seeds that decide
+        whether two evaluations pair (the actions executed per chunk and torch's thread count)."""
+        return {**self.result.to_json(), "execute": self.execute, "torch_threads": self.torch_threads}
 
     def report_lines(self) -> list[str]:
         """The lines ``corft eval`` prints: settings, one line per episode, success rate and cycle time."""
@@ -162,15 +178,29 @@ def evaluate(request: EvalRequest, notify: Callable[[str], None] = _to_stderr) -
             operator_keys = TerminalKeys()
             env_kwargs["operator_keys"] = operator_keys
             notify("Enter = success, Backspace = failure, Ctrl-C stops the arm")
-        result = run_evaluation(request, model, env_id, env_kwargs, execute)
+        with torch_threads(request.threads) as threads:
+            result = run_evaluation(request, model, env_id, env_kwargs, execute)
     finally:
         if operator_keys is not None:
             operator_keys.close()
-    evaluation = Evaluation(request, model, env_kwargs, execute, result)
+    evaluation = Evaluation(request, model, env_kwargs, execute, threads, result)
     if request.json is not None:
         request.json.parent.mkdir(parents=True, exist_ok=True)
         request.json.write_text(json.dumps(evaluation.to_json(), indent=2) + "\n", encoding="utf-8")
     return evaluation
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with torch's intra-op thread count set to ``threads`` (``None``: unchanged), restored
+    afterwards; yields the count in effect."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
 
 
 def run_evaluation(request: EvalRequest, model: OfflineAlgorithm, env_id: str, env_kwargs: dict[str, Any],
