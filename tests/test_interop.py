@@ -231,8 +231,7 @@ def _edited_lerobot(exported: Path, tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize("edit, message", [
     (lambda root, info: info.update(codebase_version="v2.1"), "LeRobotDataset v2.1, corft reads v3.0"),
     (lambda root, info: info["features"].pop("observation.images.wrist"), "observation.images.wrist"),
-    (lambda root, info: (root / "meta/corft_index.json").unlink(), "no meta/corft_index.json"),
-], ids=["old-version", "missing-feature", "not-from-corft"])
+], ids=["old-version", "missing-feature"])
 def test_lerobot_datasets_corft_cannot_import_are_one_error_line(edit, message, exported, tmp_path, capsys):
     source = _edited_lerobot(exported["lerobot"], tmp_path, edit)
     err = _fails(["import", "--format", "lerobot", str(source), "--out", str(tmp_path / "store")], capsys)

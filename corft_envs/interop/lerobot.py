@@ -1,14 +1,18 @@
-"""An episode store as a LeRobotDataset v3.0 folder, and back.
+"""An episode store as a LeRobotDataset v3.0 folder, and back; and LeRobot datasets recorded elsewhere in.
 
-Layout written (LeRobot's v3.0 layout, one file of each kind)::
+Layout written (LeRobot's v3.0 layout; :mod:`~corft_envs.interop.lerobot_files` says how files split)::
 
-    meta/info.json                                   version, fps, features, counts, path templates
+    meta/info.json                                   version, fps, features, counts, path templates, file sizes
     meta/stats.json                                  per feature: min, max, mean, std, count, q01 ... q99
     meta/tasks.parquet                               the instructions (LeRobot's tasks), indexed by task_index
-    meta/episodes/chunk-000/file-000.parquet         one row per episode: its frames, video spans, stats
+    meta/episodes/chunk-000/file-000.parquet         one row per episode: its frames, data file, video spans, stats
     meta/corft_index.json                            the store's index.json (env, spaces, every attempt)
-    data/chunk-000/file-000.parquet                  one row per frame
-    videos/observation.images.<camera>/chunk-000/file-000.mp4   each camera's frames, episode after episode
+    data/chunk-CCC/file-FFF.parquet                  one row per frame
+    videos/observation.images.<camera>/chunk-CCC/file-FFF.mp4   each camera's frames, episode after episode
+
+A data file takes episodes until the next would take it past ``data_file_mb`` (uncompressed), a video file
+until the next episode's encoding would take it past ``video_file_mb``; then the next file starts, and after
+``chunks_size`` files the next chunk folder (LeRobot's defaults: 100 MB, 200 MB, 1000 files).
 
 An episode of ``T`` steps becomes ``T + 1`` frames: frame ``t`` holds observation ``t`` (``image_<camera>``
 as ``observation.images.<camera>``, the other keys as ``observation.<key>``), ``action`` ``t``,
@@ -16,15 +20,17 @@ as ``observation.images.<camera>``, the other keys as ``observation.<key>``), ``
 observation; it has no step of its own, so it repeats the last action (as LeRobot pads past an episode's
 end), has reward 0, and ``final_observation`` is true on it alone: drop those frames to train on steps only.
 The instruction is the frame's ``task``. Everything but the images comes back exactly; the images are
-AV1 video (:mod:`corft_envs.interop.video`), within :data:`~corft_envs.interop.video.MEAN_ERROR_BOUND`.
+H.264 video (:mod:`corft_envs.interop.video`), within :data:`~corft_envs.interop.video.MEAN_ERROR_BOUND`.
 
-Importing reads a folder this module wrote: the env id, the spaces and the attempts come from
-``meta/corft_index.json``, everything per frame from the data, the videos and the tasks.
+Importing a folder this module wrote takes the env id, the spaces and the attempts from
+``meta/corft_index.json``, everything per frame from the data, the videos and the tasks. A dataset recorded
+elsewhere (no ``meta/corft_index.json``) is imported by :mod:`~corft_envs.interop.lerobot_foreign`.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,24 +39,31 @@ import numpy as np
 
 from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData, EpisodeDataset, StoreIndex, read_index
 from corft_envs.interop.common import existing_folder, index_from_json, new_output, require, write_store
-from corft_envs.interop.video import CODEC, PIXEL_FORMAT, VideoWriter, read_video
+from corft_envs.interop.lerobot_files import (
+    CHUNKS_SIZE,
+    CODEBASE_VERSION,
+    DATA_FILE_MB,
+    DATA_PATH,
+    EPISODES_PATH,
+    INFO,
+    STATS,
+    TASKS,
+    VIDEO_FILE_MB,
+    VIDEO_PATH,
+    FileNumber,
+    FrameReader,
+    read_episode_rows,
+    read_info,
+    read_tasks,
+)
+from corft_envs.interop.lerobot_foreign import import_foreign_lerobot
+from corft_envs.interop.video import CODEC, PIXEL_FORMAT, VideoWriter, concatenate_videos
 from corft_robots.contract import CONTROL_HZ
 
-#: The LeRobotDataset version written and read.
-CODEBASE_VERSION = "v3.0"
 #: Frames per second: corft's envs take one action per control period.
 FPS = CONTROL_HZ
 #: Where the store's index goes, beside LeRobot's metadata.
 CORFT_INDEX = "meta/corft_index.json"
-INFO = "meta/info.json"
-STATS = "meta/stats.json"
-TASKS = "meta/tasks.parquet"
-CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
-DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
-VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
-EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
-#: LeRobot's defaults for how many files a chunk folder and how many MB a file may hold.
-CHUNKS_SIZE, DATA_FILE_MB, VIDEO_FILE_MB = 1000, 100, 200
 #: The features every LeRobot dataset has, beside its own.
 INDEX_FEATURES = {
     "timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64", "task_index": "int64",
@@ -91,57 +104,59 @@ def features_of(meta: DatasetMeta) -> dict[str, dict[str, Any]]:
     return features
 
 
-def export_lerobot(store: Path, out: Path) -> None:
+def export_lerobot(store: Path, out: Path, data_file_mb: float = DATA_FILE_MB, video_file_mb: float = VIDEO_FILE_MB,
+                   chunks_size: int = CHUNKS_SIZE) -> None:
     """Write the episode store ``store`` as a LeRobotDataset v3.0 folder ``out`` (new or empty).
 
+    :param data_file_mb: the size (MB, uncompressed) a data file may reach before the next starts.
+    :param video_file_mb: the size (MB) a video file may reach before the next starts.
+    :param chunks_size: files per chunk folder.
     :raises DatasetError: if the store cannot be read, or ``out`` holds something.
+    :raises ValueError: for a size or a chunk size that is not positive.
     :raises ImportError: without ``pyarrow`` (``pip install 'corft[interop]'``).
     """
+    if min(data_file_mb, video_file_mb) <= 0 or chunks_size < 1:
+        raise ValueError(f"file sizes must be positive and chunks_size at least 1, got data_file_mb={data_file_mb}, "
+                         f"video_file_mb={video_file_mb}, chunks_size={chunks_size}")
     pa, pq = require("pyarrow"), require("pyarrow.parquet")
     pd = require("pandas")
     index = read_index(store)
     meta = index.meta
     features = features_of(meta)
     cameras = {key: observation_feature(meta, key) for key in meta.observation_space.spaces if is_image_key(meta, key)}
-    with EpisodeDataset(store) as dataset, new_output(out):
+    with EpisodeDataset(store) as dataset, new_output(out), tempfile.TemporaryDirectory(dir=out) as parts:
         tasks = list(dict.fromkeys(dataset.instructions))
-        videos = {feature: VideoWriter(out / VIDEO_PATH.format(video_key=feature, chunk_index=0, file_index=0),
-                                       *meta.observation_space[key].shape[:2], FPS)
-                  for key, feature in cameras.items()}
-        frames: list[dict[str, np.ndarray]] = []
+        data_files = _DataFiles(out, data_file_mb, chunks_size)
+        video_files = {feature: _VideoFiles(out, feature, Path(parts), video_file_mb, chunks_size)
+                       for feature in cameras.values()}
         episodes: list[dict[str, Any]] = []
-        try:
-            for number, episode in enumerate(dataset):
-                data = episode.load()
-                start = sum(len(f["index"]) for f in frames)
-                columns = _frame_columns(meta, data, number, start, tasks.index(data.instruction))
-                row = {"episode_index": number, "tasks": [data.instruction], "length": data.length + 1,
-                       "data/chunk_index": 0, "data/file_index": 0,
-                       "dataset_from_index": start, "dataset_to_index": start + data.length + 1}
-                for key, feature in cameras.items():
-                    video = videos[feature]
-                    row |= {f"videos/{feature}/chunk_index": 0, f"videos/{feature}/file_index": 0,
-                            f"videos/{feature}/from_timestamp": video.frames / FPS}
-                    video.append(data.observations[key])
-                    row[f"videos/{feature}/to_timestamp"] = video.frames / FPS
-                    columns[feature] = data.observations[key]
-                row |= {"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
-                row["stats"] = {name: _stats(values, features[name]["dtype"]) for name, values in columns.items()}
-                for feature in cameras.values():
-                    del columns[feature]
-                frames.append(columns)
-                episodes.append(row)
-        finally:
-            for video in videos.values():
-                video.close()
-        table = {name: np.concatenate([f[name] for f in frames]) for name in frames[0]} if frames else {}
-        pq.write_table(_arrow_table(pa, table), _new_file(out / DATA_PATH.format(chunk_index=0, file_index=0)))
+        frames = 0
+        for number, episode in enumerate(dataset):
+            data = episode.load()
+            columns = _frame_columns(meta, data, number, frames, tasks.index(data.instruction))
+            row = {"episode_index": number, "tasks": [data.instruction], "length": data.length + 1,
+                   "dataset_from_index": frames, "dataset_to_index": frames + data.length + 1}
+            stats = {name: _stats(values, features[name]["dtype"]) for name, values in columns.items()}
+            file = data_files.add(columns)
+            row |= {"data/chunk_index": file.chunk_index, "data/file_index": file.file_index}
+            for key, feature in cameras.items():
+                file, start, end = video_files[feature].add(data.observations[key])
+                row |= {f"videos/{feature}/chunk_index": file.chunk_index,
+                        f"videos/{feature}/file_index": file.file_index,
+                        f"videos/{feature}/from_timestamp": start / FPS, f"videos/{feature}/to_timestamp": end / FPS}
+                stats[feature] = _stats(data.observations[key], "video")
+            row |= {"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0, "stats": stats}
+            episodes.append(row)
+            frames += data.length + 1
+        data_files.close()
+        for videos in video_files.values():
+            videos.close()
         stats = {name: _aggregate([row["stats"][name] for row in episodes]) for name in features} if episodes else {}
         for row in episodes:
             row |= {f"stats/{name}/{stat}": value.tolist() for name, values in row.pop("stats").items()
                     for stat, value in values.items()}
         pq.write_table(pa.Table.from_pylist(episodes),
-                       _new_file(out / EPISODES_PATH.format(chunk_index=0, file_index=0)))
+                       _new_file(out / FileNumber().path(EPISODES_PATH)))
         pq.write_table(pa.Table.from_pandas(pd.DataFrame({"task_index": np.arange(len(tasks))},
                                                          index=pd.Index(tasks, name="task"))), out / TASKS)
         for feature in cameras.values():
@@ -150,8 +165,8 @@ def export_lerobot(store: Path, out: Path) -> None:
                 "video.height": height, "video.width": width, "video.codec": CODEC, "video.pix_fmt": PIXEL_FORMAT,
                 "is_depth_map": False, "video.fps": FPS, "video.channels": channels, "has_audio": False}
         info = {"codebase_version": CODEBASE_VERSION, "robot_type": "fr3", "total_episodes": len(episodes),
-                "total_frames": len(table.get("index", ())), "total_tasks": len(tasks), "chunks_size": CHUNKS_SIZE,
-                "data_files_size_in_mb": DATA_FILE_MB, "video_files_size_in_mb": VIDEO_FILE_MB, "fps": FPS,
+                "total_frames": frames, "total_tasks": len(tasks), "chunks_size": chunks_size,
+                "data_files_size_in_mb": data_file_mb, "video_files_size_in_mb": video_file_mb, "fps": FPS,
                 "splits": {"train": f"0:{len(episodes)}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
                 "features": features}
         _write_json(out / INFO, info)
@@ -159,20 +174,102 @@ def export_lerobot(store: Path, out: Path) -> None:
         _write_json(out / CORFT_INDEX, index.to_json())
 
 
-def import_lerobot(source: Path, out: Path) -> None:
-    """Write the LeRobotDataset v3.0 folder ``source``, written by :func:`export_lerobot`, as an episode store at
-    ``out`` (new or empty).
+class _DataFiles:
+    """The data parquet files: episodes' frame columns gathered into one file until the next episode would take
+    it past the size limit."""
 
-    :raises DatasetError: if ``source`` is missing, of another LeRobot version, not written by corft, lacks a
-        feature the store needs, or ``out`` holds something.
+    def __init__(self, out: Path, file_mb: float, chunks_size: int) -> None:
+        self._pa, self._pq = require("pyarrow"), require("pyarrow.parquet")
+        self.out, self.limit, self.chunks_size = out, file_mb * 1e6, chunks_size
+        self.number = FileNumber()
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._bytes = 0
+
+    def add(self, columns: dict[str, np.ndarray]) -> FileNumber:
+        """Take one episode's columns; return the file it goes into."""
+        size = sum(values.nbytes for values in columns.values())
+        if self._pending and self._bytes + size > self.limit:
+            self._write()
+            self.number = self.number.next(self.chunks_size)
+        self._pending.append(columns)
+        self._bytes += size
+        return self.number
+
+    def close(self) -> None:
+        """Write the last file."""
+        if self._pending:
+            self._write()
+
+    def _write(self) -> None:
+        table = {name: np.concatenate([columns[name] for columns in self._pending]) for name in self._pending[0]}
+        self._pq.write_table(_arrow_table(self._pa, table), _new_file(self.out / self.number.path(DATA_PATH)))
+        self._pending, self._bytes = [], 0
+
+
+class _VideoFiles:
+    """One camera's video files: each episode encoded on its own (its size is then known), and the episodes of
+    a file joined without re-encoding once the next would take it past the size limit."""
+
+    def __init__(self, out: Path, feature: str, parts: Path, file_mb: float, chunks_size: int) -> None:
+        self.out, self.feature, self.parts, self.limit, self.chunks_size = out, feature, parts, file_mb * 1e6, chunks_size
+        self.number = FileNumber()
+        self._pending: list[Path] = []
+        self._bytes = self._frames = self._encoded = 0
+
+    def add(self, frames: np.ndarray) -> tuple[FileNumber, int, int]:
+        """Encode one episode's ``(T + 1, H, W, 3)`` frames; return its file and its frame span in the file."""
+        part = self.parts / f"{self.feature}-{self._encoded}.mp4"
+        self._encoded += 1
+        writer = VideoWriter(part, *frames.shape[1:3], FPS)
+        try:
+            writer.append(frames)
+        finally:
+            writer.close()
+        size = part.stat().st_size
+        if self._pending and self._bytes + size > self.limit:
+            self._write()
+            self.number = self.number.next(self.chunks_size)
+        self._pending.append(part)
+        start = self._frames
+        self._bytes, self._frames = self._bytes + size, self._frames + len(frames)
+        return self.number, start, self._frames
+
+    def close(self) -> None:
+        """Write the last file."""
+        if self._pending:
+            self._write()
+
+    def _write(self) -> None:
+        target = self.out / self.number.path(VIDEO_PATH, video_key=self.feature)
+        if len(self._pending) == 1:
+            _new_file(target)
+            self._pending[0].replace(target)
+        else:
+            concatenate_videos(self._pending, target)
+            for part in self._pending:
+                part.unlink()
+        self._pending, self._bytes, self._frames = [], 0, 0
+
+
+def import_lerobot(source: Path, out: Path, image_size: int | None = None, demos_succeed: bool = False) -> None:
+    """Write the LeRobotDataset v3.0 folder ``source`` as an episode store at ``out`` (new or empty).
+
+    A dataset :func:`export_lerobot` wrote comes back as the store it was. One recorded elsewhere is converted
+    by :func:`~corft_envs.interop.lerobot_foreign.import_foreign_lerobot`, which takes ``image_size`` and
+    ``demos_succeed``; for a corft export these must be left unset.
+
+    :raises DatasetError: if ``source`` is missing, of another LeRobot version, lacks a feature the store
+        needs, or ``out`` holds something.
     :raises ImportError: without ``pyarrow`` (``pip install 'corft[interop]'``).
     """
-    pq = require("pyarrow.parquet")
     existing_folder(source, "a LeRobotDataset v3.0 (meta/info.json, data/, videos/)")
-    info = _read_info(source)
+    info = read_info(source)
     if not (source / CORFT_INDEX).is_file():
-        raise DatasetError(f"{source}: no {CORFT_INDEX}; corft imports the LeRobot datasets that `corft export` "
-                           "wrote (that file holds the env id, the spaces and the attempts an episode store records)")
+        import_foreign_lerobot(source, out, info, image_size=image_size, demos_succeed=demos_succeed)
+        return
+    if image_size is not None or demos_succeed:
+        raise DatasetError(f"{source} was written by `corft export` and comes back as the store it was: drop "
+                           "--image-size and --demos-succeed, which convert datasets recorded elsewhere")
     index = index_from_json((source / CORFT_INDEX).read_text(encoding="utf-8"), str(source / CORFT_INDEX))
     expected = features_of(index.meta)
     missing = [f"{name} ({spec['dtype']} {spec['shape']})" for name, spec in expected.items()
@@ -180,80 +277,31 @@ def import_lerobot(source: Path, out: Path) -> None:
     if missing:
         raise DatasetError(f"{source / INFO}: features missing or of another shape: {', '.join(missing)}; "
                            f"a store of {index.meta.env_id} needs them all")
-    rows = pq.read_table(source / EPISODES_PATH.format(chunk_index=0, file_index=0)).to_pylist()
+    rows = read_episode_rows(source)
     if len(rows) != len(index.episodes):
         raise DatasetError(f"{source}: {len(rows)} episodes, but {CORFT_INDEX} lists {len(index.episodes)}")
-    with new_output(out):
-        write_store(out, index, _episodes(pq, source, info, index, rows))
+    with new_output(out), FrameReader(source, info) as reader:
+        write_store(out, index, _episodes(source, reader, index, rows))
 
 
-def _read_info(source: Path) -> dict[str, Any]:
-    """``meta/info.json``, checked to be of LeRobot's v3.0.
-
-    :raises DatasetError: if it is missing, unreadable, or of another version.
-    """
-    path = source / INFO
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing; {source} is not a LeRobot dataset")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        version, features = info["codebase_version"], info["features"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
-    if version != CODEBASE_VERSION:
-        advice = (" convert it first with LeRobot's `python -m lerobot.scripts.convert_dataset_v21_to_v30`"
-                  if str(version).startswith("v2") else "")
-        raise DatasetError(f"{path}: LeRobotDataset {version}, corft reads {CODEBASE_VERSION};"
-                           f"{advice or ' export it again'}")
-    if not isinstance(features, dict):
-        raise DatasetError(f"{path}: 'features' is not an object")
-    return info
-
-
-def _episodes(pq: Any, source: Path, info: dict[str, Any], index: StoreIndex,
+def _episodes(source: Path, reader: FrameReader, index: StoreIndex,
               rows: list[dict[str, Any]]) -> Iterator[EpisodeData]:
     """The episodes of the dataset, in order, rebuilt from the data parquet, the videos and the tasks."""
     meta = index.meta
-    tasks = pq.read_table(source / TASKS).to_pydict()
-    instructions = dict(zip(tasks["task_index"], tasks["task"]))
-    data = pq.read_table(source / DATA_PATH.format(chunk_index=0, file_index=0))
-    columns = {name: _column(data, name) for name in data.column_names}
+    instructions = read_tasks(source)
     cameras = {key: observation_feature(meta, key) for key in meta.observation_space.spaces if is_image_key(meta, key)}
-    videos = {feature: read_video(source / VIDEO_PATH.format(video_key=feature, chunk_index=0, file_index=0))
-              for feature in cameras.values()}
     for row, record in zip(rows, index.episodes):
-        frames = slice(row["dataset_from_index"], row["dataset_to_index"])
+        columns = reader.columns(row)
         steps = row["length"] - 1
-        observations = {key: columns[observation_feature(meta, key)][frames].astype(meta.observation_space[key].dtype)
+        observations = {key: columns[observation_feature(meta, key)].astype(meta.observation_space[key].dtype)
                         for key in meta.observation_space.spaces if not is_image_key(meta, key)}
         for key, feature in cameras.items():
-            observations[key] = _video_frames(videos[feature], row["length"], source / feature)
-        task = columns["task_index"][frames]
+            observations[key] = reader.video(row, feature)
         yield EpisodeData(observations=observations,
-                          actions=columns["action"][frames][:steps].astype(meta.action_space.dtype),
-                          rewards=columns["next.reward"][frames][:steps],
-                          is_success=columns["next.success"][frames][:steps],
-                          instruction=instructions[int(task[0])], seed=record.seed, terminated=record.terminated,
-                          truncated=record.truncated)
-
-
-def _column(table: Any, name: str) -> np.ndarray:
-    """A data parquet column as an array, ``(frames, n)`` for fixed-size lists."""
-    column = table.column(name).combine_chunks()
-    if hasattr(column, "flatten"):
-        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
-    return column.to_numpy(zero_copy_only=False)
-
-
-def _video_frames(video: Iterator[np.ndarray], count: int, name: Path) -> np.ndarray:
-    """The next ``count`` frames of ``video``.
-
-    :raises DatasetError: if it ends first.
-    """
-    frames = [frame for _, frame in zip(range(count), video)]
-    if len(frames) < count:
-        raise DatasetError(f"{name}: the video ends before the frames its episodes list")
-    return np.stack(frames)
+                          actions=columns["action"][:steps].astype(meta.action_space.dtype),
+                          rewards=columns["next.reward"][:steps], is_success=columns["next.success"][:steps],
+                          instruction=instructions[int(columns["task_index"][0])], seed=record.seed,
+                          terminated=record.terminated, truncated=record.truncated)
 
 
 def _frame_columns(meta: DatasetMeta, data: EpisodeData, episode: int, start: int, task: int) -> dict[str, np.ndarray]:

@@ -10,7 +10,9 @@ and wrist camera); :data:`MEAN_ERROR_BOUND` is what the tests allow.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +76,20 @@ def read_video(path: Path) -> Iterator[np.ndarray]:
             yield np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
     finally:
         reader.close()
+
+
+def concatenate_videos(parts: Sequence[Path], out: Path) -> None:
+    """Join MP4 files of the same encoding into ``out``, one after the other, without re-encoding (ffmpeg's
+    concat demuxer, stream copy): frame for frame what the parts hold.
+
+    :raises RuntimeError: if ffmpeg fails, with its message.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        listing = Path(folder) / "parts.txt"
+        listing.write_text("".join(f"file '{part.resolve()}'\n" for part in parts), encoding="utf-8")
+        ffmpeg = require("imageio_ffmpeg").get_ffmpeg_exe()
+        done = subprocess.run([ffmpeg, "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
+                               "-y", str(out)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not join {len(parts)} videos into {out}: {done.stderr.strip()}")
