@@ -13,9 +13,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from corft_algos.evaluation import ChunkPolicy, observation_differences
 from corft_algos.policies import INSTRUCTION_KEY
+from corft_algos.selection import perturbed_chunk
 from corft_envs.chunking import ActionChunk
 
 
@@ -27,12 +29,19 @@ class PolicyActor:
     ``horizon`` actions: collecting with ``chunk_size`` K below the model's H
     replans every K actions, as ``corft eval --execute K`` does.
 
+    With ``noise`` σ > 0 every chunk is moved by one Gaussian offset (:func:`~corft_algos.selection.perturbed_chunk`),
+    drawn from a generator seeded with the episode's seed at :meth:`reset`: an episode's actions depend on its
+    seed alone, so a resumed collection equals an uninterrupted one.
+
     :param model: a trained corft model.
     :param env: the env the collector acts in (its observations must be the model's).
-    :raises ValueError: if the env's observations differ from the model's.
+    :param noise: σ of the chunks' offsets, normalised action units (0: the model's own chunks).
+    :raises ValueError: if the env's observations differ from the model's, or ``noise`` is negative.
     """
 
-    def __init__(self, model: ChunkPolicy, env: gym.Env) -> None:
+    def __init__(self, model: ChunkPolicy, env: gym.Env, noise: float = 0.0) -> None:
+        if not noise >= 0:
+            raise ValueError(f"the policy's noise must be >= 0, got {noise}")
         problems = observation_differences(model, env)
         if problems:
             raise ValueError("the policy does not fit the env: " + "; ".join(problems)
@@ -41,18 +50,24 @@ class PolicyActor:
         if horizon > model.chunk_size:
             raise ValueError(f"the policy predicts {model.chunk_size} actions per chunk, the collector asks for "
                              f"{horizon}: pass --chunk-size {model.chunk_size} or less")
-        self.model, self.env = model, env
+        self.model, self.env, self.noise = model, env, float(noise)
+        self._generator = torch.Generator(device=model.policy.device)
         self._episode_start = True
 
     def reset(self, seed: int) -> None:
-        """A new episode: the next prediction starts it (the model's state, if any, is reset)."""
+        """A new episode: the next prediction starts it (the model's state, if any, is reset), and its
+        offsets are drawn from ``seed``."""
+        self._generator.manual_seed(seed)
         self._episode_start = True
 
     def act_chunk(self, observation: dict[str, np.ndarray], horizon: int) -> np.ndarray:
         """The first ``horizon`` actions of the model's chunk for ``observation``, ``(horizon, A)``."""
         with_instruction: dict[str, Any] = {**observation, INSTRUCTION_KEY: self.env.unwrapped.instruction}
-        chunk, _ = self.model.predict(with_instruction, episode_start=np.array([self._episode_start]),
-                                      deterministic=True)
+        if self.noise > 0:
+            chunk = perturbed_chunk(self.model, with_instruction, self.noise, self._generator)
+        else:
+            chunk, _ = self.model.predict(with_instruction, episode_start=np.array([self._episode_start]),
+                                          deterministic=True)
         self._episode_start = False
         return np.asarray(chunk)[:horizon]
 

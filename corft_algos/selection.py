@@ -62,6 +62,29 @@ def candidate_chunks(mean: torch.Tensor, n_candidates: int, noise: float,
     return torch.cat([mean.unsqueeze(1), others], dim=1)
 
 
+def observation_context(policy: Any, observation: dict[str, Any]) -> tuple[int | None, torch.Tensor]:
+    """The policy's context tokens ``(B, L, d)`` for an observation (with its instruction) in eval mode, and the
+    batch size (``None`` for one unbatched observation)."""
+    batch, tensors = policy.observation_tensors(observation)
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        return batch, policy.encode(tensors, tensors[INSTRUCTION_KEY])
+
+
+def perturbed_chunk(model: Any, observation: dict[str, Any], noise: float,
+                    generator: torch.Generator | None = None) -> np.ndarray:
+    """The model's chunk for one observation moved by one offset, env actions ``(H, A)``: ``μ(c_t) + σ ε`` in
+    normalised action units, ``ε ~ N(0, I)`` shared by the chunk's steps, the gripper as the model's (a
+    candidate of :func:`candidate_chunks`). Exploration for ``corft collect --policy-noise``: rollouts whose
+    actions vary around the policy's show the critic what other actions in the same states lead to."""
+    policy = model.policy
+    _, context = observation_context(policy, observation)
+    with torch.no_grad():
+        continuous, logits = policy.action_expert(context)
+        offset = candidate_chunks(continuous, 2, noise, generator)[:, 1]
+        return policy.raw_actions(offset, logits)[0].cpu().numpy()
+
+
 def pessimistic_chunk_values(critic: torch.nn.Module, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """``min_k Q_k^{(H−1)}(c, a)`` of every candidate: ``context`` ``(B, L, d)``, ``actions`` ``(B, N, H, A)``
     normalised -> ``(B, N)``."""
@@ -127,11 +150,8 @@ class ChunkSelector:
                 episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """The chosen chunk ``(H, A)`` for one observation (``(B, H, A)`` for a batch), as the model's ``predict``."""
-        policy = self.model.policy
-        batch, tensors = policy.observation_tensors(observation)
-        policy.set_training_mode(False)
+        batch, context = observation_context(self.model.policy, observation)
         with torch.no_grad():
-            context = policy.encode(tensors, tensors[INSTRUCTION_KEY])
             if self.members:
                 chunk = self.select_among(context, self.member_chunks(observation, batch is None))
             else:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,8 @@ import torch
 from gymnasium.wrappers import FilterObservation
 
 from corft_algos.callbacks import is_better, list_checkpoints
-from corft_algos.cli import main
+from corft_algos.cli import build_parser, main
+from corft_algos.cli.collect import actor_arguments, collect_command, collect_config
 from corft_algos.cli.common import is_interrupt
 from corft_algos.common.base import TrainingDivergedError
 from corft_algos.evaluation import EpisodeOutcome, EvalResult, load_model
@@ -186,6 +188,45 @@ def test_collect_records_a_trained_policys_rollouts_with_their_failures(trained,
     args = train_args(dataset, tmp_path / "run", 2)
     data = args.index("--data") + 2
     assert main(args[:data] + [str(store)] + args[data:]) == 0, capsys.readouterr().err
+
+
+def test_collect_policy_noise_moves_each_chunk_by_one_offset_drawn_from_the_episode_seed(trained, tmp_path, capsys):
+    out, _ = trained
+    model = load_model(out / "model.zip", device="cpu")
+    stores = [tmp_path / "noisy", tmp_path / "again"]
+    for store in stores:
+        assert main(["collect", "--env", ENV_ID, "--policy", str(out / "model.zip"), "--policy-noise", "0.3",
+                     "--episodes", "1", "--keep-failures", "--chunk-size", "5", "--seed", "3", "--out", str(store),
+                     "--quiet"]) == 0, capsys.readouterr().err
+    with EpisodeDataset(stores[0]) as noisy, EpisodeDataset(stores[1]) as again:
+        episode = noisy[0].load()
+        np.testing.assert_array_equal(episode.actions, again[0].load().actions)  # the seed decides the offsets
+        observation = {key: value[0] for key, value in episode.observations.items()}
+        own, _ = model.predict({**observation, "instruction": episode.instruction}, episode_start=np.array([True]))
+        policy = model.policy
+        recorded = policy.normalize_actions(torch.as_tensor(episode.actions[:5]))
+        expected = policy.normalize_actions(torch.as_tensor(own[:5]))
+        shift = (recorded - expected)[:, policy.continuous_index].numpy()
+        inside = np.all((episode.actions[:5] > noisy.action_space.low) & (episode.actions[:5] < noisy.action_space.high),
+                        axis=0)[policy.continuous_index.numpy()]  # dims the action bounds did not clip
+        assert inside.any()
+        np.testing.assert_allclose(shift[:, inside], np.broadcast_to(shift[:1, inside], shift[:, inside].shape),
+                                   atol=1e-4)  # one offset for the whole chunk
+        assert np.abs(shift[0, inside]).max() > 0.01
+        np.testing.assert_array_equal(episode.actions[:5, policy.binary_index.numpy()],
+                                      own[:5, policy.binary_index.numpy()])  # the gripper as the model's
+    assert main(["collect", "--env", ENV_ID, "--episodes", "1", "--out", str(tmp_path / "x"), "--policy-noise", "0.3",
+                 "--quiet"]) == 1
+    assert "pass --policy MODEL too" in capsys.readouterr().err
+
+
+def test_collect_resume_command_keeps_the_acting_policy(tmp_path):
+    args = build_parser().parse_args(["collect", "--env", ENV_ID, "--episodes", "4", "--out", str(tmp_path / "r"),
+                                      "--policy", "runs/sft/model.zip", "--policy-noise", "0.2", "--keep-failures"])
+    words = shlex.split(collect_command(collect_config(args), actor_arguments(args)))
+    again = build_parser().parse_args(words[1:])
+    assert collect_config(again) == collect_config(args)
+    assert (again.policy, again.policy_noise) == (Path("runs/sft/model.zip"), 0.2)
 
 
 def test_collect_policy_errors_are_clear(trained, tmp_path, capsys):

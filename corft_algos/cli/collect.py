@@ -10,7 +10,7 @@ import dataclasses
 import json
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,6 +21,7 @@ from corft_algos.cli.common import (
     add_env_arguments,
     env_kwargs_of,
     is_interrupt,
+    non_negative_float,
     positive_int,
 )
 from corft_algos.evaluation import load_model, model_image_size, rollout_execute
@@ -69,14 +70,34 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         help="record a trained model's rollouts instead of the scripted expert (with --keep-failures: offline RL "
              "data with failures); it replans every --chunk-size actions (default: its whole chunk), and "
              "--image-size defaults to its own")
+    add("--policy-noise", type=non_negative_float, default=0.0, metavar="SIGMA",
+        help="with --policy: move each of its chunks by one Gaussian offset of σ SIGMA, normalised action units "
+             "(as `corft eval --candidates` draws them), seeded by the episode's seed: rollouts whose actions vary "
+             "around the policy's, for a critic to learn what other actions lead to (default: 0, its own chunks)")
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_collect)
 
 
-def collect_command(config: CollectConfig) -> str:
-    """The ``corft collect`` command line that runs ``config`` (and resumes it)."""
+def actor_arguments(args: argparse.Namespace) -> list[str]:
+    """The flags that choose who acts (``--policy``, ``--policy-noise``, ``--teleop``, ``--teleop-script``), as
+    given: what :func:`collect_command` adds for a resume to record the same actor."""
+    words: list[str] = []
+    if args.policy is not None:
+        words += ["--policy", str(args.policy)]
+        if args.policy_noise:
+            words += ["--policy-noise", str(args.policy_noise)]
+    if args.teleop is not None:
+        words += ["--teleop", args.teleop]
+    if args.teleop_script is not None:
+        words += ["--teleop-script", str(args.teleop_script)]
+    return words
+
+
+def collect_command(config: CollectConfig, actor: Sequence[str] = ()) -> str:
+    """The ``corft collect`` command line that runs ``config`` (and resumes it), with the ``actor`` flags
+    (:func:`actor_arguments`; none: the scripted expert)."""
     words = ["corft", "collect", "--env", config.env_id, "--episodes", str(config.episodes),
-             "--positions", config.positions, "--out", str(config.out), "--seed", str(config.seed)]
+             "--positions", config.positions, "--out", str(config.out), "--seed", str(config.seed), *actor]
     if config.keep_failures:
         words.append("--keep-failures")
     optional = {"--chunk-size": config.chunk_size, "--image-size": config.image_size,
@@ -146,6 +167,8 @@ def with_model_policy(args: argparse.Namespace,
     :raises UsageError: for ``--policy`` together with ``--teleop``.
     """
     if args.policy is None:
+        if args.policy_noise:
+            raise UsageError("--policy-noise moves a trained policy's chunks: pass --policy MODEL too")
         return config, None
     if args.teleop is not None:
         raise UsageError("--policy and --teleop both choose who acts: pass one of them")
@@ -153,7 +176,7 @@ def with_model_policy(args: argparse.Namespace,
     model = load_model(args.policy, device="cpu")
     config = dataclasses.replace(config, chunk_size=config.chunk_size or rollout_execute(model) or model.chunk_size,
                                  image_size=config.image_size or model_image_size(model))
-    return config, lambda env: PolicyActor(model, env)
+    return config, lambda env: PolicyActor(model, env, noise=args.policy_noise)
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -168,13 +191,14 @@ def run_collect(args: argparse.Namespace) -> int:
         if not is_interrupt(exc):
             raise
         saved = len(episode_files(config.out)) if config.out.is_dir() else 0
-        print(f"\ninterrupted: {saved} episodes saved in {config.out}; resume with:\n  {collect_command(config)}",
+        resume = collect_command(config, actor_arguments(args))
+        print(f"\ninterrupted: {saved} episodes saved in {config.out}; resume with:\n  {resume}",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except (RobotError, KeyScriptExhausted) as exc:
         saved = len(episode_files(config.out)) if config.out.is_dir() else 0
         print(f"corft collect: error: {exc}\n{saved} episodes saved in {config.out}; the arm was stopped. "
-              f"Resume with:\n  {collect_command(config)}", file=sys.stderr)
+              f"Resume with:\n  {collect_command(config, actor_arguments(args))}", file=sys.stderr)
         return EXIT_ERROR
     except (UsageError, DatasetError, CollectionError, FileNotFoundError, TypeError, ValueError,
             gym.error.Error) as exc:
