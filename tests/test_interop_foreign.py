@@ -1,6 +1,7 @@
-"""`corft import --format lerobot` of LeRobot v3.0 datasets that corft did not write: another robot's keys and
-action size, AV1 video at 30 fps, PNG image features, non-square frames, data and videos split over several
-files, no rewards; and LeRobot exports of a store split over several files."""
+"""`corft import` of datasets that corft did not write: LeRobot v3.0 (another robot's keys and action size, AV1
+video at 30 fps, PNG image features, non-square frames, data and videos split over several files, no rewards)
+and Minari (nested Dict observations, success infos or none); and LeRobot exports of a store split over several
+files."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ import json
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import imageio_ffmpeg
+import minari
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from minari.data_collector import EpisodeBuffer
 from PIL import Image
 
 from corft_algos.cli import main
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.interop.lerobot import export_lerobot
 from corft_envs.interop.lerobot_foreign import resize_frames
+from corft_envs.interop.minari import export_minari
 from corft_envs.interop.video import MEAN_ERROR_BOUND
 from tests.helpers import TINY_POLICY
 
@@ -247,10 +252,7 @@ def test_an_export_split_over_files_and_chunks_comes_back_whole(tiny_dataset, tm
             assert error.mean() <= MEAN_ERROR_BOUND
 
 
-def test_options_of_another_format_or_an_export_are_refused(foreign, tiny_dataset, tmp_path, capsys):
-    assert "image_size does not apply to a minari import" in _fails(
-        ["import", "--format", "minari", str(foreign[0]), "--out", str(tmp_path / "m"), "--image-size", "32"],
-        capsys)
+def test_options_of_another_format_or_for_an_export_are_refused(tiny_dataset, tmp_path, capsys):
     assert "video_file_mb does not apply to a minari export" in _fails(
         ["export", "--format", "minari", "--data", str(tiny_dataset), "--out", str(tmp_path / "e"),
          "--video-file-mb", "5"], capsys)
@@ -258,3 +260,72 @@ def test_options_of_another_format_or_an_export_are_refused(foreign, tiny_datase
     export_lerobot(tiny_dataset, exported)
     assert "drop --image-size and --demos-succeed" in _fails(
         ["import", "--format", "lerobot", str(exported), "--out", str(tmp_path / "s"), "--demos-succeed"], capsys)
+    export_minari(tiny_dataset, tmp_path / "exported_minari")
+    assert "drop --image-size, --demos-succeed and --instruction" in _fails(
+        ["import", "--format", "minari", str(tmp_path / "exported_minari"), "--out", str(tmp_path / "s"),
+         "--image-size", "32"], capsys)
+
+
+def _minari_dataset(root: Path, dataset_id: str, with_infos: bool, monkeypatch) -> Path:
+    """A Minari dataset as another project records one with Minari's own API: nested Dict observations (a
+    64x96 camera and a 4-D position), a 2-D action, one episode ending in success and one truncated."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    observation_space = gym.spaces.Dict({
+        "pixels": gym.spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8),
+        "agent": gym.spaces.Dict({"pos": gym.spaces.Box(-1, 1, (4,), np.float32)})})
+    rng = np.random.default_rng(1)
+    buffers = []
+    for number, (steps, succeeds) in enumerate(((6, True), (9, False))):
+        success = np.zeros(steps + 1, bool)
+        success[-1] = succeeds
+        buffers.append(EpisodeBuffer(
+            id=number, seed=40 + number,
+            observations={"pixels": _frames(steps + 1, 3 * number),
+                          "agent": {"pos": rng.uniform(-1, 1, (steps + 1, 4)).astype(np.float32)}},
+            actions=rng.uniform(-1, 1, (steps, 2)).astype(np.float32), rewards=list(success[1:].astype(float)),
+            terminations=list(np.arange(steps) == steps - 1 if succeeds else np.zeros(steps, bool)),
+            truncations=list(np.zeros(steps, bool) if succeeds else np.arange(steps) == steps - 1),
+            infos={"success": success} if with_infos else {}))
+    minari.create_dataset_from_buffers(dataset_id, buffers, observation_space=observation_space,
+                                       action_space=gym.spaces.Box(-1, 1, (2,), np.float32), data_format="hdf5",
+                                       jpeg_encoding=False)
+    return root / dataset_id
+
+
+def test_a_foreign_minari_dataset_imports_with_its_nested_keys_and_success(tmp_path, capsys, monkeypatch):
+    source = _minari_dataset(tmp_path / "minari", "elsewhere/reach/expert-v0", True, monkeypatch)
+    out = tmp_path / "store"
+    assert "give --image-size N" in _fails(["import", "--format", "minari", str(source), "--out", str(out)], capsys)
+    assert "drop --demos-succeed" in _fails(["import", "--format", "minari", str(source), "--out", str(out),
+                                             "--image-size", "32", "--demos-succeed"], capsys)
+    assert main(["import", "--format", "minari", str(source), "--out", str(out), "--image-size", "32",
+                 "--instruction", "reach the goal"]) == 0
+    original = minari.MinariDataset(source / "data")
+    with EpisodeDataset(out) as store:
+        assert store.meta.env_id == "minari:elsewhere/reach/expert-v0"
+        assert set(store.meta.observation_space.spaces) == {"image_pixels", "agent_pos"}
+        assert store.seeds == [40, 41] and store.instructions == ["reach the goal"] * 2
+        for before, episode in zip(original.iterate_episodes(), store):
+            after = episode.load()
+            np.testing.assert_array_equal(after.actions, before.actions)
+            np.testing.assert_array_equal(after.rewards, np.asarray(before.rewards, np.float32))
+            np.testing.assert_array_equal(after.is_success, np.asarray(before.infos["success"])[1:])
+            np.testing.assert_array_equal(after.observations["agent_pos"], before.observations["agent"]["pos"])
+            np.testing.assert_array_equal(after.observations["image_pixels"],
+                                          resize_frames(before.observations["pixels"], 32))  # stored raw: exact
+        first, second = store[0].load(), store[1].load()
+        assert first.success and first.terminated and not second.success and second.truncated
+
+
+def test_a_foreign_minari_dataset_without_success_needs_demos_succeed(tmp_path, capsys, monkeypatch):
+    source = _minari_dataset(tmp_path / "minari", "elsewhere/reach/plain-v0", False, monkeypatch)
+    out = tmp_path / "store"
+    assert "say so with --demos-succeed" in _fails(["import", "--format", "minari", str(source), "--out", str(out),
+                                                    "--image-size", "32"], capsys)
+    assert not out.exists()
+    assert main(["import", "--format", "minari", str(source), "--out", str(out), "--image-size", "32",
+                 "--demos-succeed"]) == 0
+    with EpisodeDataset(out) as store:
+        assert all(episode.load().is_success.tolist() == [False] * (length - 1) + [True]
+                   for episode, length in zip(store, store.lengths))
+        assert store.instructions == ["", ""]

@@ -16,13 +16,14 @@ def add_import_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``corft import``."""
     parser = subparsers.add_parser(
         "import",
-        help="write a LeRobot dataset, or a LeRobot or Minari dataset exported by corft, as an episode store",
+        help="write a LeRobot or Minari dataset (exported by corft or recorded elsewhere) as an episode store",
         description=(
             "Write a LeRobotDataset v3.0 or a Minari dataset that `corft export` wrote back as an episode store: "
             "the same episodes, attempts and settings as the store it came from (LeRobot: images within the "
-            "video encoding's error). A LeRobotDataset v3.0 recorded elsewhere becomes a store of its cameras "
-            "(image_<camera>), its observation vectors (state), actions, rewards, success and tasks, for "
-            "training (--image-size, --demos-succeed). Needs the interop extra: pip install 'corft[interop]'."
+            "video encoding's error). A LeRobotDataset v3.0 or a Minari dataset recorded elsewhere becomes a store "
+            "of its cameras (image_<camera>), its observation vectors (state), actions, rewards, success and "
+            "instructions, for training (--image-size, --demos-succeed, --instruction). Needs the interop extra: "
+            "pip install 'corft[interop]'."
         ),
     )
     parser.add_argument("--format", choices=sorted(FORMATS), required=True, help="the format of SRC")
@@ -30,19 +31,23 @@ def add_import_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, metavar="STORE", required=True,
                         help="the episode store to write (must be new or empty)")
     parser.add_argument("--image-size", type=positive_int, metavar="N",
-                        help="lerobot, recorded elsewhere: crop each frame's centre square and resize it to N px "
+                        help="a dataset recorded elsewhere: crop each frame's centre square and resize it to N px "
                              "(needed when the cameras' frames are not square and of one size)")
     parser.add_argument("--demos-succeed", action="store_true",
-                        help="lerobot, recorded elsewhere, without next.reward or next.success: every episode is a "
-                             "successful demonstration (reward 1 and success on its last step)")
+                        help="a dataset recorded elsewhere that records no success (LeRobot: next.reward or "
+                             "next.success; Minari: infos success or is_success): every episode is a successful "
+                             "demonstration (success on its last step; LeRobot: reward 1 there)")
+    parser.add_argument("--instruction", metavar="TEXT",
+                        help="minari, recorded elsewhere: each episode's instruction where its metadata has none "
+                             "(default: none)")
     parser.set_defaults(handler=run_import)
 
 
 def run_import(args: argparse.Namespace) -> int:
     """Run ``corft import``; one error line and exit status 1 for a dataset or folder it cannot use."""
     try:
-        options = {name: value for name, value in (("image_size", args.image_size),
-                                                    ("demos_succeed", args.demos_succeed)) if value}
+        options = {name: value for name, value in (("image_size", args.image_size), ("demos_succeed", args.demos_succeed),
+                                                    ("instruction", args.instruction)) if value}
         import_store(args.format, args.source, args.out, **options)
     except DatasetError as exc:  # a missing interop extra is main's one line
         print(f"corft import: error: {exc}", file=sys.stderr)

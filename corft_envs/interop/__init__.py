@@ -4,8 +4,8 @@
 The conversions need the ``interop`` extra (``pip install 'corft[interop]'``: minari, pyarrow, pandas); they import
 it when called, so the rest of corft runs without it. An export keeps the store's ``index.json`` beside the data,
 and an import writes it back: ``import(export(store))`` is the same store (for LeRobot, images within the video
-encoding's error, see :mod:`~corft_envs.interop.video`). LeRobot datasets recorded elsewhere are imported too
-(:mod:`~corft_envs.interop.lerobot_foreign`).
+encoding's error, see :mod:`~corft_envs.interop.video`). Datasets recorded elsewhere are imported too
+(:mod:`~corft_envs.interop.lerobot_foreign`, :mod:`~corft_envs.interop.minari_foreign`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Format:
 FORMATS = {
     "lerobot": Format(export_lerobot, import_lerobot, ("data_file_mb", "video_file_mb", "chunks_size"),
                       ("image_size", "demos_succeed")),
-    "minari": Format(export_minari, import_minari),
+    "minari": Format(export_minari, import_minari, (), ("image_size", "demos_succeed", "instruction")),
 }
 
 

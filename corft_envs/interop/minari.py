@@ -6,7 +6,8 @@ observations (the store's keys), actions, rewards, ``terminations`` and ``trunca
 when the episode was terminated / truncated), its seed, and ``infos["is_success"]`` (``T + 1`` values: the
 reset's ``False``, then each step's). Each episode's metadata holds its ``instruction``. The dataset's metadata
 holds the env spec (so ``dataset.recover_environment()`` makes the env) and, under ``corft_index``, the store's
-``index.json`` (env arguments, collection settings, every attempt).
+``index.json`` (env arguments, collection settings, every attempt). A dataset recorded elsewhere (no
+``corft_index``) is imported by :mod:`~corft_envs.interop.minari_foreign`.
 
 ``out`` is a dataset folder as Minari keeps one under its datasets root: ``out/data/metadata.json`` and
 ``out/data/main_data.hdf5``. Open it with ``minari.MinariDataset(out / "data")``, or move it to
@@ -34,6 +35,7 @@ from corft_envs.episode_store import (
     space_differences,
 )
 from corft_envs.interop.common import existing_folder, index_from_json, new_output, require, write_store
+from corft_envs.interop.minari_foreign import import_foreign_minari
 
 #: The dataset metadata key of the store's index.
 CORFT_INDEX = "corft_index"
@@ -75,12 +77,17 @@ def export_minari(store: Path, out: Path, dataset_id: str | None = None) -> None
         storage.update_episode_metadata([{"instruction": text} for text in dataset.instructions])
 
 
-def import_minari(source: Path, out: Path) -> None:
-    """Write the Minari dataset ``source`` (its folder, or the ``data`` folder in it), written by
-    :func:`export_minari`, as an episode store at ``out`` (new or empty).
+def import_minari(source: Path, out: Path, image_size: int | None = None, demos_succeed: bool = False,
+                  instruction: str | None = None) -> None:
+    """Write the Minari dataset ``source`` (its folder, or the ``data`` folder in it) as an episode store at
+    ``out`` (new or empty).
 
-    :raises DatasetError: if ``source`` is missing, not written by corft, its spaces differ from those its
-        corft index records, or ``out`` holds something.
+    A dataset :func:`export_minari` wrote comes back as the store it was. One recorded elsewhere is converted by
+    :func:`~corft_envs.interop.minari_foreign.import_foreign_minari`, which takes ``image_size``,
+    ``demos_succeed`` and ``instruction``; for a corft export these must be left unset.
+
+    :raises DatasetError: if ``source`` is missing, its spaces differ from those its corft index records, or
+        ``out`` holds something.
     :raises ImportError: without ``minari`` (``pip install 'corft[interop]'``).
     """
     minari = require("minari")
@@ -91,9 +98,13 @@ def import_minari(source: Path, out: Path) -> None:
     dataset = minari.MinariDataset(data_path)
     metadata = dataset.storage.metadata
     if CORFT_INDEX not in metadata:
-        raise DatasetError(f"{data_path / METADATA}: no {CORFT_INDEX!r}; corft imports the Minari datasets that "
-                           "`corft export` wrote (it holds the env arguments and the attempts an episode store "
-                           "records)")
+        import_foreign_minari(dataset, out, image_size=image_size, demos_succeed=demos_succeed,
+                              instruction=instruction or "")
+        return
+    if image_size is not None or demos_succeed or instruction is not None:
+        raise DatasetError(f"{source} was written by `corft export` and comes back as the store it was: drop "
+                           "--image-size, --demos-succeed and --instruction, which convert datasets recorded "
+                           "elsewhere")
     index = index_from_json(metadata[CORFT_INDEX], str(data_path / METADATA))
     problems = (space_differences(index.meta.observation_space, dataset.observation_space, "observation_space")
                 + space_differences(index.meta.action_space, dataset.action_space, "action_space"))
