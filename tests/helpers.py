@@ -90,8 +90,11 @@ def success_pixels(frame: np.ndarray, layout: FrameLayout) -> int:
 
 
 def wait_for_files(folder: Path, pattern: str, process: subprocess.Popen[str], count: int = 1,
-                   timeout: float = 60.0) -> None:
+                   timeout: float = 300.0) -> None:
     """Poll until ``folder`` holds ``count`` files matching ``pattern``, written by the running ``process``.
+
+    ``timeout`` only bounds a hung process (it returns as soon as the files are there): a starved CPU can take
+    a minute over what is 2 s on a quiet one.
 
     :raises AssertionError: if ``process`` exits first, or ``timeout`` seconds pass.
     """

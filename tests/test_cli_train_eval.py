@@ -310,7 +310,7 @@ def test_sigkill_then_rerun_ends_with_the_parameters_of_an_uninterrupted_run(dat
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         # a checkpoint is written atomically, so it is whole once there
-        wait_for_files(out / "checkpoints", "rl_model_*_steps.zip", process, timeout=300.0)
+        wait_for_files(out / "checkpoints", "rl_model_*_steps.zip", process)
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate()
