@@ -103,12 +103,13 @@ def read_episode_rows(source: Path) -> list[dict[str, Any]]:
 
 
 def column_array(table: Any, name: str) -> np.ndarray:
-    """A data parquet column as an array, ``(frames, n)`` for fixed-size lists, a list of values otherwise."""
+    """A data parquet column as an array: ``(frames, n)`` for list columns (vectors), an object array of dicts for
+    struct columns (LeRobot's encoded images), ``(frames,)`` for scalars."""
     column = table.column(name).combine_chunks()
-    if hasattr(column, "flatten") and not hasattr(column, "field"):  # a list column, not a struct (images)
-        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
-    if hasattr(column, "field"):
+    if hasattr(column, "field"):  # a struct
         return np.array(column.to_pylist(), dtype=object)
+    if hasattr(column, "flatten"):  # a list
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
     return column.to_numpy(zero_copy_only=False)
 
 
