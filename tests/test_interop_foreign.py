@@ -23,7 +23,7 @@ from PIL import Image
 from corft_algos.cli import main
 from corft_envs.episode_store import EpisodeDataset
 from corft_envs.interop.lerobot import export_lerobot
-from corft_envs.interop.lerobot_foreign import resize_frames
+from corft_envs.interop.foreign import resize_frames
 from corft_envs.interop.minari import export_minari
 from corft_envs.interop.video import MEAN_ERROR_BOUND
 from tests.helpers import TINY_POLICY

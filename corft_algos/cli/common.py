@@ -101,19 +101,16 @@ def is_interrupt(exc: BaseException) -> bool:
         isinstance(exc, ctypes.ArgumentError) and "KeyboardInterrupt" in str(exc))
 
 
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    """Declare ``--threads``, applied by :func:`apply_threads`."""
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="CPU threads of torch (default: torch's choice, one per core); 1 is much faster "
-                             "for small models on a machine busy with other work")
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """Declare ``--threads``, applied by :func:`apply_threads` (training) or passed on (an evaluation).
 
-
-def add_eval_threads_argument(parser: argparse.ArgumentParser, default: int) -> None:
-    """Declare an evaluation's ``--threads``, whose default is fixed (``default``) rather than torch's choice."""
+    :param default: a fixed count (evaluations: the count changes the rollouts, so they pair only at one count);
+        ``None`` leaves torch's choice, one thread per core.
+    """
+    shown = "torch's choice, one per core" if default is None else f"{default}, on every machine"
     parser.add_argument("--threads", type=positive_int, default=default, metavar="N",
-                        help=f"CPU threads of torch while the policy runs (default: {default}, on every machine: "
-                             "the count changes the rollouts, so evaluations pair only at the same count; it "
-                             "is also much faster on a machine busy with other work); saved in --json")
+                        help=f"CPU threads of torch (default: {shown}); 1 is much faster for small models on a "
+                             "machine busy with other work, and the count changes an evaluation's rollouts")
 
 
 def apply_threads(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from corft_algos.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     add_env_arguments,
-    add_eval_threads_argument,
+    add_threads_argument,
     env_kwargs_of,
     is_interrupt,
     positive_int,
@@ -33,7 +33,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a trained model in simulation, on the twin or on the real arm",
         description=(
             "Run a saved model for N episodes (episode k reset with seed SEED + k) and report the success rate "
-            "with its Wilson 95%% interval and the cycle time (mean steps of successful episodes, 10 Hz)."
+            "with its Wilson 95% interval and the cycle time (mean steps of successful episodes, 10 Hz)."
         ),
     )
     add = parser.add_argument
@@ -65,7 +65,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--workers", type=positive_int, default=1, metavar="N",
         help="sim envs: run episodes in N processes (gymnasium AsyncVectorEnv); the same result as one")
     add_env_arguments(parser)
-    add_eval_threads_argument(parser, DEFAULT_EVAL_THREADS)
+    add_threads_argument(parser, default=DEFAULT_EVAL_THREADS)
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_eval)
 

@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 
-from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData, EpisodeWriter
-from corft_envs.interop.common import new_output
+from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData
+from corft_envs.interop.foreign import camera_spaces, resize_frames, write_episodes
 from corft_envs.interop.lerobot_files import FrameReader, read_episode_rows, read_tasks
 
 #: Feature dtypes that hold camera frames.
@@ -57,8 +55,6 @@ def import_foreign_lerobot(source: Path, out: Path, info: dict[str, Any], image_
         ``image_size``), without rewards or success (without ``demos_succeed``), or with them and
         ``demos_succeed``, or an ``out`` that holds something.
     """
-    if image_size is not None and image_size < 8:
-        raise DatasetError(f"--image-size must be at least 8 pixels, got {image_size}")
     features: dict[str, dict[str, Any]] = info["features"]
     cameras = {name: camera_key(name) for name, spec in features.items()
                if name.startswith("observation.") and spec.get("dtype") in IMAGE_DTYPES}
@@ -75,29 +71,18 @@ def import_foreign_lerobot(source: Path, out: Path, info: dict[str, Any], image_
         raise DatasetError(f"{source} records neither next.reward nor next.success; if every episode is a "
                            "successful demonstration, say so with --demos-succeed (reward 1 and success on each "
                            "episode's last step)")
-    frame_shapes = {name: _frame_shape(features[name]) for name in cameras}
-    if image_size is None and (len(set(frame_shapes.values())) > 1
-                               or any(h != w for h, w, _ in frame_shapes.values())):
-        raise DatasetError(f"{source}: the cameras' frames are {_describe(frame_shapes)}; the policy reads square "
-                           "frames of one size: give --image-size N to crop each frame's centre square and resize "
-                           "it to N pixels")
+    frames = camera_spaces(source, {key: _frame_shape(features[name]) for name, key in cameras.items()}, image_size)
     observation_space = spaces.Dict(
-        {key: spaces.Box(0, 255, (image_size, image_size, 3) if image_size else frame_shapes[name], np.uint8)
-         for name, key in cameras.items()}
-        | {key: spaces.Box(-np.inf, np.inf, tuple(features[name]["shape"]), np.float32)
-           for name, key in vectors.items()})
+        frames | {key: spaces.Box(-np.inf, np.inf, tuple(features[name]["shape"]), np.float32)
+                  for name, key in vectors.items()})
     meta = DatasetMeta(env_id=ENV_ID_PREFIX + source.resolve().name, env_kwargs={},
                        observation_space=observation_space,
                        action_space=spaces.Box(-np.inf, np.inf, tuple(action["shape"]), np.float32),
                        keep_failures=not demos_succeed)
     rows = read_episode_rows(source)
-    with new_output(out), FrameReader(source, info) as reader, EpisodeWriter(out, meta) as writer:
-        for episode in _episodes(source, reader, rows, features, cameras, vectors, image_size, demos_succeed):
-            try:
-                writer.add(episode, keep=True)
-            except ValueError as exc:
-                raise DatasetError(f"{source}: an episode does not fit the spaces read from meta/info.json: "
-                                   f"{exc}") from exc
+    with FrameReader(source, info) as reader:
+        write_episodes(out, meta, _episodes(source, reader, rows, features, cameras, vectors, image_size,
+                                            demos_succeed), source)
 
 
 def camera_key(feature: str) -> str:
@@ -126,24 +111,6 @@ def _frame_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
         return int(sizes["height"]), int(sizes["width"]), 3
     except KeyError as exc:
         raise DatasetError(f"a camera feature's names {names} give no {exc}") from exc
-
-
-def _describe(shapes: dict[str, tuple[int, int, int]]) -> str:
-    return ", ".join(f"{h}x{w} ({name})" for name, (h, w, _) in shapes.items())
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """``(N, H, W, 3)`` ``uint8`` frames cropped to their centre square and resized to ``(N, size, size, 3)``
-    (bilinear, antialiased when shrinking)."""
-    height, width = frames.shape[1:3]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + side, left:left + side]))
-    if side == size:
-        return square.numpy()
-    resized = F.interpolate(square.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear",
-                            antialias=side > size, align_corners=False)
-    return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def _episodes(source: Path, reader: FrameReader, rows: list[dict[str, Any]], features: dict[str, dict[str, Any]],

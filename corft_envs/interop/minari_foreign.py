@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData, EpisodeWriter
-from corft_envs.interop.common import new_output
-from corft_envs.interop.lerobot_foreign import resize_frames
+from corft_envs.episode_store import DatasetError, DatasetMeta, EpisodeData
+from corft_envs.interop.foreign import camera_spaces, resize_frames, write_episodes
 
 #: The prefix of the store's env id for an imported Minari dataset (not a Gymnasium id).
 ENV_ID_PREFIX = "minari:"
@@ -52,34 +51,24 @@ def import_foreign_minari(dataset: Any, out: Path, image_size: int | None = None
         ``image_size``), no success infos (without ``demos_succeed``) or success infos with it, or an ``out``
         that holds something.
     """
-    if image_size is not None and image_size < 8:
-        raise DatasetError(f"--image-size must be at least 8 pixels, got {image_size}")
-    source = dataset.spec.dataset_id if hasattr(dataset, "spec") else str(dataset)
+    source = dataset.spec.dataset_id
     keys = observation_keys(dataset.observation_space, source)
     action_space = dataset.action_space
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
         raise DatasetError(f"{source}: the action space is {action_space}; corft trains policies that output one "
                            "vector (a Box of rank 1)")
     cameras = {path: key for path, key in keys.items() if key.startswith("image_")}
-    shapes = {key: _space_at(dataset.observation_space, path).shape for path, key in cameras.items()}
-    if image_size is None and (len(set(shapes.values())) > 1 or any(h != w for h, w, _ in shapes.values())):
-        raise DatasetError(f"{source}: the cameras' frames are {', '.join(f'{s[0]}x{s[1]} ({k})' for k, s in shapes.items())}"
-                           "; the policy reads square frames of one size: give --image-size N to crop each "
-                           "frame's centre square and resize it to N pixels")
+    frames = camera_spaces(source, {key: _space_at(dataset.observation_space, path).shape
+                                    for path, key in cameras.items()}, image_size)
     observation_space = spaces.Dict({
-        key: (spaces.Box(0, 255, (image_size, image_size, 3), np.uint8) if image_size
-              else spaces.Box(0, 255, shapes[key], np.uint8)) if path in cameras
+        key: frames[key] if path in cameras
         else spaces.Box(-np.inf, np.inf, _space_at(dataset.observation_space, path).shape, np.float32)
         for path, key in keys.items()})
     meta = DatasetMeta(env_id=ENV_ID_PREFIX + source, env_kwargs={}, observation_space=observation_space,
                        action_space=spaces.Box(-np.inf, np.inf, action_space.shape, np.float32),
                        keep_failures=not demos_succeed)
-    with new_output(out), EpisodeWriter(out, meta) as writer:
-        for episode in _episodes(dataset, source, keys, cameras, image_size, demos_succeed, instruction):
-            try:
-                writer.add(episode, keep=True)
-            except ValueError as exc:
-                raise DatasetError(f"{source}: an episode does not fit the dataset's spaces: {exc}") from exc
+    write_episodes(out, meta, _episodes(dataset, source, keys, cameras, image_size, demos_succeed, instruction),
+                   source)
 
 
 def observation_keys(space: spaces.Space, source: str) -> dict[tuple[str, ...], str]:
