@@ -33,8 +33,14 @@ white square" with the square anywhere; every colour, objects anywhere,
 distractors on; no episode of a target task), ``sft_cotrain`` and
 ``corft_cotrain`` start from it and keep its pretraining data in half of every
 batch (co-training), and ``base`` evaluates that base alone, zero-shot. Ablations run on the preset's first task and demonstration
-count. Records carry ``distractors`` and ``init`` (``"base"`` or ``"scratch"``)
-and how often the first object lifted was the named one.
+count. The critic's own share is measured by pairs that differ only in λ: ``corft_cotrain`` and
+``corft_no_q_cotrain``, and ``corft_rollouts_cotrain`` and ``corft_no_q_rollouts_cotrain``, whose stage 2
+starts from the ``sft_cotrain`` model of the same seed and trains on the demos plus that model's own
+rollouts, failures kept (collected by the study after the trainings they start from); the co-trained
+ablations (``corft_h5_cotrain``, ``offline_rl_h1_cotrain``, ``corft_boundary_cotrain``,
+``corft_no_calql_cotrain``) change one thing of ``corft_cotrain`` each. Records carry ``distractors``,
+``init`` (``"base"`` or ``"scratch"``), ``stage2_data`` (``"demos"``, ``"demos+rollouts"`` or none) and how
+often the first object lifted was the named one. ``--plan`` counts what a preset would do without running it.
 
 Independent trainings run ``--jobs`` at a time, each in its own process.
 ``--report`` summarises a study still running (or interrupted) from the
@@ -65,11 +71,12 @@ import torch
 
 from corft_algos import runs
 from corft_algos.cli.common import positive_int
-from corft_algos.evaluation import DEFAULT_EVAL_SEED, video_writer, wilson_interval
+from corft_algos.evaluation import DEFAULT_EVAL_SEED, load_model, video_writer, wilson_interval
 from corft_algos.presets import FROM_BASE_PRESET, PRESETS
 from corft_algos.pretrain import PretrainConfig, PretrainTraining, collect_pretraining_data, pretrain
+from corft_algos.rollouts import policy_collection
 from corft_algos.runs.training import cotraining_store_mix
-from corft_envs.collection import CollectConfig, CollectionError, collect
+from corft_envs.collection import CollectConfig, CollectionError, CollectSummary, collect
 from corft_envs.episode_store import DatasetError
 from corft_envs.tasks import TASKS
 from corft_robots.contract import CONTROL_PERIOD
@@ -97,6 +104,10 @@ class Method:
     :param zero_shot: no training: evaluate the base policy itself on the task's instruction.
     :param cotrain: also train on the base's pretraining data, which gets half of every batch, its tasks
         equal shares of it (``--data DEMOS LIFT PLACE --store-mix 1 0.5 0.5``; :func:`base_data`).
+    :param stage2_from: the key of the method whose trained model (same task, demos and seed) this row's
+        offline RL stage starts from, with :attr:`Preset.rollouts` of that model's own rollouts, failures kept
+        (``corft collect --policy MODEL --keep-failures``), added to the demos: stage 2 alone, no imitation
+        stage. Co-trained, the demos and the rollouts share half of every batch and the base's data the other.
     """
 
     algo: str
@@ -105,6 +116,7 @@ class Method:
     from_base: bool = False
     zero_shot: bool = False
     cotrain: bool = False
+    stage2_from: str | None = None
 
     @property
     def init(self) -> str:
@@ -114,6 +126,14 @@ class Method:
     @property
     def staged(self) -> bool:
         return self.algo in ("corft", "offline_rl_h1")
+
+    @property
+    def stage2_data(self) -> str | None:
+        """What the offline RL stage trains on: ``"demos"``, ``"demos+rollouts"`` (:attr:`stage2_from`), or
+        ``None`` for a row without that stage."""
+        if not self.staged:
+            return None
+        return "demos+rollouts" if self.stage2_from else "demos"
 
 
 CHUNK = 10
@@ -132,10 +152,35 @@ METHODS: dict[str, Method] = {
     # One cached view per frame, as the base's own training: its data's feature cache is then reused.
     "sft_cotrain": Method("sft", CHUNK, {"feature_cache_views": 1}, from_base=True, cotrain=True),
     "corft_cotrain": Method("corft", CHUNK, {"feature_cache_views": 1}, from_base=True, cotrain=True),
+    # The co-trained CO-RFT with one change each: the critic's share (λ = 0), H, the targets, Cal-QL.
+    "corft_no_q_cotrain": Method("corft", CHUNK, {"feature_cache_views": 1, "actor_q_weight": 0.0},
+                                 from_base=True, cotrain=True),
+    "corft_h5_cotrain": Method("corft", 5, {"feature_cache_views": 1}, from_base=True, cotrain=True),
+    "offline_rl_h1_cotrain": Method("offline_rl_h1", 1, {"feature_cache_views": 1}, from_base=True, cotrain=True),
+    "corft_boundary_cotrain": Method("corft", CHUNK, {"feature_cache_views": 1, "boundary_only": True},
+                                     from_base=True, cotrain=True),
+    "corft_no_calql_cotrain": Method("corft", CHUNK, {"feature_cache_views": 1, "calql_alpha": 0.0},
+                                     from_base=True, cotrain=True),
+    # Stage 2 from the co-trained SFT on the demos and its own rollouts, failures kept (data that shows failure).
+    "corft_rollouts_cotrain": Method("corft", CHUNK, {"feature_cache_views": 1}, from_base=True, cotrain=True,
+                                     stage2_from="sft_cotrain"),
+    "corft_no_q_rollouts_cotrain": Method("corft", CHUNK, {"feature_cache_views": 1, "actor_q_weight": 0.0},
+                                          from_base=True, cotrain=True, stage2_from="sft_cotrain"),
 }
 BASELINES = ("bc", "sft", "offline_rl_h1", "corft")
 ABLATIONS = ("corft_h5", "corft_boundary", "corft_no_calql", "corft_no_q")
 FROM_BASE = ("sft_base", "corft_base", "sft_cotrain", "corft_cotrain")
+#: The rows of the full study on every task and demonstration count: the co-trained SFT (the best measured
+#: recipe), CO-RFT on the demos and on the demos with the SFT's own rollouts, each with and without the critic
+#: in the actor's loss (the critic's own share).
+CRITIC_STUDY = ("sft_cotrain", "corft_cotrain", "corft_no_q_cotrain", "corft_rollouts_cotrain",
+                "corft_no_q_rollouts_cotrain")
+#: ... and on the first task and count: from scratch, H = 5 and 1, boundary-only targets, no Cal-QL.
+CRITIC_ABLATIONS = ("sft", "corft", "corft_no_q", "corft_h5_cotrain", "offline_rl_h1_cotrain",
+                    "corft_boundary_cotrain", "corft_no_calql_cotrain")
+#: The first seed of the rows' own rollouts (attempt k uses ROLLOUT_SEED + k): away from the demonstrations'
+#: seeds (from 0) and the evaluations' (from 10000).
+ROLLOUT_SEED = 20000
 
 
 #: The library's recipe for fine-tuning a base (what ``corft train --init-from`` uses).
@@ -182,6 +227,8 @@ class Preset:
         ones), instead of ``steps``; default: the library's ``from_base`` recipe (corft_algos/presets.py).
     :param finetune_rl_steps: offline RL steps of the staged rows fine-tuned from the base.
     :param finetune_learning_rate: imitation learning rate of the rows fine-tuned from the base.
+    :param rollouts: own rollouts of each model a ``stage2_from`` row starts from (train positions, seeds from
+        :data:`ROLLOUT_SEED`, failures kept, the preset's executed actions per chunk).
     """
 
     tasks: tuple[str, ...]
@@ -208,6 +255,7 @@ class Preset:
     finetune_steps: int = FROM_BASE_RECIPE.steps
     finetune_rl_steps: int = FROM_BASE_RECIPE.rl_steps
     finetune_learning_rate: float = FROM_BASE_RECIPE.algo_kwargs["learning_rate"]
+    rollouts: int = 100
 
 
 #: The base policy this project trained with ``corft pretrain`` (manifest beside it): what the ``*_base`` rows
@@ -234,8 +282,10 @@ PRESETS: dict[str, Preset] = {
                     base_model=str(COMMITTED_BASE), base_episodes=100),
     "fewshot": Preset(tasks=("PickPlace",), demos=(30, 60), methods=FEW_SHOT, seeds=(0, 1, 2), eval_episodes=50,
                       steps=6000, videos=0, base_model=str(COMMITTED_BASE)),
-    "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=BASELINES,
-                   ablations=ABLATIONS + FROM_BASE, seeds=(0, 1, 2), eval_episodes=50, steps=6000,
+    # Does the critic earn success (benchmarks/RESULTS.md, "The full study with distractors")? Every task and
+    # count from the committed base, co-trained; the ablations and from scratch on PickPlace, 30 demos.
+    "full": Preset(tasks=("PickPlace", "Push", "Stack"), demos=(30, 60), methods=CRITIC_STUDY,
+                   ablations=CRITIC_ABLATIONS, seeds=(0, 1, 2, 3, 4), eval_episodes=50, steps=6000,
                    base_model=str(COMMITTED_BASE)),
     "single_object": Preset(tasks=("PickPlace",), demos=(30,), methods=BASELINES, seeds=(0,), eval_episodes=20,
                             steps=3000, env_kwargs=ONE_OBJECT),
@@ -253,6 +303,12 @@ class Run:
 
     def directory(self, out: Path) -> Path:
         return out / "runs" / self.task / f"demos_{self.demos}" / self.method / f"seed_{self.seed}"
+
+    @property
+    def stage2_source(self) -> Run | None:
+        """The run whose model (and its rollouts) this run's stage 2 starts from (:attr:`Method.stage2_from`)."""
+        source = METHODS[self.method].stage2_from
+        return None if source is None else Run(self.task, self.demos, source, self.seed)
 
 
 # ------------------------------------------------------------------------------ steps of the study
@@ -289,18 +345,38 @@ def collect_demos(out: Path, preset: Preset, task: str, demos: int) -> Path:
     return data
 
 
-def train_request(out: Path, preset: Preset, run: Run, method: Method | None = None,
-                  data: list[Path] | None = None) -> runs.TrainRequest:
-    """The training of ``run`` (``method`` and ``data`` default to the run's)."""
-    method = method or METHODS[run.method]
-    data = data or [dataset_dir(out, run.task, run.demos), *(base_data_stores(out, preset) if method.cotrain else [])]
+def rollouts_dir(out: Path, source: Run) -> Path:
+    """Where the own rollouts of ``source``'s model are recorded."""
+    return out / "rollouts" / source.directory(out).relative_to(out / "runs")
+
+
+def collect_rollouts(out: Path, preset: Preset, source: Run) -> CollectSummary:
+    """Record :attr:`Preset.rollouts` episodes of ``source``'s model acting, failures kept, as ``corft collect
+    --policy MODEL --keep-failures`` does (resumed unless already complete) in :func:`rollouts_dir`."""
+    folder = rollouts_dir(out, source)
+    model = load_model(model_path(out, preset, source), device="cpu")
+    config = CollectConfig(env_id=f"corft/{source.task}-v0", episodes=preset.rollouts, out=folder, positions="train",
+                           seed=ROLLOUT_SEED, keep_failures=True, chunk_size=executed_actions(preset, source),
+                           env_options=dict(preset.env_kwargs))
+    config, make_policy = policy_collection(model, config)
+    with step(f"collecting {preset.rollouts} rollouts of {model_path(out, preset, source)} into {folder}"):
+        return collect(config, progress=False, make_policy=make_policy)
+
+
+def train_request(out: Path, preset: Preset, run: Run) -> runs.TrainRequest:
+    """The training of ``run``."""
+    method, source = METHODS[run.method], run.stage2_source
+    targets = [dataset_dir(out, run.task, run.demos), *([rollouts_dir(out, source)] if source else [])]
+    data = [*targets, *(base_data_stores(out, preset) if method.cotrain else [])]
     learning_rate = preset.finetune_learning_rate if method.from_base else preset.learning_rate
     steps = preset.finetune_steps if method.from_base else preset.steps
     # A staged row from the base imitates for the recipe's steps, then adds its RL steps; from scratch,
-    # it splits the budget.
-    il_steps = steps if method.from_base else round(steps * preset.il_fraction)
-    rl_steps = preset.finetune_rl_steps if method.from_base else steps - il_steps
+    # it splits the budget. A row whose stage 2 starts from another row's model only adds the RL steps.
+    il_steps = 0 if source else steps if method.from_base else round(steps * preset.il_fraction)
+    rl_steps = preset.finetune_rl_steps if method.from_base else preset.steps - round(preset.steps * preset.il_fraction)
     total = il_steps + rl_steps if method.staged else steps
+    init_from = (model_path(out, preset, source) if source
+                 else base_model(out, preset) if method.from_base else None)
     return runs.TrainRequest(
         data=tuple(data), out=run.directory(out), algo=method.algo, chunk_size=method.chunk_size,
         batch_size=preset.batch_size, learning_rate=learning_rate, seed=run.seed,
@@ -308,8 +384,8 @@ def train_request(out: Path, preset: Preset, run: Run, method: Method | None = N
         **({"il_steps": il_steps, "rl_steps": rl_steps} if method.staged else {"steps": total}),
         policy_kwargs=dict(preset.policy_kwargs) or None,
         algo_kwargs={**preset.algo_kwargs, **(preset.rl_kwargs if method.staged else {}), **method.algo_kwargs},
-        init_from=base_model(out, preset) if method.from_base else None,
-        store_mix=cotraining_store_mix(len(data) - 1) if method.cotrain else None)
+        init_from=init_from,
+        store_mix=cotraining_store_mix(len(data) - len(targets), len(targets)) if method.cotrain else None)
 
 
 def base_model(out: Path, preset: Preset) -> Path:
@@ -400,6 +476,7 @@ def record(preset: Preset, run: Run, positions: str, result: dict[str, Any]) -> 
             "episodes": result["num_episodes"],
             "successes": sum(episode["success"] for episode in result["episodes"]),
             "distractors": bool(preset.env_kwargs.get("distractors", True)), "init": METHODS[run.method].init,
+            "stage2_data": METHODS[run.method].stage2_data,
             "named_object_first_rate": result.get("named_object_first_rate"),
             "outcomes": [int(episode["success"]) for episode in result["episodes"]]}
 
@@ -448,14 +525,21 @@ def relative_change(value: float | None, reference: float | None) -> float | Non
     return (value - reference) / reference
 
 
+def sft_reference(method: str) -> str:
+    """The SFT row a method is compared with: the co-trained SFT for the other co-trained rows, else SFT from
+    scratch (also for the co-trained SFT itself: its change is what the base and co-training bring)."""
+    return "sft_cotrain" if METHODS[method].cotrain and method != "sft_cotrain" else "sft"
+
+
 def markdown_table(rows: list[Row]) -> str:
-    """The headline table: success (95% CI), cycle time, and the change relative to SFT."""
-    sft = {(r.task, r.demos, r.positions): r for r in rows if r.method == "sft"}
+    """The headline table: success (95% CI), cycle time, and the change relative to the row's SFT
+    (:func:`sft_reference`)."""
+    index = {(r.task, r.demos, r.positions, r.method): r for r in rows}
     lines = ["| task | demos | method | positions | success (95% CI) | cycle time, steps (s) | "
              "success vs SFT | cycle time vs SFT | named object lifted first | seeds × episodes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.task, r.demos, r.positions, list(METHODS).index(r.method))):
-        reference = sft.get((r.task, r.demos, r.positions))
+        reference = index.get((r.task, r.demos, r.positions, sft_reference(r.method)))
         gain = relative_change(r.success_rate, reference.success_rate if reference else None)
         cut = relative_change(r.cycle_time_steps, reference.cycle_time_steps if reference else None)
         cycle = "–" if r.cycle_time_steps is None else f"{r.cycle_time_steps:.1f} ({r.cycle_time_steps * CONTROL_PERIOD:.1f})"
@@ -468,18 +552,26 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+#: The CO-RFT rows whose claims are checked against their SFT (:func:`sft_reference`).
+CLAIMED = ("corft", "corft_cotrain", "corft_rollouts_cotrain")
+
+
 def claims(rows: list[Row]) -> list[str]:
-    """The paper's three claims checked on each (task, demos): met or missed, with the numbers."""
+    """The paper's three claims checked on each (task, demos) for each of :data:`CLAIMED` the study has: met
+    or missed, with the numbers."""
     index = {(r.task, r.demos, r.method, r.positions): r for r in rows}
     lines = []
-    for task, demos in sorted({(r.task, r.demos) for r in rows}):
-        corft_train, sft_train = index.get((task, demos, "corft", "train")), index.get((task, demos, "sft", "train"))
-        corft_unseen, sft_unseen = index.get((task, demos, "corft", "unseen")), index.get((task, demos, "sft", "unseen"))
+    groups = sorted({(r.task, r.demos) for r in rows})
+    for (task, demos), method in [(group, method) for group in groups for method in CLAIMED]:
+        reference = sft_reference(method)
+        corft_train, sft_train = index.get((task, demos, method, "train")), index.get((task, demos, reference, "train"))
+        corft_unseen, sft_unseen = (index.get((task, demos, method, "unseen")),
+                                    index.get((task, demos, reference, "unseen")))
         if not (corft_train and sft_train and corft_unseen and sft_unseen):
             continue
         gain = relative_change(corft_train.success_rate, sft_train.success_rate)
         cut = relative_change(corft_train.cycle_time_steps, sft_train.cycle_time_steps)
-        lines.append(f"{task}, {demos} demos: success vs SFT "
+        lines.append(f"{task}, {demos} demos, {method} vs {reference}: success vs SFT "
                      f"{'n/a (SFT 0%)' if gain is None else f'{gain:+.0%}'} (paper +{PAPER_SUCCESS_GAIN:.0%}); "
                      f"cycle time vs SFT {'n/a' if cut is None else f'{cut:+.0%}'} (paper -{PAPER_CYCLE_TIME_CUT:.1%}); "
                      f"unseen positions {corft_unseen.success_rate:.0%} vs SFT {sft_unseen.success_rate:.0%} "
@@ -487,9 +579,17 @@ def claims(rows: list[Row]) -> list[str]:
     return lines
 
 
+#: ``(CO-RFT, the same with λ = 0)``: the critic's own share of CO-RFT's success (the issue's attribution).
+CRITIC_SHARES = (("corft", "corft_no_q"), ("corft_cotrain", "corft_no_q_cotrain"),
+                 ("corft_rollouts_cotrain", "corft_no_q_rollouts_cotrain"))
 #: Pairs ``(method, reference)`` compared episode by episode where a study has both.
 COMPARISONS = (("sft_base", "sft"), ("sft_cotrain", "sft"), ("sft_cotrain", "sft_base"), ("corft", "sft"),
-               ("corft_no_q", "sft"), ("corft_base", "sft_base"), ("corft_cotrain", "sft_cotrain"))
+               ("corft_no_q", "sft"), ("corft_base", "sft_base"), ("corft_cotrain", "sft_cotrain"),
+               ("corft_no_q_cotrain", "sft_cotrain"), ("corft_rollouts_cotrain", "sft_cotrain"),
+               ("corft_no_q_rollouts_cotrain", "sft_cotrain"), *CRITIC_SHARES,
+               ("corft_rollouts_cotrain", "corft_cotrain"), ("corft_h5_cotrain", "corft_cotrain"),
+               ("offline_rl_h1_cotrain", "corft_cotrain"), ("corft_boundary_cotrain", "corft_cotrain"),
+               ("corft_no_calql_cotrain", "corft_cotrain"))
 
 
 def paired_difference(pairs: list[tuple[list[int], list[int]]], resamples: int = 10_000,
@@ -520,24 +620,67 @@ def paired_difference(pairs: list[tuple[list[int], list[int]]], resamples: int =
     return float(sum(d.sum() for d in differences) / total), (float(low), float(high))
 
 
-def paired_lines(records: list[dict[str, Any]]) -> list[str]:
-    """One line per :data:`COMPARISONS` pair a study holds (per task, demos, positions): the paired difference
-    in success over the training seeds both methods finished, with its bootstrap 95% CI."""
+@dataclass(frozen=True)
+class Paired:
+    """A method against a reference on one (task, demos, positions), over the training seeds both finished."""
+
+    task: str
+    demos: int
+    positions: str
+    method: str
+    reference: str
+    difference: float
+    ci95: tuple[float, float]
+    seeds: tuple[int, ...]
+
+
+def paired_comparisons(records: list[dict[str, Any]], comparisons: tuple[tuple[str, str], ...] = COMPARISONS
+                       ) -> list[Paired]:
+    """Every ``(method, reference)`` of ``comparisons`` a study holds, per task, demos and positions: the paired
+    difference in success (:func:`paired_difference`) over the training seeds both methods finished."""
     outcomes = {(r["task"], r["demos"], r["positions"], r["method"], r["seed"]): r.get("outcomes") for r in records}
-    lines = []
+    found = []
     for task, demos, positions in sorted({(r["task"], r["demos"], r["positions"]) for r in records}):
-        for method, reference in COMPARISONS:
-            seeds = sorted(seed for (t, d, p, m, seed), value in outcomes.items()
-                           if (t, d, p, m) == (task, demos, positions, method) and value
-                           and outcomes.get((task, demos, positions, reference, seed)))
+        for method, reference in comparisons:
+            seeds = tuple(sorted(seed for (t, d, p, m, seed), value in outcomes.items()
+                                 if (t, d, p, m) == (task, demos, positions, method) and value
+                                 and outcomes.get((task, demos, positions, reference, seed))))
             if not seeds:
                 continue
             pairs = [(outcomes[(task, demos, positions, method, seed)],
                       outcomes[(task, demos, positions, reference, seed)]) for seed in seeds]
-            difference, (low, high) = paired_difference(pairs)
-            lines.append(f"- {task}, {demos} demos, {positions}: {method} − {reference} = "
-                         f"{difference * 100:+.1f} points, 95% CI [{low * 100:+.1f}, {high * 100:+.1f}] "
-                         f"(training seeds {', '.join(map(str, seeds))}; the same evaluation seeds)")
+            difference, ci95 = paired_difference(pairs)
+            found.append(Paired(task, demos, positions, method, reference, difference, ci95, seeds))
+    return found
+
+
+def paired_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per :func:`paired_comparisons` result, with its bootstrap 95% CI."""
+    return [f"- {c.task}, {c.demos} demos, {c.positions}: {c.method} − {c.reference} = "
+            f"{c.difference * 100:+.1f} points, 95% CI [{c.ci95[0] * 100:+.1f}, {c.ci95[1] * 100:+.1f}] "
+            f"(training seeds {', '.join(map(str, c.seeds))}; the same evaluation seeds)"
+            for c in paired_comparisons(records)]
+
+
+#: Task and demonstration-count groups in which the critic's share must be above zero (the issue's target).
+CRITIC_SHARE_GROUPS = 3
+
+
+def critic_share_lines(records: list[dict[str, Any]]) -> list[str]:
+    """For each :data:`CRITIC_SHARES` pair a study holds: in how many (task, demos) groups the critic's share
+    is above zero with its 95% interval, per position set, against the target of :data:`CRITIC_SHARE_GROUPS`."""
+    found = paired_comparisons(records, CRITIC_SHARES)
+    lines = []
+    for method, reference in CRITIC_SHARES:
+        counts = []
+        for positions in POSITIONS:
+            results = [c for c in found if (c.method, c.reference, c.positions) == (method, reference, positions)]
+            if results:
+                above = sum(c.ci95[0] > 0 for c in results)
+                counts.append(f"{positions} positions in {above} of {len(results)} task/demos groups")
+        if counts:
+            lines.append(f"the critic's share, {method} − {reference}, above zero (95% CI): {'; '.join(counts)} "
+                         f"(target: at least {CRITIC_SHARE_GROUPS} groups)")
     return lines
 
 
@@ -550,7 +693,8 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
 
     tasks = sorted({r.task for r in rows})
     methods = [m for m in METHODS if any(r.method == m for r in rows)]
-    colours = {m: plt.get_cmap("tab10")(k % 10) for k, m in enumerate(methods)}
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    colours = {m: palette(k % palette.N) for k, m in enumerate(methods)}
     index = {(r.task, r.demos, r.positions, r.method): r for r in rows}
     panels = {task: sorted({(r.demos, r.positions) for r in rows if r.task == task}) for task in tasks}
     present = {(task, group): [m for m in methods if (task, *group, m) in index]
@@ -594,19 +738,51 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
 
 def planned_runs(preset: Preset) -> list[Run]:
     """Every method on every task, demonstration count and seed (a zero-shot row on the first seed only); the
-    ablations on the first task and count."""
-    runs = [Run(task, demos, method, seed) for task in preset.tasks for demos in preset.demos
-            for seed in preset.seeds for method in preset.methods]
-    runs += [Run(preset.tasks[0], preset.demos[0], method, seed) for seed in preset.seeds
-             for method in preset.ablations if method not in preset.methods]
+    ablations on the first task and count; and, before a row whose stage 2 starts from another row's model,
+    that row if the preset does not plan it already."""
+    planned = [Run(task, demos, method, seed) for task in preset.tasks for demos in preset.demos
+               for seed in preset.seeds for method in preset.methods]
+    planned += [Run(preset.tasks[0], preset.demos[0], method, seed) for seed in preset.seeds
+                for method in preset.ablations if method not in preset.methods]
     # A zero-shot row trains nothing: its evaluations are the same for every seed, so it runs once.
-    return [run for run in runs if not METHODS[run.method].zero_shot or run.seed == preset.seeds[0]]
+    planned = [run for run in planned if not METHODS[run.method].zero_shot or run.seed == preset.seeds[0]]
+    with_sources: list[Run] = []
+    for run in planned:
+        if run.stage2_source is not None and run.stage2_source not in with_sources:
+            with_sources.append(run.stage2_source)
+        if run not in with_sources:
+            with_sources.append(run)
+    return with_sources
 
 
 def needed_datasets(runs: list[Run]) -> list[tuple[str, int]]:
     """``(task, demos)`` stores the runs train on."""
     needed = {(run.task, run.demos) for run in runs}
     return sorted(needed, key=lambda item: (list(TASKS).index(item[0]), item[1]))
+
+
+def plan_lines(preset: Preset) -> list[str]:
+    """What a study of ``preset`` does, counted (``--plan``): the demonstrations to collect, the trainings per
+    method with their gradient steps, the rollouts and the evaluation episodes."""
+    planned = planned_runs(preset)
+    lines = [f"demonstrations: {', '.join(f'{demos} {task}' for task, demos in needed_datasets(planned))}"]
+    for method in dict.fromkeys(run.method for run in planned):
+        count = sum(run.method == method for run in planned)
+        if METHODS[method].zero_shot:
+            lines.append(f"{method}: evaluated once, no training")
+            continue
+        request = train_request(Path("."), preset, next(run for run in planned if run.method == method))
+        budget = (f"{request.il_steps} imitation + {request.rl_steps} offline RL" if request.steps is None
+                  else f"{request.steps}")
+        lines.append(f"{method}: {count} training{'s' if count > 1 else ''} of {budget} steps")
+    sources = {run.stage2_source for run in planned if run.stage2_source is not None}
+    if sources:
+        lines.append(f"rollouts: {len(sources)} models × {preset.rollouts} episodes = "
+                     f"{len(sources) * preset.rollouts} episodes")
+    evaluations = len(planned) * len(POSITIONS)
+    lines.append(f"evaluations: {evaluations} × {preset.eval_episodes} episodes = "
+                 f"{evaluations * preset.eval_episodes} episodes")
+    return lines
 
 
 def train_and_evaluate(out: Path, preset: Preset, run: Run) -> list[dict[str, Any]]:
@@ -671,11 +847,21 @@ def run_study(preset: Preset, out: Path, log: Callable[[str], None] = print, job
         log(f"{stamp()} the base's data, for co-training: {', '.join(map(str, base_data(out, preset)))}")
     log(f"{stamp()} {len(runs)} trainings, {jobs} at a time")
     finished: dict[Run, list[dict[str, Any]]] = {}
-    for (_, _, run), run_records in in_parallel(train_and_evaluate, [(out, preset, run) for run in runs], jobs):
-        finished[run] = run_records
-        scores = ", ".join(f"{item['positions']} {item['successes']}/{item['episodes']}" for item in run_records)
-        log(f"{stamp()} {len(finished)}/{len(runs)} {run.method} on {run.task}, {run.demos} demos, "
-            f"seed {run.seed}: {scores}")
+
+    def train_all(batch: list[Run]) -> None:
+        for (_, _, run), run_records in in_parallel(train_and_evaluate, [(out, preset, run) for run in batch], jobs):
+            finished[run] = run_records
+            scores = ", ".join(f"{item['positions']} {item['successes']}/{item['episodes']}" for item in run_records)
+            log(f"{stamp()} {len(finished)}/{len(runs)} {run.method} on {run.task}, {run.demos} demos, "
+                f"seed {run.seed}: {scores}")
+
+    # Rows whose stage 2 starts from another row's model wait for that model and its rollouts.
+    train_all([run for run in runs if run.stage2_source is None])
+    sources = list(dict.fromkeys(run.stage2_source for run in runs if run.stage2_source is not None))
+    for (_, _, source), summary in in_parallel(collect_rollouts, [(out, preset, source) for source in sources], jobs):
+        log(f"{stamp()} {summary.episodes} rollouts of {source.method} on {source.task}, {source.demos} demos, "
+            f"seed {source.seed}: {summary.successes} successes")
+    train_all([run for run in runs if run.stage2_source is not None])
     for run in runs:
         if run.method in ("sft", "corft") and run.task == preset.tasks[0] and run.seed == preset.seeds[0]:
             record_videos(out, preset, run)
@@ -730,7 +916,9 @@ def summarise(records: list[dict[str, Any]], out: Path, header: str, footer: str
     rows = pooled_rows(records)
     (out / "results.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
     paired = paired_lines(records)
-    summary = [header, "", markdown_table(rows), "", *claims(rows), "",
+    summary = [header, "", markdown_table(rows), "",
+               "vs SFT: each co-trained row against sft_cotrain, the others against sft.", "",
+               *claims(rows), *critic_share_lines(records), "",
                *(["Paired differences in success (episode by episode on the same evaluation seeds):", *paired, ""]
                  if paired else []), footer]
     (out / "results.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
@@ -745,6 +933,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="study directory (created, or resumed)")
     parser.add_argument("--steps", type=int, help="override the preset's gradient steps per training")
     parser.add_argument("--eval-episodes", type=int, help="override the preset's episodes per evaluation")
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), metavar="TASK",
+                        help="override the preset's tasks (run part of a study; the ablations run on the first)")
     parser.add_argument("--demos", type=positive_int, nargs="+", metavar="N",
                         help="override the preset's demonstration counts (run part of a study)")
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), metavar="METHOD",
@@ -756,6 +946,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="trainings run at a time, each in its own process with --threads threads "
                              "(default: the CPU count, at most 4)")
     parser.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming it")
+    parser.add_argument("--plan", action="store_true",
+                        help="run nothing: print what the study would collect, train and evaluate, counted")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: summarise the trainings of OUT evaluated so far (a study still "
                              "running, or interrupted), saying how many of the planned ones that is")
@@ -771,8 +963,8 @@ def default_jobs() -> int:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study the parsed flags describe; the exit status."""
     preset = PRESETS[args.preset]
-    overrides = {"steps": args.steps, "eval_episodes": args.eval_episodes, "demos": args.demos,
-                 "methods": args.methods, "seeds": args.seeds}
+    overrides = {"steps": args.steps, "eval_episodes": args.eval_episodes, "tasks": args.tasks,
+                 "demos": args.demos, "methods": args.methods, "seeds": args.seeds}
     preset = replace(preset, **{key: tuple(value) if isinstance(value, list) else value
                                 for key, value in overrides.items() if value is not None})
     if args.jobs < 1 or args.threads < 1:
@@ -782,6 +974,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.report and args.fresh:
         print(f"{PROG}: error: --report summarises OUT as it is; drop --fresh", file=sys.stderr)
         return 2
+    if args.plan:
+        print("\n".join(plan_lines(preset)))
+        return 0
     torch.set_num_threads(args.threads)
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)

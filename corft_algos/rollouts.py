@@ -9,16 +9,19 @@ format as the demonstrations (``corft train --data demos rollouts`` reads both).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from corft_algos.evaluation import ChunkPolicy, observation_differences
+from corft_algos.evaluation import ChunkPolicy, model_image_size, observation_differences, rollout_execute
 from corft_algos.policies import INSTRUCTION_KEY
 from corft_algos.selection import perturbed_chunk
 from corft_envs.chunking import ActionChunk
+from corft_envs.collection import CollectConfig
 
 
 class PolicyActor:
@@ -74,3 +77,16 @@ class PolicyActor:
     def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The first action of the model's chunk (a step-level collector replans every step)."""
         return self.act_chunk(observation, 1)[0]
+
+
+def policy_collection(model: ChunkPolicy, config: CollectConfig,
+                      noise: float = 0.0) -> tuple[CollectConfig, Callable[[gym.Env], PolicyActor]]:
+    """What ``corft collect --policy`` runs: ``config`` with the model's executed actions per chunk and image
+    size where it names none, and a factory of :class:`PolicyActor` over ``model`` (for
+    :func:`~corft_envs.collection.collect`'s ``make_policy``).
+
+    :param noise: σ of the chunks' offsets (``--policy-noise``).
+    """
+    config = dataclasses.replace(config, chunk_size=config.chunk_size or rollout_execute(model) or model.chunk_size,
+                                 image_size=config.image_size or model_image_size(model))
+    return config, lambda env: PolicyActor(model, env, noise=noise)

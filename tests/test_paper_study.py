@@ -16,12 +16,14 @@ from benchmarks.paper import (
     in_parallel,
     Run,
     claims,
+    critic_share_lines,
     markdown_table,
     paired_difference,
     paired_lines,
     same_preset,
     needed_datasets,
     parse_args,
+    plan_lines,
     planned_runs,
     plot,
     pooled_rows,
@@ -30,21 +32,26 @@ from benchmarks.paper import (
     run_from_args,
     run_study,
     train_request,
+    ROLLOUT_SEED,
 )
+from corft_algos.runs.training import cotraining_store_mix
+from corft_envs.episode_store import read_index
 from corft_algos.evaluation import load_model
 from tests.helpers import TINY_POLICY
 
 pytestmark = pytest.mark.integration
 
 TINY = Preset(tasks=("PickPlace",), demos=(3,), methods=("bc", "sft", "offline_rl_h1", "corft"),
-              ablations=("corft_no_calql", "corft_base", "sft_cotrain", "base"), rl_kwargs={"actor_q_weight": 0.5},
+              ablations=("corft_no_calql", "corft_base", "sft_cotrain", "corft_rollouts_cotrain", "base"),
+              rl_kwargs={"actor_q_weight": 0.5}, rollouts=2,
               seeds=(0,), eval_episodes=1, steps=2, il_fraction=0.5, batch_size=4, image_size=32, videos=1,
               execute=None,
               base_model=None, base_episodes=2, base_steps=2, finetune_steps=1, finetune_rl_steps=1,
               finetune_learning_rate=3e-4,
               policy_kwargs=TINY_POLICY)
 KEYS = {"task", "method", "demos", "positions", "seed", "success_rate", "success_ci95", "cycle_time_steps",
-        "cycle_time_s", "episodes", "successes", "distractors", "init", "named_object_first_rate", "outcomes"}
+        "cycle_time_s", "episodes", "successes", "distractors", "init", "named_object_first_rate", "outcomes",
+        "stage2_data"}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +115,46 @@ def test_base_policy_is_pretrained_on_lift_and_place_and_fine_tuned_or_evaluated
     inits = {r["method"]: r["init"] for r in records}
     assert inits["base"] == inits["corft_base"] == inits["sft_cotrain"] == "base" and inits["sft"] == "scratch"
     assert all(r["distractors"] is True and 0 <= r["named_object_first_rate"] <= 1 for r in records)
+
+
+def test_a_stage2_row_starts_from_its_source_model_with_that_models_own_rollouts(study):
+    out, records = study
+    run, source = Run("PickPlace", 3, "corft_rollouts_cotrain", 0), Run("PickPlace", 3, "sft_cotrain", 0)
+    assert run.stage2_source == source
+    request = train_request(out, TINY, run)
+    assert request.init_from == source.directory(out) / "model.zip"
+    assert (request.il_steps, request.rl_steps) == (0, 1)  # stage 2 alone: the source did the imitation
+    rollouts = out / "rollouts" / "PickPlace" / "demos_3" / "sft_cotrain" / "seed_0"
+    assert request.data == (out / "data" / "PickPlace_3", rollouts, out / "base" / "data" / "Lift",
+                            out / "base" / "data" / "Place")
+    assert request.store_mix == [1.0, 1.0, 1.0, 1.0]  # demos and rollouts half of every batch, the base's the other
+    index = read_index(rollouts)
+    assert len(index.episodes) == 2 and index.meta.keep_failures  # the source model acting, failures kept
+    assert [episode.seed for episode in index.episodes] == [ROLLOUT_SEED, ROLLOUT_SEED + 1]
+    stage2 = {r["method"]: r["stage2_data"] for r in records}
+    assert stage2["corft_rollouts_cotrain"] == "demos+rollouts" and stage2["corft"] == "demos"
+    assert stage2["sft"] is None and stage2["base"] is None
+    assert "corft_rollouts_cotrain − sft_cotrain" in (out / "results.md").read_text()
+
+
+def test_a_stage2_rows_source_is_planned_before_it():
+    alone = Preset(tasks=("Push",), demos=(30,), methods=("corft_no_q_rollouts_cotrain", "corft_rollouts_cotrain"),
+                   seeds=(0, 1), eval_episodes=1, steps=1)
+    assert [(run.method, run.seed) for run in planned_runs(alone)] == [
+        ("sft_cotrain", 0), ("corft_no_q_rollouts_cotrain", 0), ("corft_rollouts_cotrain", 0),
+        ("sft_cotrain", 1), ("corft_no_q_rollouts_cotrain", 1), ("corft_rollouts_cotrain", 1)]
+    lines = plan_lines(alone)
+    assert lines[0] == "demonstrations: 30 Push"
+    assert "sft_cotrain: 2 trainings of 3000 steps" in lines
+    assert "corft_rollouts_cotrain: 2 trainings of 0 imitation + 1000 offline RL steps" in lines
+    assert "rollouts: 2 models × 100 episodes = 200 episodes" in lines  # one source per seed, shared by both rows
+    assert lines[-1] == "evaluations: 12 × 1 episodes = 12 episodes"
+
+
+def test_cotraining_store_mix_by_hand():
+    assert cotraining_store_mix(2) == [1.0, 0.5, 0.5]  # the demos half, Lift and Place a quarter each
+    assert cotraining_store_mix(2, 2) == [1.0, 1.0, 1.0, 1.0]  # demos and rollouts a quarter each
+    assert cotraining_store_mix(3, 2) == pytest.approx([1.0, 1.0, 2 / 3, 2 / 3, 2 / 3])  # 2 : 2 between halves
 
 
 def test_study_resumes_without_redoing_finished_work(study):
@@ -194,6 +241,22 @@ def test_paired_lines_compare_seeds_both_methods_finished():
     assert line.endswith("(training seeds 0; the same evaluation seeds)")
 
 
+def test_critic_share_counts_the_groups_whose_interval_is_above_zero():
+    def with_outcomes(method: str, demos: int, positions: str, outcomes: list[int]) -> dict:
+        return {**record(method, positions, sum(outcomes), len(outcomes), None), "demos": demos, "outcomes": outcomes}
+
+    records = [with_outcomes("corft_cotrain", 30, "train", [1, 1, 1, 1]),  # +1 on every episode: CI [1, 1]
+               with_outcomes("corft_no_q_cotrain", 30, "train", [0, 0, 0, 0]),
+               with_outcomes("corft_cotrain", 60, "train", [1, 1, 0, 0]),  # +0.25, CI [0, 0.75]: not above zero
+               with_outcomes("corft_no_q_cotrain", 60, "train", [1, 0, 0, 0]),
+               with_outcomes("corft_cotrain", 30, "unseen", [0, 0]),
+               with_outcomes("corft_no_q_cotrain", 30, "unseen", [1, 1])]
+    (line,) = critic_share_lines(records)
+    assert line == ("the critic's share, corft_cotrain − corft_no_q_cotrain, above zero (95% CI): train positions "
+                    "in 1 of 2 task/demos groups; unseen positions in 0 of 1 task/demos groups (target: at least 3 "
+                    "groups)")
+
+
 def test_pooling_over_seeds_by_hand():
     # seed 0: 3/4 successes, mean 10 steps; seed 1: 1/4, 20 steps -> 4/8 = 50%, cycle (3*10 + 1*20) / 4 = 12.5
     rows = pooled_rows([record("sft", "train", 3, 4, 10.0, seed=0), record("sft", "train", 1, 4, 20.0, seed=1)])
@@ -219,6 +282,14 @@ def test_relative_changes_and_claims_by_hand():
     assert "success vs SFT +50%" in line and "cycle time vs SFT -20%" in line and "unseen positions 50% vs SFT 20%" in line
     table = markdown_table(rows)
     assert "| T | 30 | corft | train | 60% [31%, 83%] | 40.0 (4.0) | +50% | -20% | – | 1 × 10 |" in table
+    # the co-trained rows against the co-trained SFT: 8/10 against 5/10 is +60%, 30 steps against 40 is -25%
+    cotrained = pooled_rows([record("sft_cotrain", "train", 5, 10, 40.0), record("corft_cotrain", "train", 8, 10, 30.0),
+                             record("sft_cotrain", "unseen", 3, 10, 50.0),
+                             record("corft_cotrain", "unseen", 4, 10, 50.0)])
+    (line,) = claims(cotrained)
+    assert line.startswith("T, 30 demos, corft_cotrain vs sft_cotrain: success vs SFT +60%")
+    assert "cycle time vs SFT -25%" in line and "unseen positions 40% vs SFT 30%" in line
+    assert "| T | 30 | corft_cotrain | train | 80% [49%, 94%] | 30.0 (3.0) | +60% | -25% |" in markdown_table(cotrained)
 
 
 def test_study_command_line_refuses_bad_flags(capsys, tmp_path):
@@ -246,6 +317,13 @@ def test_study_flags_run_part_of_a_preset(capsys, tmp_path):
     assert "holds a study of another preset" in capsys.readouterr().err
     assert run_from_args(parse_args([*flags, "--demos", "60", "--methods", "base", "sft", "--seeds", "1", "2"])) == 1
     assert "no training in" in capsys.readouterr().err  # the same preset: only nothing evaluated yet
+    plan = ["--plan", "--preset", "full", "--tasks", "Push", "--demos", "30", "--seeds", "0",
+            "--out", str(tmp_path / "new")]
+    assert run_from_args(parse_args(plan)) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "demonstrations: 30 Push"
+    assert "corft_h5_cotrain: 1 training of 3000 imitation + 1000 offline RL steps" in printed
+    assert not (tmp_path / "new").exists()  # a plan runs nothing
 
 
 def test_receding_horizon_applies_to_methods_with_longer_chunks():

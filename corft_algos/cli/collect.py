@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import dataclasses
 import json
 import shlex
 import sys
@@ -24,8 +23,8 @@ from corft_algos.cli.common import (
     non_negative_float,
     positive_int,
 )
-from corft_algos.evaluation import load_model, model_image_size, rollout_execute
-from corft_algos.rollouts import PolicyActor
+from corft_algos.evaluation import load_model
+from corft_algos.rollouts import policy_collection
 from corft_algos.runs import UsageError, check_model_file
 from corft_envs.collection import CollectConfig, CollectionError, ScriptedPolicy, collect
 from corft_envs.episode_store import DatasetError, episode_files
@@ -174,9 +173,7 @@ def with_model_policy(args: argparse.Namespace,
         raise UsageError("--policy and --teleop both choose who acts: pass one of them")
     check_model_file(args.policy, "--policy")
     model = load_model(args.policy, device="cpu")
-    config = dataclasses.replace(config, chunk_size=config.chunk_size or rollout_execute(model) or model.chunk_size,
-                                 image_size=config.image_size or model_image_size(model))
-    return config, lambda env: PolicyActor(model, env, noise=args.policy_noise)
+    return policy_collection(model, config, args.policy_noise)
 
 
 def run_collect(args: argparse.Namespace) -> int:

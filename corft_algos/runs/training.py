@@ -161,10 +161,11 @@ def build_model(request: TrainRequest, device: str, folder: RunFolder,
     return model, None
 
 
-def cotraining_store_mix(base_stores: int) -> list[float]:
-    """``store_mix`` of co-training: the demos (first store) half of every batch, the base's
-    ``base_stores`` stores equal shares of the other half."""
-    return [1.0, *[1 / base_stores] * base_stores]
+def cotraining_store_mix(base_stores: int, target_stores: int = 1) -> list[float]:
+    """``store_mix`` of co-training: the target task's ``target_stores`` stores (first: the demos, then e.g.
+    the policy's own rollouts) half of every batch in equal shares, the base's ``base_stores`` stores equal
+    shares of the other half."""
+    return [1.0] * target_stores + [target_stores / base_stores] * base_stores
 
 
 def cotraining_flags(base: str | Path = "BASE", tasks: tuple[str, ...] = PRETRAIN_TASKS) -> str:
