@@ -938,7 +938,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--demos", type=positive_int, nargs="+", metavar="N",
                         help="override the preset's demonstration counts (run part of a study)")
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), metavar="METHOD",
-                        help=f"override the preset's methods, from: {', '.join(METHODS)} (run part of a study)")
+                        help=f"run these methods on every task and demonstration count instead of the preset's "
+                             f"methods and ablations, from: {', '.join(METHODS)} (run part of a study)")
     parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="override the preset's training seeds")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: fastest for these small models on a small CPU)")
@@ -967,6 +968,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                  "demos": args.demos, "methods": args.methods, "seeds": args.seeds}
     preset = replace(preset, **{key: tuple(value) if isinstance(value, list) else value
                                 for key, value in overrides.items() if value is not None})
+    if args.methods:
+        preset = replace(preset, ablations=())
     if args.jobs < 1 or args.threads < 1:
         print(f"{PROG}: error: --jobs and --threads must be at least 1 (got --jobs {args.jobs}, "
               f"--threads {args.threads})", file=sys.stderr)

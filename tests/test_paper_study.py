@@ -324,6 +324,9 @@ def test_study_flags_run_part_of_a_preset(capsys, tmp_path):
     assert printed[0] == "demonstrations: 30 Push"
     assert "corft_h5_cotrain: 1 training of 3000 imitation + 1000 offline RL steps" in printed
     assert not (tmp_path / "new").exists()  # a plan runs nothing
+    assert run_from_args(parse_args([*plan, "--methods", "sft_cotrain"])) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [  # the methods named, and no ablation
+        "sft_cotrain: 1 training of 3000 steps", "evaluations: 2 × 50 episodes = 100 episodes"]
 
 
 def test_receding_horizon_applies_to_methods_with_longer_chunks():
