@@ -845,7 +845,7 @@ def run_study(preset: Preset, out: Path, log: Callable[[str], None] = print, job
         log(f"{stamp()} base policy: {pretrain_base(out, preset)}")
     if any(METHODS[run.method].cotrain for run in runs):
         log(f"{stamp()} the base's data, for co-training: {', '.join(map(str, base_data(out, preset)))}")
-    log(f"{stamp()} {len(runs)} trainings, {jobs} at a time")
+    log(f"{stamp()} {len(runs)} training{'s' if len(runs) > 1 else ''}, {jobs} at a time")
     finished: dict[Run, list[dict[str, Any]]] = {}
 
     def train_all(batch: list[Run]) -> None:
