@@ -158,18 +158,21 @@ class FR3TabletopEnv(gym.Env):
         return self._observation(), {"instruction": self.instruction, "is_success": False}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        """One control step; ``info`` holds ``is_success`` and ``first_lifted``: the index of the first object
-        this episode lifted :data:`LIFTED_RISE` above where it rested (0 is the one the instruction names), or
-        -1 while none has been (a diagnostic of whether the policy went for the named object)."""
+        """One control step; ``info`` holds ``is_success`` and, in a task that lifts its object
+        (:attr:`~corft_envs.tasks.Task.lifts`), ``first_lifted``: the index of the first object this episode
+        lifted :data:`LIFTED_RISE` above where it rested (0 is the one the instruction names), or -1 while none
+        has been (a diagnostic of whether the policy went for the named object)."""
         self.controller.apply(decode_action(action))
         state = self.scene_state()
         success = self.task.is_success(state)
-        if self._first_lifted < 0:
-            rise = state.object_positions[:, 2] - self._rest_heights
-            if rise.max() > LIFTED_RISE:
-                self._first_lifted = int(rise.argmax())
-        return self._observation(), float(success), success, False, {"is_success": success,
-                                                                      "first_lifted": self._first_lifted}
+        info: dict[str, Any] = {"is_success": success}
+        if self.task.lifts:
+            if self._first_lifted < 0:
+                rise = state.object_positions[:, 2] - self._rest_heights
+                if rise.max() > LIFTED_RISE:
+                    self._first_lifted = int(rise.argmax())
+            info["first_lifted"] = self._first_lifted
+        return self._observation(), float(success), success, False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":

@@ -58,6 +58,9 @@ class Task(ABC):
     #: Whether the fixture is placed anywhere on the table at reset (``Place``'s pad) instead of at
     #: its fixed spot (the bowl, the push target).
     fixture_anywhere: bool = False
+    #: Whether the task picks its object up, so that which object the policy lifted first says whether it went
+    #: for the named one (``info["first_lifted"]``); a pushed block is never meant to leave the table.
+    lifts: bool = True
 
     def instruction(self, rng: np.random.Generator, colours: list[str]) -> str:
         """Draw an instruction from the family for the episode's colours."""
@@ -112,6 +115,7 @@ class Push(Task):
 
     name = "Push"
     max_episode_steps = 150
+    lifts = False
     object_half_size = (0.025, 0.025, 0.02)
     templates = (
         "push the {a} block onto the target",

@@ -261,3 +261,14 @@ def test_distractors_can_be_hidden(env_id, in_play, make_env):
         observation, _, terminated, truncated, info = hidden.step(expert.act(observation))
         done = terminated or truncated
     assert info["is_success"]
+
+
+@pytest.mark.parametrize("env_id, reported", [("corft/PickPlace-v0", True), ("corft/Stack-v0", True),
+                                              ("corft/Push-v0", False)])
+def test_first_lifted_object_is_reported_only_where_the_task_lifts_one(env_id, reported, make_env):
+    env = make_env(env_id, image_size=16)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+    assert ("first_lifted" in info) is reported  # a pushed block is not meant to be lifted: no such diagnostic
+    if reported:
+        assert info["first_lifted"] == -1  # nothing lifted after one still step
