@@ -353,13 +353,13 @@ def rollouts_dir(out: Path, source: Run) -> Path:
 def collect_rollouts(out: Path, preset: Preset, source: Run) -> CollectSummary:
     """Record :attr:`Preset.rollouts` episodes of ``source``'s model acting, failures kept, as ``corft collect
     --policy MODEL --keep-failures`` does (resumed unless already complete) in :func:`rollouts_dir`."""
-    folder = rollouts_dir(out, source)
-    model = load_model(model_path(out, preset, source), device="cpu")
+    folder, path = rollouts_dir(out, source), model_path(out, preset, source)
+    model = load_model(path, device="cpu")
     config = CollectConfig(env_id=f"corft/{source.task}-v0", episodes=preset.rollouts, out=folder, positions="train",
                            seed=ROLLOUT_SEED, keep_failures=True, chunk_size=executed_actions(preset, source),
                            env_options=dict(preset.env_kwargs))
     config, make_policy = policy_collection(model, config)
-    with step(f"collecting {preset.rollouts} rollouts of {model_path(out, preset, source)} into {folder}"):
+    with step(f"collecting {preset.rollouts} rollouts of {path} into {folder}"):
         return collect(config, progress=False, make_policy=make_policy)
 
 
@@ -372,8 +372,9 @@ def train_request(out: Path, preset: Preset, run: Run) -> runs.TrainRequest:
     steps = preset.finetune_steps if method.from_base else preset.steps
     # A staged row from the base imitates for the recipe's steps, then adds its RL steps; from scratch,
     # it splits the budget. A row whose stage 2 starts from another row's model only adds the RL steps.
-    il_steps = 0 if source else steps if method.from_base else round(steps * preset.il_fraction)
-    rl_steps = preset.finetune_rl_steps if method.from_base else preset.steps - round(preset.steps * preset.il_fraction)
+    imitation = steps if method.from_base else round(steps * preset.il_fraction)
+    rl_steps = preset.finetune_rl_steps if method.from_base else steps - imitation
+    il_steps = 0 if source else imitation
     total = il_steps + rl_steps if method.staged else steps
     init_from = (model_path(out, preset, source) if source
                  else base_model(out, preset) if method.from_base else None)
